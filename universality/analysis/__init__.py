@@ -1,0 +1,24 @@
+"""Circuit analyses over the hook vocabulary: induction localisation and the Off-by-One write lag.
+
+* :func:`induction` — per-layer and per-head induction scores on repeated halves,
+  and a tidy activation-patching table on the reference ``A B ... A`` task.
+* :func:`write_lag` — at which lag δ a token's information is written into one
+  layer's token-mixing memory (Transformer keys/values, Mamba state increments,
+  RWKV keys/values); :func:`write_lag_all` runs every layer, :func:`compare_write_lag`
+  several hosts.
+
+Hosts are used only through ``run_with_cache`` / ``run_with_hooks`` and the hook
+names of ``DESIGN.md``, so any host honouring the vocabulary works.
+"""
+
+from .induction import InductionConfig, InductionResult, PatchEffect, induction, induction_sites
+from .patching import PatchRun, PatchSite, patch_sites
+from .tasks import InductionPrompts, distinct_tokens, induction_prompts, repeated_halves
+from .write_lag import (WRITE_POINTS, WriteLagConfig, WriteLagProfile, WriteLagTable, compare_write_lag, write_lag,
+                        write_lag_all)
+
+__all__ = [
+    "InductionConfig", "InductionPrompts", "InductionResult", "PatchEffect", "PatchRun", "PatchSite",
+    "WRITE_POINTS", "WriteLagConfig", "WriteLagProfile", "WriteLagTable", "compare_write_lag", "distinct_tokens",
+    "induction", "induction_prompts", "induction_sites", "patch_sites", "repeated_halves", "write_lag", "write_lag_all",
+]
