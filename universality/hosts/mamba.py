@@ -1,0 +1,125 @@
+"""Mamba-1 host (``model_type == "mamba"``): our own mixer forward over the HF weights.
+
+Per block ``i`` the points, in forward order, are (``b`` batch, ``t`` positions,
+``d`` = ``d_inner`` = expand x d_model, ``n`` = state size)::
+
+    blocks.i.resid_pre      [b, t, d_model]   residual entering the block
+    blocks.i.mixer_in       [b, t, d_model]   after the block's RMS norm
+    blocks.i.ssm.in_x       [b, t, d]         x half of in_proj, before the conv
+    blocks.i.ssm.gate       [b, t, d]         z half of in_proj
+    blocks.i.ssm.conv_out   [b, t, d]         after the causal depthwise conv and the activation
+    blocks.i.ssm.dt         [b, t, d]         Δ = softplus(dt_proj(..) + bias)
+    blocks.i.ssm.B          [b, t, n]
+    blocks.i.ssm.C          [b, t, n]
+    blocks.i.ssm.state      [b, t, d, n]      hidden state after each position (on demand only)
+    blocks.i.ssm.y          [b, t, d]         scan output including the D skip, before gating
+    blocks.i.mixer_out      [b, t, d_model]   out_proj(y * act(gate)), added to the residual
+    blocks.i.resid_post     [b, t, d_model]   = resid_pre + mixer_out
+
+plus ``embed`` and ``final_norm``. Weights are read from the HF modules at every
+call, so in-place edits (``mixer.conv1d.weight``, ``mixer.A_log``...) are followed.
+
+Patching ``ssm.state``: a replaced entry (where the hook's tensor differs from the
+computed states) is read out at its own position *and* the recurrence continues
+from it; see :func:`~universality.hosts.ssm.selective_scan.patched_states`. The
+cache then holds the states actually used (later positions included).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import mamba2  # noqa: F401  (registers the "mamba2" host)
+from .base import Host
+from .hookrun import HookRun
+from .registry import register_host
+from .ssm.ops import causal_depthwise_conv, rms_norm, upcast_residual
+from .ssm.selective_scan import BACKENDS, patched_states, readout, scan_states, selective_scan
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _state_hook_input(run: HookRun, name: str, states: torch.Tensor) -> torch.Tensor:
+    """The tensor handed to the ``ssm.state`` hooks: a copy when hooks exist, so in-place edits are detected."""
+    return states.clone() if name in run.hooks else states
+
+
+@register_host("mamba")
+class MambaHost(Host):
+    """Mamba-1 (``MambaForCausalLM``) with the hook vocabulary above.
+
+    Attributes:
+        scan_backend: ``"auto"`` (mamba-ssm on CUDA when importable, else the C
+            kernel on CPU, else pure torch), ``"c"``, ``"cuda"`` or ``"torch"``.
+    """
+
+    arch = "mamba"
+    block_points = ("resid_pre", "mixer_in", "ssm.in_x", "ssm.gate", "ssm.conv_out", "ssm.dt", "ssm.B", "ssm.C",
+                    "ssm.state", "ssm.y", "mixer_out", "resid_post")
+    on_demand_points = ("ssm.state",)
+    scan_backend: str = "auto"
+
+    def _n_layers(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+    def _d_model(self) -> int:
+        return int(self.config.hidden_size)
+
+    def set_scan_backend(self, backend: str) -> None:
+        """Choose the selective-scan implementation (one of ``BACKENDS``)."""
+        from .._errors import UniversalityError
+
+        if backend not in BACKENDS:
+            raise UniversalityError(f"scan backend '{backend}' is not valid; use one of {', '.join(BACKENDS)}")
+        self.scan_backend = backend
+
+    def _forward(self, tokens: torch.Tensor, run: HookRun) -> torch.Tensor | None:
+        backbone = self.model.backbone
+        h = run("embed", F.embedding(tokens, backbone.embeddings.weight))
+        for i, layer in enumerate(backbone.layers):
+            h = self._block(i, layer, h, run)
+            if self._stop_after(run, i):
+                return None
+        norm = backbone.norm_f
+        h = run("final_norm", rms_norm(h.to(norm.weight.dtype), norm.weight, norm.variance_epsilon))
+        head = self.model.lm_head
+        logits = F.linear(h.to(head.weight.dtype), head.weight, head.bias)
+        return logits.float() if logits.dtype in _LOW_PRECISION else logits
+
+    def _block(self, i: int, layer: torch.nn.Module, h: torch.Tensor, run: HookRun) -> torch.Tensor:
+        p = f"blocks.{i}."
+        m = layer.mixer
+        h = run(p + "resid_pre", h)
+        residual = upcast_residual(h, bool(self.config.residual_in_fp32))
+        u = run(p + "mixer_in", rms_norm(h.to(layer.norm.weight.dtype), layer.norm.weight, layer.norm.variance_epsilon))
+
+        d_inner, n, rank = m.intermediate_size, m.ssm_state_size, m.time_step_rank
+        xz = F.linear(u, m.in_proj.weight, m.in_proj.bias)
+        x = run(p + "ssm.in_x", xz[..., :d_inner])
+        z = run(p + "ssm.gate", xz[..., d_inner:])
+        conv = causal_depthwise_conv(x, m.conv1d.weight, m.conv1d.bias if m.use_conv_bias else None)
+        x = run(p + "ssm.conv_out", m.act(conv))
+
+        dt_low, B, C = torch.split(F.linear(x, m.x_proj.weight), [rank, n, n], dim=-1)
+        dt = run(p + "ssm.dt", F.softplus(F.linear(dt_low, m.dt_proj.weight, m.dt_proj.bias)))
+        B = run(p + "ssm.B", B)
+        C = run(p + "ssm.C", C)
+        A = -torch.exp(m.A_log.to(x.dtype))
+        D = m.D.to(x.dtype)
+
+        y = run(p + "ssm.y", self._scan(p + "ssm.state", x, dt, A, B, C, D, run))
+        out = F.linear((y * m.act(z)).to(m.out_proj.weight.dtype), m.out_proj.weight, m.out_proj.bias)
+        out = run(p + "mixer_out", out)
+        return run(p + "resid_post", residual + out)
+
+    def _scan(self, name: str, x, dt, A, B, C, D, run: HookRun) -> torch.Tensor:
+        """y [b, t, d]; materialises per-position states only when ``name`` is read or written."""
+        if not run.wants(name):
+            return selective_scan(x, dt, A, B, C, D, backend=self.scan_backend)
+        states = scan_states(x, dt, A, B)
+        new = run(name, _state_hook_input(run, name, states))
+        used = patched_states(states, new, x, dt, A, B)
+        if used is not new and name in run.cache_names:
+            run.cache[name] = used
+        return readout(used, C, x, D)

@@ -1,0 +1,104 @@
+"""Build-at-first-use loader for the C selective-scan kernel (``selective_scan.c``).
+
+The kernel is compiled once per source/flags/CPU combination with the system
+``gcc -O3 -march=native -fopenmp`` into ``$UNIVERSALITY_HOME/kernels``
+(default ``~/.cache/universality/kernels``) and loaded with :mod:`ctypes`.
+When no compiler is present or the build fails, :func:`load_kernel` returns
+``None`` and callers fall back to the pure-torch scan.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+from ..._io import ensure_writable_dir
+
+_SOURCE = Path(__file__).with_name("selective_scan.c")
+_FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
+_LOCK = threading.Lock()
+_STATE: dict[str, object] = {}
+
+
+def kernel_home() -> Path:
+    """Folder the compiled kernels live in: ``$UNIVERSALITY_HOME/kernels`` (default ``~/.cache/universality/kernels``)."""
+    root = os.environ.get("UNIVERSALITY_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "universality")
+    return Path(root) / "kernels"
+
+
+def _cpu_signature() -> str:
+    """Model name and flags of this CPU, so a shared cache never serves code built for another CPU."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+        lines = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags"))][:2]
+        return "\n".join(lines)
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def _library_path() -> Path:
+    key = hashlib.sha256()
+    key.update(_SOURCE.read_bytes())
+    key.update(" ".join(_FLAGS).encode())
+    key.update(_cpu_signature().encode())
+    return kernel_home() / f"selective_scan_{key.hexdigest()[:16]}.so"
+
+
+def _compile(target: Path) -> None:
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        raise RuntimeError("no C compiler (gcc) on PATH")
+    folder = ensure_writable_dir(target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".so.tmp", dir=folder)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, *_FLAGS, str(_SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cc} failed: {proc.stderr.strip()[:500]}")
+        os.replace(tmp, target)  # atomic: concurrent builders write the same bytes
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    for suffix in ("f32", "f64"):
+        fwd = getattr(lib, f"scan_fwd_{suffix}")
+        fwd.argtypes = [p] * 8 + [i64] * 4 + [i32]
+        fwd.restype = None
+        bwd = getattr(lib, f"scan_bwd_{suffix}")
+        bwd.argtypes = [p] * 13 + [i64] * 4 + [i32]
+        bwd.restype = None
+    return lib
+
+
+def load_kernel() -> ctypes.CDLL | None:
+    """The compiled scan library (building it on first use), or ``None`` when it cannot be built.
+
+    Set ``UNIVERSALITY_NO_CKERNEL=1`` to force the pure-torch path.
+    """
+    if os.environ.get("UNIVERSALITY_NO_CKERNEL", "") not in ("", "0"):
+        return None
+    with _LOCK:
+        if "lib" in _STATE:
+            return _STATE["lib"]  # type: ignore[return-value]
+        lib = None
+        try:
+            target = _library_path()
+            if not target.is_file():
+                _compile(target)
+            lib = _bind(ctypes.CDLL(str(target)))
+        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+            warnings.warn(f"universality: the C selective-scan kernel is unavailable ({e}); using the slower pure-torch scan",
+                          RuntimeWarning, stacklevel=2)
+        _STATE["lib"] = lib
+        return lib

@@ -1,0 +1,59 @@
+"""Small building blocks shared by the Mamba hosts: causal depthwise conv and RMS norms.
+
+Every function reads the weights it is given at call time, so edits made in place
+to the Hugging Face modules (e.g. ``mixer.conv1d.weight``) are followed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Causal depthwise 1-D convolution in the ``[b, t, d]`` layout.
+
+    ``weight`` is the Hugging Face ``Conv1d`` weight ``[d, 1, k]`` (or ``[d, k]``);
+    output position ``t`` sees inputs ``t-k+1 .. t`` (zeros before the start)::
+
+        out[:, t, c] = bias[c] + sum_i weight[c, i] * x[:, t - (k - 1) + i, c]
+
+    Returns ``[b, t, d]`` in ``x``'s dtype.
+    """
+    w = weight.reshape(weight.shape[0], -1).to(x.dtype)  # [d, k]
+    k = w.shape[1]
+    t = x.shape[1]
+    padded = F.pad(x, (0, 0, k - 1, 0))  # zeros before position 0
+    out = padded[:, k - 1 : k - 1 + t] * w[:, k - 1]
+    for i in range(k - 1):
+        out = out + padded[:, i : i + t] * w[:, i]
+    if bias is not None:
+        out = out + bias.to(x.dtype)
+    return out
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``weight * x / sqrt(mean(x**2, -1) + eps)`` over the last axis (float32 math for half inputs, as HF does)."""
+    work = x.float() if x.dtype in _LOW_PRECISION else x
+    normed = work * torch.rsqrt(work.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * normed.to(x.dtype)
+
+
+def gated_rms_norm(y: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, eps: float, group_size: int) -> torch.Tensor:
+    """Mamba-2's gated RMS norm: ``rms_norm(y * silu(gate))`` computed per group of ``group_size`` channels.
+
+    ``y``, ``gate``: ``[b, t, d_inner]``; returns the same shape.
+    """
+    work = y.float() if y.dtype in _LOW_PRECISION else y
+    work = work * F.silu(gate.to(work.dtype))
+    *lead, d = work.shape
+    grouped = work.view(*lead, d // group_size, group_size)
+    grouped = grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * grouped.view(*lead, d).to(y.dtype)
+
+
+def upcast_residual(h: torch.Tensor, residual_in_fp32: bool) -> torch.Tensor:
+    """The residual stream HF adds the mixer output to: float32 for half inputs when ``residual_in_fp32``."""
+    return h.float() if residual_in_fp32 and h.dtype in _LOW_PRECISION else h

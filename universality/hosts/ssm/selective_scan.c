@@ -1,0 +1,213 @@
+/*
+ * Mamba-1 selective scan on the CPU: forward and hand-written backward.
+ *
+ * Layout (all row-major, contiguous):
+ *   x, dt, y, dy, dx, ddt : [b, t, d]     (d = d_inner channels)
+ *   At                    : [n, d]        (A transposed, so a block of channels is contiguous)
+ *   Bm, Cm                : [b, t, n]
+ *   Dv                    : [d] or NULL
+ *   states                : [b, t, d, n] or NULL (written only when asked)
+ *
+ * Recurrence per channel c and state slot j:
+ *   h_t[c,j] = exp(dt_t[c] * A[c,j]) * h_{t-1}[c,j] + dt_t[c] * x_t[c] * B_t[j]
+ *   y_t[c]   = sum_j h_t[c,j] * C_t[j] + D[c] * x_t[c]
+ *
+ * Work is split into jobs (one batch row x one block of BLK = 16 channels;
+ * the caller pads d to a multiple of BLK). A job keeps its BLK x n state in a
+ * small local buffer of vectors and walks time forward, so everything it
+ * touches per step stays in L1. Arithmetic uses GCC vector extensions (one
+ * AVX-512 register per block of 16 floats, or two AVX2 ones). The backward of a job first
+ * recomputes the states into a per-thread buffer [t, n, BLK] (128 KiB for
+ * t = 256, n = 16), then runs the adjoint recurrence in reverse time.
+ * Reductions over channels (dB, dC) and over the batch (dA, dD) go into
+ * per-thread partial buffers that the caller sums; dB and dC are kept
+ * lane-wise ([.., BLK]) so the inner loop needs no horizontal sums.
+ *
+ * The same code is instantiated for float (with a vectorised polynomial exp,
+ * ~2 ulp) and for double (libm exp per lane; used by the float64 references).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define BLK 16
+
+typedef float vf __attribute__((vector_size(BLK * sizeof(float))));
+typedef int32_t vi __attribute__((vector_size(BLK * sizeof(int32_t))));
+typedef double vd __attribute__((vector_size(BLK * sizeof(double))));
+
+static inline vf exp_vf(vf v) {
+    /* exp(v) lane-wise for v clamped to [-87, 88]: v = k ln2 + r, |r| <= ln2/2, exp(r) by a degree-6 polynomial. */
+    const vf zero = {0};
+    const vf lo = zero - 87.0f, hi = zero + 88.0f;
+    vi below = v < lo, above = v > hi;
+    v = (vf)(((vi)v & ~below) | ((vi)lo & below));
+    v = (vf)(((vi)v & ~above) | ((vi)hi & above));
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding and subtracting it rounds to the nearest integer */
+    vf k = (v * 1.44269504088896341f + magic) - magic;
+    vf r = v - k * 0.693145751953125f;
+    r = r - k * 1.42860682030941723e-6f;
+    vf p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    vi bits = (__builtin_convertvector(k, vi) + 127) << 23;
+    return p * (vf)bits;
+}
+
+static inline vd exp_vd(vd v) {
+    vd out;
+    for (int i = 0; i < BLK; i++) out[i] = exp(v[i]);
+    return out;
+}
+
+static inline int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+#define DEFINE_SCAN(T, V, SUF, EXPV)                                                                   \
+static inline V load_##SUF(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }                     \
+static inline void store_##SUF(T *p, V v) { memcpy(p, &v, sizeof v); }                                 \
+                                                                                                       \
+static void fwd_job_##SUF(const T *x, const T *dt, const V *A, const T *Bm, const T *Cm, const T *Dv,  \
+                          T *y, T *states, int64_t bi, int64_t d0, int64_t t, int64_t d, int64_t n,    \
+                          V *h) {                                                                      \
+    const V zero = {0};                                                                                \
+    for (int64_t j = 0; j < n; j++) h[j] = zero;                                                       \
+    const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                    \
+    for (int64_t ti = 0; ti < t; ti++) {                                                               \
+        const int64_t row = bi * t + ti;                                                               \
+        const V xv = load_##SUF(x + row * d + d0), dv = load_##SUF(dt + row * d + d0);                 \
+        const V dx = dv * xv;                                                                          \
+        const T *Br = Bm + row * n, *Cr = Cm + row * n;                                                \
+        V acc = zero;                                                                                  \
+        for (int64_t j = 0; j < n; j++) {                                                              \
+            const V hv = EXPV(dv * A[j]) * h[j] + dx * Br[j];                                          \
+            h[j] = hv;                                                                                 \
+            acc += hv * Cr[j];                                                                         \
+        }                                                                                              \
+        if (states) {                                                                                  \
+            T *sr = states + (row * d + d0) * n;                                                       \
+            for (int k = 0; k < BLK; k++)                                                              \
+                for (int64_t j = 0; j < n; j++) sr[k * n + j] = h[j][k];                               \
+        }                                                                                              \
+        store_##SUF(y + row * d + d0, acc + Dvec * xv);                                                \
+    }                                                                                                  \
+}                                                                                                      \
+                                                                                                       \
+void scan_fwd_##SUF(const T *x, const T *dt, const T *At, const T *Bm, const T *Cm, const T *Dv,       \
+                    T *y, T *states, int64_t b, int64_t t, int64_t d, int64_t n, int nthreads) {       \
+    const int64_t nblk = d / BLK;                                                                      \
+    _Pragma("omp parallel num_threads(nthreads)")                                                      \
+    {                                                                                                  \
+        V *h = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                          \
+        V *A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                          \
+        int64_t loaded = -1;                                                                           \
+        _Pragma("omp for schedule(static)")                                                            \
+        for (int64_t job = 0; job < b * nblk; job++) {                                                 \
+            const int64_t bi = job / nblk, d0 = (job % nblk) * BLK;                                    \
+            if (loaded != d0) {                                                                        \
+                for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0);                    \
+                loaded = d0;                                                                           \
+            }                                                                                          \
+            fwd_job_##SUF(x, dt, A, Bm, Cm, Dv, y, states, bi, d0, t, d, n, h);                        \
+        }                                                                                              \
+        free(h); free(A);                                                                              \
+    }                                                                                                  \
+}                                                                                                      \
+                                                                                                       \
+static void bwd_job_##SUF(const T *x, const T *dt, const V *A, const T *Bm, const T *Cm, const T *Dv,  \
+                          const T *dy, T *dxo, T *ddto, T *dAp, T *dBp, T *dCp, T *dDp, int64_t bi,    \
+                          int64_t d0, int64_t t, int64_t d, int64_t n, V *H, V *g, V *dAacc) {         \
+    const V zero = {0};                                                                                \
+    /* 1. recompute the states of this job: H[ti * n + j] */                                           \
+    for (int64_t ti = 0; ti < t; ti++) {                                                               \
+        const int64_t row = bi * t + ti;                                                               \
+        const V xv = load_##SUF(x + row * d + d0), dv = load_##SUF(dt + row * d + d0);                 \
+        const V dx = dv * xv;                                                                          \
+        const T *Br = Bm + row * n;                                                                    \
+        V *Hc = H + ti * n;                                                                            \
+        if (ti == 0) { for (int64_t j = 0; j < n; j++) Hc[j] = dx * Br[j]; }                           \
+        else {                                                                                         \
+            const V *Hp = Hc - n;                                                                      \
+            for (int64_t j = 0; j < n; j++) Hc[j] = EXPV(dv * A[j]) * Hp[j] + dx * Br[j];              \
+        }                                                                                              \
+    }                                                                                                  \
+    /* 2. adjoint recurrence in reverse time; g carries dL/dh_t back through the decay */              \
+    for (int64_t j = 0; j < n; j++) { g[j] = zero; dAacc[j] = zero; }                                  \
+    const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                    \
+    V dDacc = zero;                                                                                    \
+    for (int64_t ti = t - 1; ti >= 0; ti--) {                                                          \
+        const int64_t row = bi * t + ti;                                                               \
+        const V xv = load_##SUF(x + row * d + d0), dv = load_##SUF(dt + row * d + d0);                 \
+        const V dyv = load_##SUF(dy + row * d + d0);                                                   \
+        const V dx = dv * xv;                                                                          \
+        const T *Br = Bm + row * n, *Cr = Cm + row * n;                                                \
+        const V *Hc = H + ti * n;                                                                      \
+        V dxa = zero, ddta = zero;                                                                     \
+        for (int64_t j = 0; j < n; j++) {                                                              \
+            const V gk = g[j] + dyv * Cr[j];                                                           \
+            const V a = EXPV(dv * A[j]);                                                               \
+            const V ga = ti > 0 ? gk * Hc[j - n] * a : zero;                                           \
+            T *dCr = dCp + (row * n + j) * BLK, *dBr = dBp + (row * n + j) * BLK;                      \
+            store_##SUF(dCr, load_##SUF(dCr) + dyv * Hc[j]);                                           \
+            store_##SUF(dBr, load_##SUF(dBr) + gk * dx);                                               \
+            ddta += ga * A[j] + gk * xv * Br[j];                                                       \
+            dxa += gk * dv * Br[j];                                                                    \
+            dAacc[j] += ga * dv;                                                                       \
+            g[j] = gk * a;                                                                             \
+        }                                                                                              \
+        store_##SUF(dxo + row * d + d0, dxa + Dvec * dyv);                                             \
+        store_##SUF(ddto + row * d + d0, ddta);                                                        \
+        dDacc += dyv * xv;                                                                             \
+    }                                                                                                  \
+    for (int64_t j = 0; j < n; j++) store_##SUF(dAp + j * d + d0, load_##SUF(dAp + j * d + d0) + dAacc[j]); \
+    store_##SUF(dDp + d0, load_##SUF(dDp + d0) + dDacc);                                               \
+}                                                                                                      \
+                                                                                                       \
+void scan_bwd_##SUF(const T *x, const T *dt, const T *At, const T *Bm, const T *Cm, const T *Dv,       \
+                    const T *dy, T *dx, T *ddt, T *dAt_part, T *dB_part, T *dC_part, T *dD_part,       \
+                    int64_t b, int64_t t, int64_t d, int64_t n, int nthreads) {                        \
+    /* *_part buffers have a leading [nthreads] axis and must be zeroed by the caller; dB_part and    \
+       dC_part are [nthreads, b, t, n, BLK]: lane-wise partial sums, reduced by the caller */          \
+    const int64_t nblk = d / BLK;                                                                      \
+    _Pragma("omp parallel num_threads(nthreads)")                                                      \
+    {                                                                                                  \
+        const int tid = thread_id();                                                                   \
+        V *H = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                    \
+        V *g = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                          \
+        V *dAacc = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                      \
+        V *A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                          \
+        int64_t loaded = -1;                                                                           \
+        T *dAp = dAt_part + (int64_t)tid * n * d;                                                      \
+        T *dBp = dB_part + (int64_t)tid * b * t * n * BLK;                                             \
+        T *dCp = dC_part + (int64_t)tid * b * t * n * BLK;                                             \
+        T *dDp = dD_part + (int64_t)tid * d;                                                           \
+        _Pragma("omp for schedule(static)")                                                            \
+        for (int64_t job = 0; job < b * nblk; job++) {                                                 \
+            const int64_t bi = job / nblk, d0 = (job % nblk) * BLK;                                    \
+            if (loaded != d0) {                                                                        \
+                for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0);                    \
+                loaded = d0;                                                                           \
+            }                                                                                          \
+            bwd_job_##SUF(x, dt, A, Bm, Cm, Dv, dy, dx, ddt, dAp, dBp, dCp, dDp, bi, d0, t, d, n,      \
+                          H, g, dAacc);                                                                \
+        }                                                                                              \
+        free(H); free(g); free(dAacc); free(A);                                                        \
+    }                                                                                                  \
+}
+
+DEFINE_SCAN(float, vf, f32, exp_vf)
+DEFINE_SCAN(double, vd, f64, exp_vd)
+
+int scan_block_size(void) { return BLK; }

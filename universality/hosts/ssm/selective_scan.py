@@ -1,0 +1,226 @@
+"""Mamba-1 selective scan: a fast C kernel (CPU), mamba-ssm (CUDA), and a pure-torch fallback.
+
+All functions take the ``[batch, time, channels]`` layout the host produces:
+
+* ``x``  [b, t, d]  scan input (``ssm.conv_out``)
+* ``dt`` [b, t, d]  step sizes Δ after softplus (``ssm.dt``)
+* ``A``  [d, n]     continuous decay, negative (``-exp(A_log)``)
+* ``B``, ``C`` [b, t, n]
+* ``D``  [d] or ``None``
+
+and compute, per channel ``c`` and state slot ``j``::
+
+    h_t[c, j] = exp(dt_t[c] A[c, j]) h_{t-1}[c, j] + dt_t[c] x_t[c] B_t[j]      (h_{-1} = 0)
+    y_t[c]    = sum_j h_t[c, j] C_t[j] + D[c] x_t[c]
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from ..._errors import UniversalityError
+from ._ckernel import load_kernel
+
+BACKENDS = ("auto", "c", "torch", "cuda")
+
+
+# ----------------------------------------------------------------------------- pure torch
+def selective_scan_torch(x, dt, A, B, C, D=None):
+    """Reference scan by a plain loop over time (autograd-friendly). Returns y [b, t, d]."""
+    b, t, d = x.shape
+    h = x.new_zeros(b, d, A.shape[1])
+    dA = torch.exp(dt.unsqueeze(-1) * A)  # [b, t, d, n]
+    dtx = dt * x
+    ys = []
+    for i in range(t):
+        h = dA[:, i] * h + dtx[:, i, :, None] * B[:, i, None, :]
+        ys.append(torch.einsum("bdn,bn->bd", h, C[:, i]))
+    y = torch.stack(ys, dim=1)
+    return y if D is None else y + x * D
+
+
+def scan_states(x, dt, A, B):
+    """Hidden state after every position, ``[b, t, d, n]`` (materialised; autograd-friendly)."""
+    lib = load_kernel()
+    if lib is not None and x.device.type == "cpu" and not _needs_grad(x, dt, A, B):
+        return _c_forward(lib, x, dt, A, B, torch.zeros_like(B), None, want_states=True)[1]
+    return _states_torch(x, dt, A, B)
+
+
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(v.requires_grad for v in tensors)
+
+
+def _states_torch(x, dt, A, B):
+    b, t, d = x.shape
+    h = x.new_zeros(b, d, A.shape[1])
+    dtx = dt * x
+    out = []
+    for i in range(t):
+        h = torch.exp(dt[:, i, :, None] * A) * h + dtx[:, i, :, None] * B[:, i, None, :]
+        out.append(h)
+    return torch.stack(out, dim=1)
+
+
+def patched_states(old, new, x, dt, A, B):
+    """States after replacing some of them: the recurrence continues from every replaced value.
+
+    ``old`` are the states the scan produced, ``new`` what a hook returned (both
+    [b, t, d, n]). With ``m = new != old``::
+
+        h'_t = new_t                                  where m_t
+        h'_t = exp(dt_t A) h'_{t-1} + dt_t x_t B_t    elsewhere
+
+    so a replaced entry is both read out at its own position and carried forward.
+    Returns ``new`` itself when nothing changed.
+    """
+    changed = new != old
+    if not bool(changed.any()):
+        return new
+    first = int(changed.flatten(2).any(-1).any(0).nonzero()[0])  # earliest position with a change
+    b, t, d = x.shape
+    dtx = dt * x
+    out = [new[:, i] for i in range(first)]
+    h = new[:, first - 1] if first > 0 else x.new_zeros(b, d, A.shape[1])
+    for i in range(first, t):
+        step = torch.exp(dt[:, i, :, None] * A) * h + dtx[:, i, :, None] * B[:, i, None, :]
+        h = torch.where(changed[:, i], new[:, i], step)
+        out.append(h)
+    return torch.stack(out, dim=1)
+
+
+def readout(states, C, x, D=None):
+    """``y_t = sum_j h_t[:, j] C_t[j] + D x_t`` from states [b, t, d, n]; returns [b, t, d]."""
+    y = torch.einsum("btdn,btn->btd", states, C)
+    return y if D is None else y + x * D
+
+
+# ----------------------------------------------------------------------------- C kernel
+def _ptr(t: torch.Tensor | None):
+    return ctypes.c_void_p(t.data_ptr()) if t is not None else None
+
+
+def _fn(lib, kind: str, dtype: torch.dtype):
+    if dtype == torch.float32:
+        return getattr(lib, f"scan_{kind}_f32")
+    if dtype == torch.float64:
+        return getattr(lib, f"scan_{kind}_f64")
+    raise TypeError(f"the C scan supports float32/float64, not {dtype}")
+
+
+_BLOCK = 16  # channels per job in the C kernel (BLK in selective_scan.c); d is zero-padded to a multiple
+
+
+def _pad_channels(v: torch.Tensor | None, d_pad: int) -> torch.Tensor | None:
+    """Zero-pad the last axis to ``d_pad`` and make contiguous."""
+    if v is None:
+        return None
+    extra = d_pad - v.shape[-1]
+    return (torch.nn.functional.pad(v, (0, extra)) if extra else v).contiguous()
+
+
+def _c_forward(lib, x, dt, A, B, C, D, want_states=False):
+    b, t, d = x.shape
+    n = A.shape[1]
+    dp = -(-d // _BLOCK) * _BLOCK
+    xp, dtp, Dp = _pad_channels(x, dp), _pad_channels(dt, dp), _pad_channels(D, dp)
+    At = _pad_channels(A.t(), dp)
+    B, C = B.contiguous(), C.contiguous()
+    y = x.new_empty(b, t, dp)
+    states = x.new_empty(b, t, dp, n) if want_states else None
+    _fn(lib, "fwd", x.dtype)(_ptr(xp), _ptr(dtp), _ptr(At), _ptr(B), _ptr(C), _ptr(Dp), _ptr(y), _ptr(states),
+                             b, t, dp, n, torch.get_num_threads())
+    if dp != d:
+        y = y[..., :d]
+        states = states[:, :, :d] if states is not None else None
+    return y, states
+
+
+def _c_backward(lib, x, dt, A, B, C, D, dy):
+    b, t, d = x.shape
+    n = A.shape[1]
+    dp = -(-d // _BLOCK) * _BLOCK
+    nt = max(1, torch.get_num_threads())
+    xp, dtp, Dp, dyp = (_pad_channels(v, dp) for v in (x, dt, D, dy))
+    At = _pad_channels(A.t(), dp)
+    B, C = B.contiguous(), C.contiguous()
+    dx, ddt = x.new_empty(b, t, dp), x.new_empty(b, t, dp)
+    dAt = x.new_zeros(nt, n, dp)
+    dB = x.new_zeros(nt, b, t, n, _BLOCK)  # lane-wise partial sums (see selective_scan.c)
+    dC = x.new_zeros(nt, b, t, n, _BLOCK)
+    dD = x.new_zeros(nt, dp)
+    _fn(lib, "bwd", x.dtype)(_ptr(xp), _ptr(dtp), _ptr(At), _ptr(B), _ptr(C), _ptr(Dp), _ptr(dyp), _ptr(dx), _ptr(ddt),
+                             _ptr(dAt), _ptr(dB), _ptr(dC), _ptr(dD), b, t, dp, n, nt)
+    return dx[..., :d], ddt[..., :d], dAt.sum(0)[:, :d].t(), dB.sum((0, 4)), dC.sum((0, 4)), dD.sum(0)[:d]
+
+
+class _SelectiveScanC(torch.autograd.Function):
+    """Autograd wrapper: C forward, C backward (adjoint recurrence in reverse time)."""
+
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, D):
+        y, _ = _c_forward(load_kernel(), x, dt, A, B, C, D)
+        ctx.save_for_backward(x, dt, A, B, C, D)
+        ctx.has_D = D is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, dt, A, B, C, D = ctx.saved_tensors
+        dx, ddt, dA, dB, dC, dD = _c_backward(load_kernel(), x, dt, A, B, C, D, dy)
+        return dx, ddt, dA, dB, dC, (dD if ctx.has_D else None)
+
+
+# ----------------------------------------------------------------------------- CUDA
+def _mamba_ssm_scan(x, dt, A, B, C, D):
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # lazy: optional extra
+
+    y = selective_scan_fn(x.transpose(1, 2).contiguous(), dt.transpose(1, 2).contiguous(), A.float().contiguous(),
+                          B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
+                          D.float() if D is not None else None)
+    return y.transpose(1, 2).to(x.dtype)
+
+
+def mamba_ssm_available() -> bool:
+    """Whether the optional CUDA kernels of ``mamba-ssm`` can be imported."""
+    try:
+        import mamba_ssm.ops.selective_scan_interface  # noqa: F401
+    except Exception:  # noqa: BLE001  (any import-time failure means "not usable")
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- dispatch
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
+    """Which implementation ``selective_scan`` uses for ``backend`` on ``device``/``dtype``."""
+    if backend not in BACKENDS:
+        raise UniversalityError(f"scan backend '{backend}' is not valid; use one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        if backend == "c" and (device.type != "cpu" or load_kernel() is None or dtype not in (torch.float32, torch.float64)):
+            raise UniversalityError("scan backend 'c' needs a CPU tensor of float32/float64 and a working gcc; use 'auto' or 'torch'")
+        if backend == "cuda" and (device.type != "cuda" or not mamba_ssm_available()):
+            raise UniversalityError("scan backend 'cuda' needs CUDA tensors and the mamba-ssm package; use 'auto' or 'torch'")
+        return backend
+    if device.type == "cuda" and mamba_ssm_available():
+        return "cuda"
+    if device.type == "cpu" and dtype in (torch.float32, torch.float64) and load_kernel() is not None:
+        return "c"
+    return "torch"
+
+
+def selective_scan(x, dt, A, B, C, D=None, backend: str = "auto"):
+    """Selective scan output y [b, t, d] (including the ``D`` skip) with gradients to every input.
+
+    Args:
+        x, dt: [b, t, d]; A: [d, n]; B, C: [b, t, n]; D: [d] or None.
+        backend: ``"auto"`` (mamba-ssm on CUDA when importable, else the C kernel
+            on CPU, else torch), ``"c"``, ``"cuda"`` or ``"torch"``.
+    """
+    which = resolve_backend(backend, x.device, x.dtype)
+    if which == "c":
+        return _SelectiveScanC.apply(x, dt, A, B, C, D)
+    if which == "cuda":
+        return _mamba_ssm_scan(x, dt, A, B, C, D)
+    return selective_scan_torch(x, dt, A, B, C, D)
