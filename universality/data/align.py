@@ -1,0 +1,302 @@
+"""Cross-tokenizer alignment: compare two models at the character offsets where both tokenizations end a token.
+
+Two tokenizers cut the same text differently, so activation row *i* of one model
+is not row *i* of the other. This module builds a pair of token streams over
+exactly the same text (documents joined by EOS in both, windows cut only where
+both tokenizations have a clean boundary) and the index maps that pair rows up:
+``rows_a[k]`` and ``rows_b[k]`` are the flat positions (``sequence * seq_len +
+position``) of the tokens of A and B that end at the same character, so both
+models have read exactly the same prefix there. With ``pool="word"`` the unit
+is a whitespace-delimited word instead: tokens are grouped by the word holding
+their last non-space character and :meth:`Alignment.take` averages each group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from .._errors import UniversalityError
+from .corpus import SPLITS, Corpus
+from .stream import TokenStream, shuffled_documents, special_mask
+from .tokenizing import BOS_POLICIES, OffsetEncoder, adds_bos, special_ids, tokenizer_fingerprint
+
+POOLS = ("token", "word")
+_DOC_BATCH = 8
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """How to build an aligned pair of streams."""
+
+    seq_len: int = 128
+    """Tokens per sequence in both streams, BOS included (windows are padded up to it)."""
+    n_sequences: int = 64
+    """Number of sequences in each stream."""
+    seed: int = 0
+    """Seed of the document order."""
+    split: str = "all"
+    """Corpus split: ``"train"``, ``"heldout"`` or ``"all"``."""
+    bos: str = "auto"
+    """BOS policy applied to each tokenizer: ``"auto"``, ``"always"``, ``"never"``."""
+    pool: str = "token"
+    """Unit of comparison: ``"token"`` (shared token ends) or ``"word"`` (whitespace-delimited words, averaged)."""
+
+    def __post_init__(self):
+        if not isinstance(self.seq_len, int) or self.seq_len < 4:
+            raise UniversalityError(f"seq_len {self.seq_len!r} is not valid for an aligned stream; use an integer of at least 4")
+        if not isinstance(self.n_sequences, int) or self.n_sequences < 1:
+            raise UniversalityError(f"n_sequences {self.n_sequences!r} is not valid; use a positive integer")
+        if self.split not in SPLITS:
+            raise UniversalityError(f"split '{self.split}' is not valid; use one of {', '.join(SPLITS)}")
+        if self.bos not in BOS_POLICIES:
+            raise UniversalityError(f"bos '{self.bos}' is not valid; use one of {', '.join(BOS_POLICIES)}")
+        if self.pool not in POOLS:
+            raise UniversalityError(f"pool '{self.pool}' is not valid; use one of {', '.join(POOLS)}")
+
+
+@dataclass
+class Alignment:
+    """Index maps pairing rows of stream A with rows of stream B.
+
+    Rows are flat positions ``sequence * seq_len + position`` into each stream's
+    ``tokens.view(-1)`` (the row order of an activation store).
+    """
+
+    rows_a: torch.Tensor
+    """LongTensor [m]: row of A for each aligned unit (for words: the word's last token)."""
+    rows_b: torch.Tensor
+    """LongTensor [m]: row of B for each aligned unit."""
+    text_end: torch.Tensor
+    """LongTensor [m]: offset, in the joined text of the window's documents, where both have read up to."""
+    pool: str = "token"
+    """``"token"`` or ``"word"``."""
+    members_a: torch.Tensor | None = None
+    """For ``pool="word"``: LongTensor [k_a] rows of A that belong to some word."""
+    group_a: torch.Tensor | None = None
+    """For ``pool="word"``: LongTensor [k_a] word index (0..m-1) of each row in ``members_a``."""
+    members_b: torch.Tensor | None = None
+    """For ``pool="word"``: LongTensor [k_b] rows of B that belong to some word."""
+    group_b: torch.Tensor | None = None
+    """For ``pool="word"``: LongTensor [k_b] word index of each row in ``members_b``."""
+
+    @property
+    def n_units(self) -> int:
+        return int(self.rows_a.numel())
+
+    def take(self, acts_a: torch.Tensor, acts_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Paired activations: ``acts_a`` [n_a*t_a, d_a], ``acts_b`` [n_b*t_b, d_b] → ([m, d_a], [m, d_b]).
+
+        For ``pool="token"`` the rows are picked; for ``"word"`` each word's tokens are averaged.
+        """
+        if self.pool == "token":
+            return acts_a[self.rows_a], acts_b[self.rows_b]
+        return _group_mean(acts_a, self.members_a, self.group_a, self.n_units), _group_mean(acts_b, self.members_b, self.group_b, self.n_units)
+
+
+def _group_mean(acts: torch.Tensor, members: torch.Tensor, group: torch.Tensor, m: int) -> torch.Tensor:
+    x = acts[members]
+    out = torch.zeros((m,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
+    out.index_add_(0, group.to(x.device), x)
+    counts = torch.bincount(group, minlength=m).clamp_min(1).to(x.dtype).to(x.device)
+    return out / counts.view(-1, *([1] * (x.dim() - 1)))
+
+
+class AlignedPair(NamedTuple):
+    """Two streams over the same text and the alignment between them."""
+
+    a: TokenStream
+    b: TokenStream
+    alignment: Alignment
+
+
+class _Tokenized:
+    """One tokenizer's view of the joined documents: ids and global character spans."""
+
+    def __init__(self, tokenizer: Any, policy: str):
+        self.encoder = OffsetEncoder(tokenizer)
+        self.ids = special_ids(tokenizer)
+        self.bos = adds_bos(tokenizer, policy)
+        self.tok: list[int] = []
+        self.start: list[int] = []
+        self.end: list[int] = []
+
+    def add(self, texts: list[str], bases: list[int]) -> None:
+        for (ids, spans), base, text in zip(self.encoder.encode_batch(texts), bases, texts):
+            self.tok.extend(ids)
+            self.start.extend(base + s for s, _ in spans)
+            self.end.extend(base + e for _, e in spans)
+            # EOS stands for one virtual character after the document
+            self.tok.append(self.ids.eos if self.ids.eos is not None else -1)
+            self.start.append(base + len(text))
+            self.end.append(base + len(text) + 1)
+
+    def boundaries(self) -> tuple[np.ndarray, np.ndarray]:
+        """Clean boundaries: sorted text offsets c and the number of tokens that exactly cover text[:c]."""
+        end = np.maximum.accumulate(np.asarray(self.end, dtype=np.int64))
+        start = np.asarray(self.start, dtype=np.int64)
+        suffix_min = np.minimum.accumulate(start[::-1])[::-1]
+        nxt = np.append(suffix_min[1:], np.iinfo(np.int64).max)
+        j = np.nonzero(nxt >= end)[0]
+        c = end[j]
+        last = np.append(c[1:] != c[:-1], True)  # several tokens may end at c: keep the last
+        return c[last], j[last] + 1
+
+
+def _shared(A: "_Tokenized", B: "_Tokenized") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Offsets where both have a clean boundary, with A's and B's token counts there."""
+    ca, na = A.boundaries()
+    cb, nb = B.boundaries()
+    c, ia, ib = np.intersect1d(ca, cb, assume_unique=True, return_indices=True)
+    return c, na[ia], nb[ib]
+
+
+def aligned_streams(corpus: Corpus, tokenizer_a: Any, tokenizer_b: Any, config: AlignConfig | None = None) -> AlignedPair:
+    """Build streams for two tokenizers over identical text, plus the :class:`Alignment` of their rows.
+
+    Returns an :class:`AlignedPair` ``(a, b, alignment)``; ``a.tokens`` and
+    ``b.tokens`` are [n_sequences, seq_len] (padded, pad masked out).
+    """
+    config = config or AlignConfig()
+    A, B = _Tokenized(tokenizer_a, config.bos), _Tokenized(tokenizer_b, config.bos)
+    if A.ids.eos is None or B.ids.eos is None:
+        raise UniversalityError("cross-tokenizer alignment needs both tokenizers to have an EOS token to separate documents")
+    body_a, body_b = config.seq_len - int(A.bos), config.seq_len - int(B.bos)
+    docs = shuffled_documents(corpus, config.split, config.seed)
+    texts: list[str] = []
+    bases: list[int] = []
+    pos = 0
+    windows: list[tuple[int, int, int, int, int, int]] = []
+    for start in range(0, len(docs), _DOC_BATCH):
+        batch = [d.text for d in docs[start:start + _DOC_BATCH]]
+        bb = []
+        for t in batch:
+            bb.append(pos)
+            pos += len(t) + 1
+        texts += batch
+        bases += bb
+        A.add(batch, bb)
+        B.add(batch, bb)
+        windows = _cut_windows(A, B, body_a, body_b, config.n_sequences)
+        if len(windows) >= config.n_sequences:
+            break
+    if len(windows) < config.n_sequences:
+        raise UniversalityError(
+            f"the {config.split} split of corpus '{corpus.source}' yields only {len(windows)} aligned sequences of {config.seq_len}; "
+            f"ask for at most {len(windows)}"
+        )
+    joined = "\n".join(texts) + "\n"  # one separator char per EOS keeps offsets = bases
+    return _assemble(A, B, windows, joined, tokenizer_a, tokenizer_b, corpus, config)
+
+
+def _cut_windows(A: _Tokenized, B: _Tokenized, body_a: int, body_b: int, want: int):
+    """Greedy windows between shared boundaries: (c_start, c_end, a_from, a_to, b_from, b_to)."""
+    shared, na, nb = _shared(A, B)
+    out = []
+    cur_c, cur_a, cur_b, q = 0, 0, 0, 0
+    while len(out) < want and q < len(shared):
+        # furthest shared boundary whose window fits both budgets (counts are non-decreasing)
+        qa = int(np.searchsorted(na, cur_a + body_a, side="right")) - 1
+        qb = int(np.searchsorted(nb, cur_b + body_b, side="right")) - 1
+        last = min(qa, qb)
+        if last < q:
+            # no shared boundary within budget: drop the text up to the next shared boundary
+            cur_c, cur_a, cur_b, q = int(shared[q]), int(na[q]), int(nb[q]), q + 1
+            continue
+        out.append((cur_c, int(shared[last]), cur_a, int(na[last]), cur_b, int(nb[last])))
+        cur_c, cur_a, cur_b, q = int(shared[last]), int(na[last]), int(nb[last]), last + 1
+    return out
+
+
+def _assemble(A, B, windows, joined, tok_a, tok_b, corpus, config) -> AlignedPair:
+    n, t = config.n_sequences, config.seq_len
+    windows = windows[:n]
+    streams = []
+    for side, tokenizer in ((A, tok_a), (B, tok_b)):
+        pad = side.ids.pad if side.ids.pad is not None else side.ids.eos
+        tokens = torch.full((n, t), pad, dtype=torch.long)
+        off = int(side.bos)
+        for i, w in enumerate(windows):
+            lo, hi = (w[2], w[3]) if side is A else (w[4], w[5])
+            if side.bos:
+                tokens[i, 0] = side.ids.bos
+            tokens[i, off:off + hi - lo] = torch.tensor(side.tok[lo:hi], dtype=torch.long)
+        mask = special_mask(tokens, tokenizer)
+        for i, w in enumerate(windows):  # padding is masked even when pad == a real id
+            lo, hi = (w[2], w[3]) if side is A else (w[4], w[5])
+            mask[i, off + hi - lo:] = False
+        cfg = {"kind": "aligned", "side": "a" if side is A else "b", **asdict(config)}
+        streams.append(TokenStream(tokens, mask, tokenizer_fingerprint(tokenizer), corpus.fingerprint, cfg))
+    sa, sb = streams
+    if config.pool == "token":
+        alignment = _token_alignment(A, B, windows, sa, sb, t)
+    else:
+        alignment = _word_alignment(A, B, windows, sa, sb, t, joined)
+    return AlignedPair(sa, sb, alignment)
+
+
+def _token_alignment(A, B, windows, sa, sb, t) -> Alignment:
+    shared, na, nb = _shared(A, B)
+    rows_a, rows_b, ends = [], [], []
+    mask_a, mask_b = sa.mask.view(-1), sb.mask.view(-1)
+    for i, (c0, c1, a0, _, b0, _) in enumerate(windows):
+        lo, hi = np.searchsorted(shared, c0, side="right"), np.searchsorted(shared, c1, side="right")
+        for c, ka, kb in zip(shared[lo:hi], na[lo:hi], nb[lo:hi]):
+            ra = i * t + int(A.bos) + int(ka) - 1 - a0
+            rb = i * t + int(B.bos) + int(kb) - 1 - b0
+            if mask_a[ra] and mask_b[rb]:
+                rows_a.append(ra)
+                rows_b.append(rb)
+                ends.append(int(c))
+    return Alignment(torch.tensor(rows_a, dtype=torch.long), torch.tensor(rows_b, dtype=torch.long),
+                     torch.tensor(ends, dtype=torch.long), "token")
+
+
+def _word_ids(joined: str) -> np.ndarray:
+    """Word index of every character of ``joined`` (-1 on whitespace)."""
+    is_word = np.array([not ch.isspace() for ch in joined], dtype=bool)
+    starts = is_word & ~np.concatenate([[False], is_word[:-1]])
+    ids = np.cumsum(starts) - 1
+    return np.where(is_word, ids, -1)
+
+
+def _word_alignment(A, B, windows, sa, sb, t, joined) -> Alignment:
+    wid = _word_ids(joined)
+    chars = np.nonzero(wid >= 0)[0]
+    word_end = np.zeros(int(wid.max()) + 1 if chars.size else 0, dtype=np.int64)
+    np.maximum.at(word_end, wid[chars], chars + 1)
+
+    def groups(side, stream, lo, hi, i):
+        out: dict[int, list[int]] = {}
+        flat_mask = stream.mask.view(-1)
+        for j in range(lo, hi):
+            s, e = side.start[j], min(side.end[j], len(wid))
+            row = i * t + int(side.bos) + j - lo
+            if not flat_mask[row] or e <= s:
+                continue
+            w = wid[s:e]
+            w = w[w >= 0]
+            if w.size:
+                out.setdefault(int(w[-1]), []).append(row)
+        return out
+
+    rows_a, rows_b, ends, mem_a, grp_a, mem_b, grp_b = [], [], [], [], [], [], []
+    for i, (c0, c1, a0, a1, b0, b1) in enumerate(windows):
+        ga, gb = groups(A, sa, a0, a1, i), groups(B, sb, b0, b1, i)
+        for w in sorted(set(ga) & set(gb)):
+            # a word cut by the window edge is not comparable
+            if (c0 > 0 and wid[c0 - 1] == w) or (c1 < len(wid) and wid[c1] == w):
+                continue
+            k = len(rows_a)
+            rows_a.append(ga[w][-1])
+            rows_b.append(gb[w][-1])
+            ends.append(int(word_end[w]))
+            mem_a += ga[w]
+            grp_a += [k] * len(ga[w])
+            mem_b += gb[w]
+            grp_b += [k] * len(gb[w])
+    L = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
+    return Alignment(L(rows_a), L(rows_b), L(ends), "word", L(mem_a), L(grp_a), L(mem_b), L(grp_b))

@@ -1,0 +1,236 @@
+"""Token streams: fixed-length, seeded sequences of token ids with a mask of the positions that count.
+
+Documents of the chosen split are shuffled with the seed, tokenized, joined
+with the EOS token (the way GPT-2/NeoX/Mamba models were trained), and cut into
+windows of ``seq_len`` tokens (``seq_len - 1`` plus a BOS when the model expects
+one). ``mask`` is False at BOS, EOS and pad positions so they stay out of every
+statistic. Same corpus + same tokenizer fingerprint + same config → the same
+stream, byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from .._errors import UniversalityError
+from .._io import atomic_save_tensors, fingerprint, load_tensors
+from .corpus import SPLITS, Corpus, Document
+from .tokenizing import BOS_POLICIES, OffsetEncoder, adds_bos, special_ids, tokenizer_fingerprint
+
+_DOC_BATCH = 64
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How to cut a corpus into sequences."""
+
+    seq_len: int = 128
+    """Tokens per sequence, BOS included (must fit the model's context)."""
+    n_sequences: int = 64
+    """Number of sequences; ``n_sequences * seq_len`` tokens in all."""
+    seed: int = 0
+    """Seed of the document order (same seed → same stream)."""
+    split: str = "all"
+    """Corpus split to read: ``"train"``, ``"heldout"`` or ``"all"``."""
+    bos: str = "auto"
+    """``"auto"`` (as the model was trained, read off the tokenizer), ``"always"`` or ``"never"``."""
+
+    def __post_init__(self):
+        if not isinstance(self.seq_len, int) or self.seq_len < 2:
+            raise UniversalityError(f"seq_len {self.seq_len!r} is not valid; use an integer of at least 2")
+        if not isinstance(self.n_sequences, int) or self.n_sequences < 1:
+            raise UniversalityError(f"n_sequences {self.n_sequences!r} is not valid; use a positive integer")
+        if not isinstance(self.seed, int):
+            raise UniversalityError(f"seed {self.seed!r} is not valid; use an integer")
+        if self.split not in SPLITS:
+            raise UniversalityError(f"split '{self.split}' is not valid; use one of {', '.join(SPLITS)}")
+        if self.bos not in BOS_POLICIES:
+            raise UniversalityError(f"bos '{self.bos}' is not valid; use one of {', '.join(BOS_POLICIES)}")
+
+    @classmethod
+    def for_tokens(cls, n_tokens: int, seq_len: int = 128, **kw) -> "StreamConfig":
+        """The config with enough sequences of ``seq_len`` to hold at least ``n_tokens`` tokens."""
+        if not isinstance(n_tokens, int) or n_tokens < 1:
+            raise UniversalityError(f"n_tokens {n_tokens!r} is not valid; use a positive integer")
+        return cls(seq_len=seq_len, n_sequences=-(-n_tokens // seq_len), **kw)
+
+
+@dataclass
+class TokenStream:
+    """Fixed-length token sequences with their mask and provenance."""
+
+    tokens: torch.Tensor
+    """Token ids, LongTensor [n_sequences, seq_len]."""
+    mask: torch.Tensor
+    """BoolTensor [n_sequences, seq_len]: True where a position counts (not BOS/EOS/pad)."""
+    tokenizer_fingerprint: str
+    """Fingerprint of the tokenizer that produced the ids."""
+    corpus_fingerprint: str
+    """Fingerprint of the corpus the text came from."""
+    config: dict
+    """The :class:`StreamConfig` (or aligned-stream config) as a dict."""
+
+    @property
+    def fingerprint(self) -> str:
+        """16-hex hash of the ids and mask plus provenance: equal fingerprints mean identical streams."""
+        import hashlib
+
+        h = hashlib.sha256(self.tokens.numpy().tobytes())
+        h.update(self.mask.numpy().tobytes())
+        return fingerprint({"ids": h.hexdigest(), "tok": self.tokenizer_fingerprint, "corpus": self.corpus_fingerprint})
+
+    @property
+    def n_sequences(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.tokens.shape[1])
+
+    def describe(self) -> dict:
+        """JSON-able provenance: fingerprints, shape, counted positions, config."""
+        return {"fingerprint": self.fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
+                "corpus_fingerprint": self.corpus_fingerprint, "n_sequences": self.n_sequences,
+                "seq_len": self.seq_len, "n_counted": int(self.mask.sum()), "config": self.config}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ids and mask to a safetensors file (provenance in its metadata), atomically."""
+        import json
+
+        meta = {"tokenizer_fingerprint": self.tokenizer_fingerprint, "corpus_fingerprint": self.corpus_fingerprint,
+                "config": json.dumps(self.config, sort_keys=True)}
+        return atomic_save_tensors(path, {"tokens": self.tokens, "mask": self.mask.to(torch.uint8)}, meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TokenStream":
+        """Read a stream written by :meth:`save`."""
+        import json
+
+        from safetensors import safe_open
+
+        t = load_tensors(path)
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if "tokens" not in t or "mask" not in t:
+            raise UniversalityError(f"'{path}' is not a token-stream file (needs 'tokens' and 'mask' tensors)")
+        return cls(t["tokens"].long(), t["mask"].bool(), meta.get("tokenizer_fingerprint", ""),
+                   meta.get("corpus_fingerprint", ""), json.loads(meta.get("config", "{}")))
+
+
+def shuffled_documents(corpus: Corpus, split: str, seed: int) -> list[Document]:
+    """The documents of ``split`` in a seeded random order (Python's Mersenne Twister, stable across versions)."""
+    docs = corpus.split(split)
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    return [docs[i] for i in order]
+
+
+def make_stream(corpus: Corpus, tokenizer: Any, config: StreamConfig | None = None, *, max_len: int | None = None) -> TokenStream:
+    """Cut ``corpus`` into ``config.n_sequences`` sequences of ``config.seq_len`` ids for ``tokenizer``.
+
+    Returns a :class:`TokenStream` with ``tokens`` [n, seq_len] and ``mask`` [n, seq_len].
+    ``max_len`` (the model's context) turns a too-long ``seq_len`` into a clear error.
+    """
+    config = config or StreamConfig()
+    if max_len is not None and config.seq_len > max_len:
+        raise UniversalityError(f"seq_len {config.seq_len} exceeds the model's context of {max_len} positions; use seq_len <= {max_len}")
+    ids = special_ids(tokenizer)
+    bos = adds_bos(tokenizer, config.bos)
+    body = config.seq_len - (1 if bos else 0)
+    need = config.n_sequences * body
+    encoder = OffsetEncoder(tokenizer)
+    docs = shuffled_documents(corpus, config.split, config.seed)
+    flat: list[int] = []
+    for start in range(0, len(docs), _DOC_BATCH):
+        batch = docs[start:start + _DOC_BATCH]
+        for (doc_ids, _), _doc in zip(encoder.encode_batch([d.text for d in batch]), batch):
+            flat.extend(doc_ids)
+            if ids.eos is not None:
+                flat.append(ids.eos)
+        if len(flat) >= need:
+            break
+    if len(flat) < need:
+        raise UniversalityError(
+            f"the {config.split} split of corpus '{corpus.source}' has only {len(flat)} tokens but {config.n_sequences} "
+            f"sequences of {config.seq_len} need {need}; ask for at most {len(flat) // body} sequences"
+        )
+    body_ids = torch.tensor(flat[:need], dtype=torch.long).view(config.n_sequences, body)
+    if bos:
+        tokens = torch.cat([torch.full((config.n_sequences, 1), ids.bos, dtype=torch.long), body_ids], dim=1)
+    else:
+        tokens = body_ids
+    return TokenStream(tokens, special_mask(tokens, tokenizer), tokenizer_fingerprint(tokenizer), corpus.fingerprint,
+                       {"kind": "stream", **asdict(config)})
+
+
+def special_mask(tokens: torch.Tensor, tokenizer: Any) -> torch.Tensor:
+    """BoolTensor like ``tokens``: False where the id is the tokenizer's BOS, EOS or pad."""
+    ids = special_ids(tokenizer)
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    for s in {ids.bos, ids.eos, ids.pad} - {None}:
+        mask &= tokens != s
+    return mask
+
+
+class HostStreams(NamedTuple):
+    """Streams for a list of hosts: one shared stream, or one per host plus the alignment between two."""
+
+    streams: list[TokenStream]
+    """One stream per host, in the order given (the same object when the tokenizers match)."""
+    alignment: Any
+    """``None`` when all hosts share a tokenizer, else an :class:`~universality.data.align.Alignment`."""
+
+
+def context_length(host: Any) -> int | None:
+    """The longest sequence ``host`` accepts (``None`` when unbounded, e.g. Mamba)."""
+    fn = getattr(host, "_max_positions", None)
+    if callable(fn):
+        n = fn()
+        if n is not None:
+            return int(n)
+    cfg = getattr(host, "config", None)
+    for key in ("max_position_embeddings", "n_positions"):
+        n = getattr(cfg, key, None)
+        if isinstance(n, int) and n > 0 and getattr(host, "arch", "transformer") == "transformer":
+            return n
+    return None
+
+
+def streams_for_hosts(hosts: list[Any], corpus: Corpus, config: StreamConfig | None = None, align: bool = False,
+                      pool: str = "token") -> HostStreams:
+    """Token streams that let ``hosts`` be compared position by position.
+
+    Hosts whose tokenizers have equal fingerprints get one identical stream.
+    When they differ, ``align=True`` (two hosts only) builds an aligned pair (see
+    :func:`~universality.data.align.aligned_streams`); otherwise it is an error.
+    """
+    config = config or StreamConfig()
+    if not hosts:
+        raise UniversalityError("give at least one host to build a token stream for")
+    limits = [n for n in (context_length(h) for h in hosts) if n is not None]
+    max_len = min(limits) if limits else None
+    fps = [tokenizer_fingerprint(h.tokenizer) for h in hosts]
+    if len(set(fps)) == 1:
+        s = make_stream(corpus, hosts[0].tokenizer, config, max_len=max_len)
+        return HostStreams([s] * len(hosts), None)
+    if not align:
+        raise UniversalityError(
+            "these hosts use different tokenizers (fingerprints " + ", ".join(sorted(set(fps)))
+            + "); ask for cross-tokenizer alignment (align=True) to compare them"
+        )
+    if len(hosts) != 2:
+        raise UniversalityError(f"cross-tokenizer alignment compares exactly two hosts; got {len(hosts)}")
+    from .align import AlignConfig, aligned_streams
+
+    if max_len is not None and config.seq_len > max_len:
+        raise UniversalityError(f"seq_len {config.seq_len} exceeds the model's context of {max_len} positions; use seq_len <= {max_len}")
+    acfg = AlignConfig(seq_len=config.seq_len, n_sequences=config.n_sequences, seed=config.seed, split=config.split,
+                       bos=config.bos, pool=pool)
+    pair = aligned_streams(corpus, hosts[0].tokenizer, hosts[1].tokenizer, acfg)
+    return HostStreams([pair.a, pair.b], pair.alignment)
