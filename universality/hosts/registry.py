@@ -38,5 +38,17 @@ def host_class(model_type: str) -> type:
         ) from None
 
 
+_BUILTIN = ("transformer", "mamba", "rwkv")
+
+
 def _import_builtin_hosts() -> None:
-    from . import mamba, rwkv, transformer  # noqa: F401  (each module registers itself)
+    """Import the built-in host modules once; each registers its model types on import."""
+    import importlib
+
+    for mod in _BUILTIN:
+        name = f"{__package__}.{mod}"
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:  # a host module not present in this build
+            if e.name != name:
+                raise
