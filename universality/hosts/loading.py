@@ -66,7 +66,12 @@ def load_host(name_or_path: str | os.PathLike, device: str = "auto", dtype: str 
         a :class:`~universality.hosts.base.Host` (Transformer, Mamba or RWKV).
     """
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    from .._progress import is_quiet
+
+    if is_quiet():
+        hf_logging.disable_progress_bar()
     name = str(name_or_path)
     config = _load_config(name, trust_remote_code)
     cls = host_class(config.model_type)
