@@ -98,7 +98,7 @@ class MambaHost(Host):
         xz = F.linear(u, m.in_proj.weight, m.in_proj.bias)
         x = run(p + "ssm.in_x", xz[..., :d_inner])
         z = run(p + "ssm.gate", xz[..., d_inner:])
-        conv = causal_depthwise_conv(x, m.conv1d.weight, m.conv1d.bias if m.use_conv_bias else None)
+        conv = causal_depthwise_conv(x, m.conv1d.weight, m.conv1d.bias)
         x = run(p + "ssm.conv_out", m.act(conv))
 
         dt_low, B, C = torch.split(F.linear(x, m.x_proj.weight), [rank, n, n], dim=-1)
