@@ -223,3 +223,33 @@ def test_rwkv_default_mix_writes_at_zero_and_one_only(tmp_path_factory):
     p = analysis.write_lag(host, 1, behavioural=False, **{k: v for k, v in SMALL.items()})
     assert p.effect[0].item() > 1e-3 and p.effect[1].item() > 1e-3
     assert p.effect[2:].max().item() < 1e-9
+
+
+@pytest.mark.parametrize("tap_lag", [1, 0], ids=["shift", "identity"])
+def test_mamba2_conv_tap_sets_the_peak(tmp_path_factory, tap_lag):
+    """Mamba-2 (heads and groups; B passes through the conv too): same planted peaks.
+
+    Unlike Mamba-1, Mamba-2's step size dt comes straight from in_proj (no conv), so the
+    write at s still scales with token s: lag 0 keeps a share, lags beyond the tap none.
+    """
+    pytest.importorskip("universality.hosts.mamba2")
+    import transformers as tf
+
+    cfg = tf.Mamba2Config(vocab_size=97, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2, conv_kernel=4,
+                          num_heads=4, head_dim=16, n_groups=2, chunk_size=8, bos_token_id=0, eos_token_id=0,
+                          pad_token_id=0)
+    torch.manual_seed(3)
+    model = tf.Mamba2ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for layer in model.backbone.layers:
+            w = layer.mixer.conv1d.weight
+            keep = w[..., w.shape[-1] - 1 - tap_lag].clone()
+            w.zero_()
+            w[..., w.shape[-1] - 1 - tap_lag] = keep
+    path = tmp_path_factory.mktemp(f"mamba2_{tap_lag}")
+    model.save_pretrained(path)
+    host = uv.load_host(path, device="cpu")
+    p = analysis.write_lag(host, 1, **SMALL)
+    _check_profile(p, tap_lag)
+    assert p.effect[[d for d in p.lags if d not in (0, tap_lag)]].max().item() < 1e-9
+    assert p.behavioural_peak == tap_lag

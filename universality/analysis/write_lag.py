@@ -218,15 +218,27 @@ def _write_tensors(arch: str, cache: Mapping[str, torch.Tensor], layer: int, row
     """
     pts = [cache[block(layer, p)][rows, positions].double() for p in WRITE_POINTS[arch]]
     if arch == "mamba":
-        dt, x, B = pts
-        if dt.shape != x.shape or B.shape[:2] != x.shape[:2]:
-            raise UniversalityError(
-                f"the Mamba host's ssm.dt {tuple(dt.shape)}, ssm.conv_out {tuple(x.shape)} and ssm.B {tuple(B.shape)} "
-                "do not share the [b, t, ...] layout the write-lag analysis expects"
-            )
-        inc = (dt * x).unsqueeze(-1) * B.reshape(*B.shape[:2], 1, -1)
-        return [inc.flatten(2)]
+        return [_mamba_increment(*pts).flatten(2)]
     return [p.flatten(2) for p in pts]
+
+
+def _mamba_increment(dt: torch.Tensor, x: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """The state increment ``(dt · x) ⊗ B`` per position.
+
+    Mamba-1: ``dt, x`` ``[b, t, d]``, ``B`` ``[b, t, n]`` → ``[b, t, d, n]``.
+    Mamba-2: ``dt`` ``[b, t, h]``, ``x`` ``[b, t, h, p]``, ``B`` ``[b, t, g, n]`` (head ``j`` reads
+    group ``j // (h / g)``) → ``[b, t, h, p, n]``.
+    """
+    if x.dim() == 3 and dt.shape == x.shape and B.dim() == 3 and B.shape[:2] == x.shape[:2]:
+        return (dt * x).unsqueeze(-1) * B.unsqueeze(-2)
+    if x.dim() == 4 and dt.shape == x.shape[:3] and B.dim() == 4 and B.shape[:2] == x.shape[:2] \
+            and x.shape[2] % B.shape[2] == 0:
+        B = B.repeat_interleave(x.shape[2] // B.shape[2], dim=2)
+        return (dt.unsqueeze(-1) * x).unsqueeze(-1) * B.unsqueeze(-2)
+    raise UniversalityError(
+        f"the Mamba host's ssm.dt {tuple(dt.shape)}, ssm.conv_out {tuple(x.shape)} and ssm.B {tuple(B.shape)} "
+        "match neither the Mamba-1 nor the Mamba-2 layout the write-lag analysis knows"
+    )
 
 
 def _relative_change(clean: list[torch.Tensor], corrupted: list[torch.Tensor], scales: list[torch.Tensor]) -> torch.Tensor:
