@@ -1,0 +1,116 @@
+"""Bootstrap confidence intervals over tokens, and baseline / skyline comparisons (data in, data out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from .._errors import UniversalityError
+from .._progress import progress
+from ._inputs import check_positive_int
+from .mppc import MPPCResult, _rows, mppc
+
+
+def summary_values(result: MPPCResult, *, min_freq: float = 0.0, thresholds: tuple[float, ...] = (0.5, 0.7, 0.9)) -> dict[str, float]:
+    """Flat dict of every MPPC summary: ``"a_to_b.mean"``, ``"a_to_b.median"``, ``"a_to_b.frac>0.7"``, same for b_to_a."""
+    out = {}
+    for d in ("a_to_b", "b_to_a"):
+        s = result.summary(d, min_freq=min_freq, thresholds=thresholds)
+        out[f"{d}.mean"] = s.mean
+        out[f"{d}.median"] = s.median
+        for t, v in s.frac_above.items():
+            out[f"{d}.frac>{t:g}"] = v
+    return out
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate and its bootstrap percentile interval."""
+
+    estimate: float
+    """The statistic on the original tokens."""
+    low: float
+    """Lower percentile bound."""
+    high: float
+    """Upper percentile bound."""
+
+
+def bootstrap_mppc(codes_a: Any, codes_b: Any, *, n_boot: int = 100, level: float = 0.95, seed: int = 0,
+                   min_freq: float = 0.0, thresholds: tuple[float, ...] = (0.5, 0.7, 0.9),
+                   sparse: bool | str = "auto") -> dict[str, Interval]:
+    """Percentile bootstrap CIs over tokens for every MPPC summary (see :func:`summary_values`).
+
+    Each replicate resamples the ``n_tokens`` rows of ``codes_a`` [n, n_a] / ``codes_b`` [n, n_b] with
+    replacement (as integer token weights, so nothing is copied) and recomputes MPPC exactly.
+    """
+    n_boot = check_positive_int(n_boot, "n_boot", 2)
+    if not 0.0 < level < 1.0:
+        raise UniversalityError(f"level must lie strictly between 0 and 1, got {level!r}")
+    n = _rows(codes_a)
+    if n == 0:
+        raise UniversalityError("codes are empty: at least one token is needed for a bootstrap")
+    point = summary_values(mppc(codes_a, codes_b, sparse=sparse), min_freq=min_freq, thresholds=thresholds)
+    rng = np.random.default_rng(seed)
+    reps = {k: [] for k in point}
+    for _ in progress(range(n_boot), desc="bootstrap", unit="rep"):
+        w = rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float64)
+        vals = summary_values(mppc(codes_a, codes_b, sparse=sparse, weights=w), min_freq=min_freq, thresholds=thresholds)
+        for k, v in vals.items():
+            reps[k].append(v)
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    out = {}
+    for k, est in point.items():
+        arr = np.asarray(reps[k])
+        arr = arr[np.isfinite(arr)]
+        low, high = (np.percentile(arr, [lo, hi]) if arr.size else (float("nan"), float("nan")))
+        out[k] = Interval(float(est), float(low), float(high))
+    return out
+
+
+@dataclass(frozen=True)
+class BaselineComparison:
+    """One statistic for the pair under study, its floor and its skylines."""
+
+    statistic: str
+    """Which summary was compared, e.g. ``"a_to_b.mean"``."""
+    observed: float
+    """The pair under study."""
+    floor: float | None
+    """Baseline (e.g. an SAE on a random-init host), or None."""
+    skylines: dict[str, float]
+    """Name → value of each skyline (another SAE seed, another model seed, ...)."""
+    normalised: dict[str, float]
+    """Skyline name → (observed − floor) / (skyline − floor): 0 at the floor, 1 at the skyline."""
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return {"statistic": self.statistic, "observed": self.observed, "floor": self.floor,
+                "skylines": dict(self.skylines), "normalised": dict(self.normalised)}
+
+
+def _stat(value: Any, statistic: str) -> float:
+    if isinstance(value, MPPCResult):
+        value = summary_values(value)
+    if isinstance(value, Mapping):
+        if statistic not in value:
+            raise UniversalityError(f"statistic {statistic!r} is not among the given summaries ({', '.join(map(str, value))})")
+        return float(value[statistic])
+    return float(value)
+
+
+def compare_baselines(observed: Any, *, floor: Any = None, skylines: Mapping[str, Any] | None = None,
+                      statistic: str = "a_to_b.mean") -> BaselineComparison:
+    """Place an observed MPPC statistic between a floor and skylines.
+
+    Each argument is an :class:`MPPCResult`, a dict from :func:`summary_values`, or a number.
+    """
+    obs = _stat(observed, statistic)
+    fl = None if floor is None else _stat(floor, statistic)
+    sky = {str(k): _stat(v, statistic) for k, v in (skylines or {}).items()}
+    norm = {}
+    for k, v in sky.items():
+        base = fl if fl is not None else 0.0
+        norm[k] = (obs - base) / (v - base) if v != base else float("nan")
+    return BaselineComparison(statistic, obs, fl, sky, norm)
