@@ -1,0 +1,220 @@
+"""The four dictionary kinds: TopK (+AuxK), BatchTopK, ReLU with norm-weighted L1, JumpReLU.
+
+Each registers itself once with :func:`register_kind`. Losses are in normalised
+units: the reconstruction term is the per-token squared error divided by
+``d_out`` (about the fraction of variance unexplained, since targets are scaled
+to mean squared norm ``d_out``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .coder import SparseCoder, StepOut, register_kind
+from .sparse_ops import SelectedPreacts, sparse_decode, topk_pairs
+
+
+def _recon_loss(recon: torch.Tensor, yn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss = mean per-token squared error / d_out, detached summed squared error)."""
+    sq = (recon - yn).pow(2).sum()
+    return sq / (yn.shape[0] * yn.shape[1]), sq.detach()
+
+
+class _SparseSelectCoder(SparseCoder):
+    """Shared training path of kinds that select a few latents per token (TopK, BatchTopK)."""
+
+    def select(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Chosen ``(rows, cols, values)`` from pre-activations [b, n]; rows ascending."""
+        raise NotImplementedError
+
+    def _auxk(self, pre: torch.Tensor, dead: torch.Tensor | None, xc: torch.Tensor, resid: torch.Tensor) -> torch.Tensor:
+        """AuxK loss: how well the top ``aux_k`` dead latents reconstruct the residual ``resid`` [b, d_out]."""
+        cfg = self.cfg
+        if dead is None or cfg.aux_coefficient == 0:
+            return pre.new_zeros(())
+        dead_ids = dead.nonzero().squeeze(1)
+        n_dead = int(dead_ids.numel())
+        if n_dead == 0:
+            return pre.new_zeros(())
+        ka = min(cfg.aux_k, n_dead)
+        sub = pre.index_select(1, dead_ids)
+        rows, sub_cols, vals = topk_pairs(sub, ka)
+        cols = dead_ids[sub_cols]
+        acts = SelectedPreacts.apply(xc, self.W_enc, self.b_enc, rows, cols, vals).relu()
+        e_hat = sparse_decode(rows, cols, acts, self.W_dec, pre.shape[0])
+        total = (resid - resid.mean(0)).pow(2).sum().clamp_min(1e-12)
+        return (e_hat - resid).pow(2).sum() / total * min(n_dead / cfg.aux_k, 1.0)
+
+    def training_step(self, xn, yn, dead, sparsity_scale):  # noqa: D102
+        b = xn.shape[0]
+        xc = self.encoder_input(xn)
+        with torch.no_grad():
+            pre = torch.addmm(self.b_enc, xc, self.W_enc.t())
+            rows, cols, vals = self.select(pre)
+        acts = SelectedPreacts.apply(xc, self.W_enc, self.b_enc, rows, cols, vals).relu()
+        recon = sparse_decode(rows, cols, acts, self.W_dec, b) + self.b_dec + self.skip_term(xn)
+        loss, sq = _recon_loss(recon, yn)
+        aux = self._auxk(pre, dead, xc, (yn - recon).detach())
+        if self.cfg.aux_coefficient:
+            loss = loss + self.cfg.aux_coefficient * aux
+        with torch.no_grad():
+            on = acts > 0
+            fired = torch.unique(cols[on])
+            l0 = float(on.sum()) / b
+        return StepOut(loss, recon.detach(), sq, l0, float(aux), fired)
+
+
+@register_kind
+class TopKCoder(_SparseSelectCoder):
+    """TopK dictionary (Gao et al. 2024): keep the ``k`` largest ReLU pre-activations per token; AuxK revives dead latents."""
+
+    kind = "topk"
+
+    def select(self, pre):  # noqa: D102
+        return topk_pairs(pre, self.cfg.k)
+
+    def activate(self, pre):  # noqa: D102
+        vals, idx = pre.topk(self.cfg.k, dim=1, sorted=False)
+        return torch.zeros_like(pre).scatter_(1, idx, vals.relu())
+
+
+@register_kind
+class BatchTopKCoder(_SparseSelectCoder):
+    """BatchTopK (Bussmann et al. 2024): keep the ``k * batch`` largest activations of the whole batch.
+
+    At inference a latent fires when its pre-activation exceeds ``threshold``,
+    a running mean of the smallest activation kept in training batches.
+    The batch selection is taken among each token's top ``4k`` candidates (exact
+    unless one token holds more than ``4k`` of the batch's winners).
+    """
+
+    kind = "batchtopk"
+    candidate_factor = 4
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.register_buffer("threshold", torch.zeros(()))
+        self.register_buffer("threshold_steps", torch.zeros((), dtype=torch.long))
+
+    def select(self, pre):  # noqa: D102
+        b, n = pre.shape
+        kc = min(n, self.candidate_factor * self.cfg.k)
+        cand_vals, cand_idx = pre.topk(kc, dim=1, sorted=False)
+        flat_vals, flat_pos = cand_vals.reshape(-1).topk(self.cfg.k * b, sorted=False)
+        flat_pos, order = flat_pos.sort()
+        vals = flat_vals[order]
+        rows = flat_pos // kc
+        cols = cand_idx.reshape(-1)[flat_pos]
+        if self.training:
+            pos = vals[vals > 0]
+            if pos.numel():
+                # running mean over the first 100 steps, then an exponential average
+                rate = max(1.0 / (int(self.threshold_steps) + 1), 0.01)
+                self.threshold.mul_(1 - rate).add_(rate * pos.min())
+                self.threshold_steps.add_(1)
+        return rows, cols, vals
+
+    def activate(self, pre):  # noqa: D102
+        return pre * (pre > self.threshold.clamp_min(0))
+
+
+@register_kind
+class ReLUCoder(SparseCoder):
+    """ReLU dictionary with an L1 penalty on activations weighted by decoder-row norms (Anthropic, 2024).
+
+    loss = ||y - ŷ||² / d_out + l1_coefficient * sum_i f_i ||W_dec[i]|| / sqrt(d_out)
+    """
+
+    kind = "relu"
+
+    def activate(self, pre):  # noqa: D102
+        return pre.relu()
+
+    def training_step(self, xn, yn, dead, sparsity_scale):  # noqa: D102
+        f = self.preacts(xn).relu()
+        recon = f @ self.W_dec + self.b_dec + self.skip_term(xn)
+        loss, sq = _recon_loss(recon, yn)
+        l1 = (f * self.W_dec.norm(dim=1)).sum(1).mean() / yn.shape[1] ** 0.5
+        loss = loss + sparsity_scale * self.cfg.l1_coefficient * l1
+        with torch.no_grad():
+            on = f > 0
+            fired = on.any(0).nonzero().squeeze(1)
+            l0 = float(on.sum()) / xn.shape[0]
+        return StepOut(loss, recon.detach(), sq, l0, 0.0, fired)
+
+
+class _JumpReLU(torch.autograd.Function):
+    """``pre * (pre > theta)`` with the straight-through threshold gradient of Rajamanoharan et al. (2024)."""
+
+    @staticmethod
+    def forward(ctx, pre, theta, bandwidth):  # noqa: D102
+        ctx.save_for_backward(pre, theta)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > theta)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        pre, theta = ctx.saved_tensors
+        eps = ctx.bandwidth
+        gate = pre > theta
+        near = ((pre - theta).abs() < eps / 2).to(g.dtype)
+        g_theta = -(theta / eps) * near * g
+        return g * gate, g_theta.sum(0), None
+
+
+class _Step(torch.autograd.Function):
+    """Heaviside ``pre > theta`` with a straight-through gradient for ``theta`` only."""
+
+    @staticmethod
+    def forward(ctx, pre, theta, bandwidth):  # noqa: D102
+        ctx.save_for_backward(pre, theta)
+        ctx.bandwidth = bandwidth
+        return (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        pre, theta = ctx.saved_tensors
+        eps = ctx.bandwidth
+        near = ((pre - theta).abs() < eps / 2).to(g.dtype)
+        return None, (-(1.0 / eps) * near * g).sum(0), None
+
+
+@register_kind
+class JumpReLUCoder(SparseCoder):
+    """JumpReLU dictionary: a latent fires when its pre-activation exceeds its own learned threshold.
+
+    loss = ||y - ŷ||² / d_out + l0_coefficient * L0, where the thresholds learn
+    through straight-through estimators (rectangle kernel of width ``jump_bandwidth``).
+    """
+
+    kind = "jumprelu"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.log_threshold = nn.Parameter(torch.full((cfg.n_latents,), float(cfg.jump_init_threshold)).log())
+
+    @property
+    def threshold(self) -> torch.Tensor:
+        """Per-latent thresholds [n_latents]."""
+        return self.log_threshold.exp()
+
+    def activate(self, pre):  # noqa: D102
+        return pre * (pre > self.threshold)
+
+    def training_step(self, xn, yn, dead, sparsity_scale):  # noqa: D102
+        pre = self.preacts(xn)
+        theta = self.threshold
+        f = _JumpReLU.apply(pre, theta, self.cfg.jump_bandwidth)
+        recon = f @ self.W_dec + self.b_dec + self.skip_term(xn)
+        loss, sq = _recon_loss(recon, yn)
+        l0_ste = _Step.apply(pre, theta, self.cfg.jump_bandwidth).sum(1).mean()
+        loss = loss + sparsity_scale * self.cfg.l0_coefficient * l0_ste
+        with torch.no_grad():
+            on = f > 0
+            fired = on.any(0).nonzero().squeeze(1)
+            l0 = float(on.sum()) / xn.shape[0]
+        return StepOut(loss, recon.detach(), sq, l0, 0.0, fired)
+
+
+__all__ = ["TopKCoder", "BatchTopKCoder", "ReLUCoder", "JumpReLUCoder"]
