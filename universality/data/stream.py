@@ -103,9 +103,10 @@ class TokenStream:
         """Write ids and mask to a safetensors file (provenance in its metadata), atomically."""
         import json
 
-        meta = {"tokenizer_fingerprint": self.tokenizer_fingerprint, "corpus_fingerprint": self.corpus_fingerprint,
-                "config": json.dumps(self.config, sort_keys=True)}
-        return atomic_save_tensors(path, {"tokens": self.tokens, "mask": self.mask.to(torch.uint8)}, meta)
+        # a single metadata key: safetensors orders several keys at random, and these files must be byte-stable
+        meta = json.dumps({"tokenizer_fingerprint": self.tokenizer_fingerprint, "corpus_fingerprint": self.corpus_fingerprint,
+                           "config": self.config}, sort_keys=True)
+        return atomic_save_tensors(path, {"tokens": self.tokens, "mask": self.mask.to(torch.uint8)}, {"universality": meta})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TokenStream":
@@ -119,8 +120,9 @@ class TokenStream:
             meta = f.metadata() or {}
         if "tokens" not in t or "mask" not in t:
             raise UniversalityError(f"'{path}' is not a token-stream file (needs 'tokens' and 'mask' tensors)")
-        return cls(t["tokens"].long(), t["mask"].bool(), meta.get("tokenizer_fingerprint", ""),
-                   meta.get("corpus_fingerprint", ""), json.loads(meta.get("config", "{}")))
+        info = json.loads(meta.get("universality", "{}"))
+        return cls(t["tokens"].long(), t["mask"].bool(), info.get("tokenizer_fingerprint", ""),
+                   info.get("corpus_fingerprint", ""), info.get("config", {}))
 
 
 def shuffled_documents(corpus: Corpus, split: str, seed: int) -> list[Document]:

@@ -1,0 +1,221 @@
+"""Extract hook points from a host over a token stream into a sharded, resumable on-disk store.
+
+Layout of a store folder::
+
+    manifest.json                    host/stream fingerprints, hooks, dtype, shards with SHA-256
+    tokens.safetensors               tokens [n, t] and mask [n, t]: row r ↔ (r // t, r % t)
+    <hook>/shard-00000.safetensors   "acts" [rows, d] for sequences [lo, hi) of the stream
+
+Each shard covers a fixed range of sequences computed in fixed micro-batches, so
+its bytes depend only on the job, never on when the run was interrupted. Shards
+are written atomically and the manifest is rewritten (atomically) after each
+shard: a run killed at any instant resumes from the last recorded shard and
+ends with files byte-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .._errors import UniversalityError
+from .._io import atomic_save_tensors, atomic_write_json, ensure_writable_dir, fingerprint, sha256_file
+from .._progress import progress
+from ..data.stream import TokenStream, context_length
+from .fingerprint import host_fingerprint
+
+FORMAT = "universality.activations/1"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_SHARD_BYTES = 32 << 20
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """How activations are extracted and laid out on disk."""
+
+    dtype: str = "float32"
+    """Storage dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``."""
+    batch_size: int = 8
+    """Sequences per forward pass."""
+    shard_sequences: int | None = None
+    """Sequences per shard; ``None`` picks about 32 MiB per shard file for the widest hook."""
+    check_finite: bool = True
+    """Stop with an error naming hook and position when an activation is NaN or infinite."""
+    overwrite: bool = False
+    """Replace a store of a *different* job found in the output folder (the same job always resumes)."""
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise UniversalityError(f"dtype '{self.dtype}' is not valid for an activation store; use one of {', '.join(DTYPES)}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise UniversalityError(f"batch_size {self.batch_size!r} is not valid; use a positive integer")
+        if self.shard_sequences is not None and (not isinstance(self.shard_sequences, int) or self.shard_sequences < 1):
+            raise UniversalityError(f"shard_sequences {self.shard_sequences!r} is not valid; use a positive integer or None")
+
+
+def hook_dir_name(hook: str) -> str:
+    """Folder name of a hook's shards (hook names are already path-safe: letters, digits, dots, underscores)."""
+    if not hook or any(c in hook for c in "/\\") or hook.startswith("."):
+        raise UniversalityError(f"hook name '{hook}' cannot be used as a folder name")
+    return hook
+
+
+def cache_activations(host: Any, hooks: Sequence[str] | str, stream: TokenStream, out_dir: str | os.PathLike,
+                      config: CacheConfig | None = None, **kw) -> "ActivationStore":
+    """Run ``host`` over ``stream`` and store the activations of ``hooks`` under ``out_dir``.
+
+    Every hook must give one vector per token (shape [b, t, ...], flattened to
+    [b*t, d]). Rows cover every position, masked ones included, in stream order.
+    Rerunning the same job resumes (or returns at once when complete). Keyword
+    arguments fill a :class:`CacheConfig`. Returns the :class:`ActivationStore`.
+    """
+    from .store import ActivationStore
+
+    config = config or CacheConfig(**kw)
+    hooks = [hooks] if isinstance(hooks, str) else list(hooks)
+    if not hooks:
+        raise UniversalityError("give at least one hook point to cache, e.g. 'blocks.0.resid_post'")
+    if len(set(hooks)) != len(hooks):
+        raise UniversalityError(f"hook list {hooks} repeats a name; give each hook once")
+    host.validate_names(hooks)
+    for h in hooks:
+        hook_dir_name(h)
+        if h.endswith("attn.pattern"):
+            raise UniversalityError(f"hook '{h}' is [batch, heads, t, t], not one vector per token; cache a per-token hook instead")
+    if not isinstance(stream, TokenStream):
+        raise UniversalityError(f"stream must be a TokenStream (see universality.data.make_stream); got {type(stream).__name__}")
+    limit = context_length(host)
+    if limit is not None and stream.seq_len > limit:
+        raise UniversalityError(f"sequences of {stream.seq_len} tokens exceed this model's context of {limit}; build the stream with seq_len <= {limit}")
+    out = ensure_writable_dir(out_dir)
+    job = {"format": FORMAT, "host": host_fingerprint(host), "stream": stream.fingerprint, "hooks": hooks,
+           "dtype": config.dtype, "batch_size": config.batch_size, "shard_sequences": config.shard_sequences}
+    job_fp = fingerprint(job)
+    manifest = _read_manifest(out)
+    if manifest is not None and manifest.get("job_fingerprint") != job_fp:
+        if not config.overwrite:
+            raise UniversalityError(
+                f"'{out}' already holds an activation store of a different job (other host, stream, hooks or settings); "
+                "choose another folder or pass overwrite=True"
+            )
+        manifest = None
+    if manifest is None:
+        tokens_file = out / "tokens.safetensors"
+        stream.save(tokens_file)
+        manifest = {"format": FORMAT, "job_fingerprint": job_fp, "job": job, "host": host.describe(),
+                    "host_fingerprint": job["host"], "stream": stream.describe(), "hooks": {}, "dtype": config.dtype,
+                    "n_sequences": stream.n_sequences, "seq_len": stream.seq_len, "batch_size": config.batch_size,
+                    "shard_sequences": config.shard_sequences, "shards": [], "complete": False,
+                    "tokens": {"file": "tokens.safetensors", "sha256": sha256_file(tokens_file)}}
+    # a complete store is re-checked (every shard's checksum) and any damaged shard is recomputed
+    _Writer(host, hooks, stream, out, config, manifest).run()
+    return ActivationStore(out)
+
+
+def _read_manifest(out: Path) -> dict | None:
+    path = out / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # a half-written manifest cannot exist (atomic writes); an unreadable one is rebuilt
+
+
+@dataclass
+class _Writer:
+    host: Any
+    hooks: list[str]
+    stream: TokenStream
+    out: Path
+    config: CacheConfig
+    manifest: dict
+    _dtype: torch.dtype = field(init=False)
+
+    def run(self) -> None:
+        self._dtype = DTYPES[self.config.dtype]
+        n = self.stream.n_sequences
+        per = self.manifest["shard_sequences"]
+        if per is None:
+            per = self._auto_shard_sequences()
+            self.manifest["shard_sequences"] = per
+        done = {s["index"]: s for s in self.manifest["shards"] if self._shard_intact(s)}
+        self.manifest["shards"] = [done[k] for k in sorted(done)]
+        n_shards = -(-n // per)
+        todo = [k for k in range(n_shards) if k not in done]
+        if todo:
+            self.manifest["complete"] = False
+        for k in progress(todo, desc="caching activations", unit="shard"):
+            lo, hi = k * per, min(n, (k + 1) * per)
+            files = {}
+            acts = self._compute(lo, hi)
+            for h in self.hooks:
+                rel = f"{hook_dir_name(h)}/shard-{k:05d}.safetensors"
+                # one metadata key: safetensors writes several keys in a random order, which would break byte-identity
+                meta = json.dumps({"hook": h, "shard": k, "sequences": [lo, hi], "job": self.manifest["job_fingerprint"]},
+                                  sort_keys=True)
+                atomic_save_tensors(self.out / rel, {"acts": acts[h]}, {"universality": meta})
+                files[h] = {"file": rel, "sha256": sha256_file(self.out / rel), "rows": int(acts[h].shape[0])}
+            self.manifest["shards"].append({"index": k, "sequences": [lo, hi], "files": files})
+            self.manifest["shards"].sort(key=lambda s: s["index"])
+            atomic_write_json(self.out / "manifest.json", self.manifest)
+        if todo or not self.manifest.get("complete"):
+            self.manifest["complete"] = True
+            atomic_write_json(self.out / "manifest.json", self.manifest)
+
+    def _shard_intact(self, shard: dict) -> bool:
+        for h in self.hooks:
+            f = shard.get("files", {}).get(h)
+            if f is None or not (self.out / f["file"]).is_file() or sha256_file(self.out / f["file"]) != f["sha256"]:
+                return False
+        return True
+
+    def _auto_shard_sequences(self) -> int:
+        widths = self.manifest["hooks"]
+        if not widths:
+            self._compute(0, min(self.config.batch_size, self.stream.n_sequences))
+            widths = self.manifest["hooks"]
+        widest = max(w["d"] for w in widths.values())
+        per_seq = self.stream.seq_len * widest * torch.finfo(self._dtype).bits // 8
+        per = max(1, _SHARD_BYTES // max(1, per_seq))
+        bs = self.config.batch_size
+        return max(bs, per // bs * bs)
+
+    @torch.no_grad()
+    def _compute(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
+        parts: dict[str, list[torch.Tensor]] = {h: [] for h in self.hooks}
+        t = self.stream.seq_len
+        for b0 in range(lo, hi, self.config.batch_size):
+            b1 = min(hi, b0 + self.config.batch_size)
+            tokens = self.stream.tokens[b0:b1].to(self.host.device)
+            _, cache = self.host.run_with_cache(tokens, names=self.hooks, return_logits=False)
+            for h in self.hooks:
+                x = cache[h]
+                if x.dim() < 2 or tuple(x.shape[:2]) != (b1 - b0, t):
+                    raise UniversalityError(f"hook '{h}' has shape {tuple(x.shape)}, not one vector per token [batch, seq, ...]; cache a per-token hook")
+                x = x.reshape((b1 - b0) * t, -1)
+                if self.config.check_finite:
+                    _check_finite(h, x, b0, t)
+                self.manifest["hooks"].setdefault(h, {"d": int(x.shape[1]), "shape": list(cache[h].shape[2:])})
+                parts[h].append(x.to(device="cpu", dtype=self._dtype))
+        out = {h: torch.cat(v) for h, v in parts.items()}
+        if self.config.check_finite and self._dtype != torch.float32:
+            for h, x in out.items():
+                _check_finite(h, x, lo, t, why=f" after conversion to {self.config.dtype}")
+        return out
+
+
+def _check_finite(hook: str, x: torch.Tensor, first_seq: int, t: int, why: str = "") -> None:
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        row = int(bad.any(dim=1).nonzero()[0])
+        n_bad = int(bad.any(dim=1).sum())
+        raise UniversalityError(
+            f"hook '{hook}' produced NaN/inf{why} at sequence {first_seq + row // t}, position {row % t} "
+            f"({n_bad} positions in this batch); check the model weights or use a wider dtype"
+        )
