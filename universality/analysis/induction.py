@@ -30,7 +30,7 @@ from ._points import (block, check_arch, chunks, finite_or_none, require_points,
 from .patching import PatchSite, patch_sites
 from .tasks import induction_prompts, repeated_halves
 
-_POSITION_RE = re.compile(r"^(last|s|s\+\d+|s-\d+|\d+)$")
+_POSITION_RE = re.compile(r"^(last|last-\d+|s|s\+\d+|s-\d+|\d+)$")
 
 
 @dataclass
@@ -80,7 +80,7 @@ class InductionConfig:
         self.extra_sites = tuple(tuple(s) for s in self.extra_sites)
         for pos in self.head_positions + tuple(p for _, p in self.extra_sites):
             if not isinstance(pos, str) or not _POSITION_RE.match(pos):
-                raise UniversalityError(f"position {pos!r} is not valid; use 'last', 's', 's+K', 's-K' or a position index")
+                raise UniversalityError(f"position {pos!r} is not valid; use 'last', 'last-K', 's', 's+K', 's-K' or a position index")
         if not isinstance(self.min_token_id, int) or self.min_token_id < 0:
             raise UniversalityError(f"InductionConfig.min_token_id must be a non-negative integer; got {self.min_token_id!r}")
 
@@ -90,9 +90,9 @@ class InductionConfig:
         return (self.seq_len - 2) // 2 if self.source is None else self.source
 
     def position_index(self, label: str) -> int:
-        """Absolute position of a label (``last``, ``s``, ``s+K``, ``s-K`` or an index) in a reference prompt."""
-        if label == "last":
-            idx = self.seq_len - 1
+        """Absolute position of a label (``last``, ``last-K``, ``s``, ``s+K``, ``s-K`` or an index) in a reference prompt."""
+        if label.startswith("last"):
+            idx = self.seq_len - 1 - (int(label[5:]) if len(label) > 4 else 0)
         elif label.startswith("s"):
             idx = self.s + (int(label[1:]) if len(label) > 1 else 0)
         else:
@@ -213,7 +213,8 @@ def induction_sites(host, cfg: InductionConfig) -> list[PatchSite]:
         if arch == "mamba":
             plan = [("ssm.state", "last"), ("ssm.y", "last"), ("ssm.in_x", "s"), ("ssm.in_x", "s+1"), ("ssm.in_x", "s+2")]
         else:
-            plan = [("att.state", "last"), ("att.wkv", "last"), ("mixer_out", "last")]
+            # att.state at t is the state *after* t; the last position reads the one after last-1
+            plan = [("att.state", "last-1"), ("att.wkv", "last"), ("mixer_out", "last")]
         require_points(host, [block(0, p) for p, _ in plan], "induction patching")
         for layer in range(host.n_layers):
             for point, label in plan:
