@@ -60,7 +60,7 @@ def run(quick: bool) -> list[Figure]:
 
         n, n_small = batch * seq, hf_bwd_batch * seq
         backend = host.scan_backend
-        from universality.hosts.ssm.selective_scan import resolve_backend
+        from universality.hosts.ssm.scan import resolve_backend
 
         used = resolve_backend(backend, host.device, host.dtype)
         return [

@@ -21,7 +21,7 @@ call, so in-place edits (``mixer.conv1d.weight``, ``mixer.A_log``...) are follow
 
 Patching ``ssm.state``: a replaced entry (where the hook's tensor differs from the
 computed states) is read out at its own position *and* the recurrence continues
-from it; see :func:`~universality.hosts.ssm.selective_scan.patched_states`. The
+from it; see :func:`~universality.hosts.ssm.scan.patched_states`. The
 cache then holds the states actually used (later positions included).
 """
 
@@ -35,7 +35,7 @@ from .base import Host
 from .hookrun import HookRun
 from .registry import register_host
 from .ssm.ops import causal_depthwise_conv, rms_norm, upcast_residual
-from .ssm.selective_scan import BACKENDS, patched_states, readout, scan_states, selective_scan
+from .ssm.scan import BACKENDS, patched_states, readout, scan_states, selective_scan
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
