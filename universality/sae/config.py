@@ -32,11 +32,11 @@ class CoderConfig:
     """Add an affine skip connection ``x @ W_skip.T`` to the reconstruction (skip transcoders)."""
     l1_coefficient: float = 0.3
     """``relu`` only: weight of the L1 penalty ``sum_i f_i * ||W_dec[i]||`` added to the per-token squared error (in normalised units)."""
-    l0_coefficient: float = 0.02
+    l0_coefficient: float = 0.05
     """``jumprelu`` only: weight of the straight-through L0 penalty (in normalised units)."""
-    jump_bandwidth: float = 0.05
+    jump_bandwidth: float = 0.1
     """``jumprelu`` only: width of the rectangle kernel of the straight-through threshold gradient."""
-    jump_init_threshold: float = 0.1
+    jump_init_threshold: float = 0.3
     """``jumprelu`` only: initial threshold of every latent."""
     aux_k: int | None = None
     """Dead latents used by the AuxK loss per token; ``None`` means ``d_in // 2`` (topk and batchtopk)."""

@@ -78,7 +78,7 @@ class BatchStream:
         else:
             if target is not None:
                 raise UniversalityError("target= needs the input as a tensor; for streams yield (x, y) pairs instead")
-            if not (hasattr(source, "batches") or callable(source) or hasattr(source, "__iter__")):
+            if isinstance(source, (str, bytes)) or not (hasattr(source, "batches") or callable(source) or hasattr(source, "__iter__")):
                 raise UniversalityError(
                     f"activations of type {type(source).__name__} are not usable; give a tensor [n, d], an activation store, a callable or an iterable of [batch, d] tensors"
                 )

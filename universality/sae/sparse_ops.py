@@ -39,7 +39,7 @@ class SelectedPreacts(torch.autograd.Function):
         b, n = x.shape[0], ctx.n_latents
         grad_x = grad_W = grad_b = None
         if ctx.needs_input_grad[1]:
-            g = torch.sparse_coo_tensor(torch.stack([cols, rows]), grad, (n, b), is_coalesced=False)
+            g = torch.sparse_coo_tensor(torch.stack([cols, rows]), grad, (n, b), is_coalesced=False, check_invariants=False)
             grad_W = torch.sparse.mm(g, x)
         if ctx.needs_input_grad[2]:
             grad_b = torch.zeros(n, dtype=grad.dtype, device=grad.device).index_add_(0, cols, grad)
