@@ -1,0 +1,122 @@
+"""Assignments against brute force (tiny), scipy (medium) and direct POT calls (OT)."""
+
+import itertools
+
+import numpy as np
+import ot
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from universality import UniversalityError
+from universality.matching import assign, cosine_factors, cosine_similarity
+
+
+def _brute_force(sim):
+    n_a, n_b = sim.shape
+    best = -np.inf
+    if n_a <= n_b:
+        for perm in itertools.permutations(range(n_b), n_a):
+            best = max(best, sim[np.arange(n_a), list(perm)].sum())
+    else:
+        for perm in itertools.permutations(range(n_a), n_b):
+            best = max(best, sim[list(perm), np.arange(n_b)].sum())
+    return best
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (4, 6), (6, 4), (1, 3)])
+@pytest.mark.parametrize("method", ["hungarian", "sparse-hungarian"])
+def test_tiny_cases_equal_brute_force(shape, method):
+    rng = np.random.default_rng(sum(shape))
+    for trial in range(3):
+        sim = rng.standard_normal(shape)
+        m = assign(sim, method, k=2)
+        assert m.total == pytest.approx(_brute_force(sim), abs=1e-12)
+        assert len(set(m.rows.tolist())) == len(m.rows) == min(shape)
+        assert len(set(m.cols.tolist())) == len(m.cols)
+        np.testing.assert_allclose(m.scores.numpy(), sim[m.rows.numpy(), m.cols.numpy()])
+
+
+def test_sparse_hungarian_fallback_when_candidates_have_no_full_matching():
+    # every row's and column's single best partner is column/row 0: top-1 graph has no perfect matching
+    sim = np.full((4, 4), -1.0)
+    sim[:, 0] = 1.0
+    sim[0, :] = 1.0
+    sim += np.arange(16).reshape(4, 4) * 1e-3
+    m = assign(sim, "sparse-hungarian", k=1)
+    assert m.fallback
+    assert len(set(m.cols.tolist())) == 4
+    assert m.total <= _brute_force(sim) + 1e-12
+
+
+def test_medium_sparse_hungarian_matches_scipy_on_planted_and_random():
+    rng = np.random.default_rng(0)
+    n, d = 600, 64
+    wa = rng.standard_normal((n, d))
+    perm = rng.permutation(n)
+    wb = wa[perm] + 0.3 * rng.standard_normal((n, d))
+    sim = cosine_similarity(wa, wb).numpy()
+    r, c = linear_sum_assignment(sim, maximize=True)
+    opt = sim[r, c].sum()
+    m = assign(cosine_factors(wa, wb), "sparse-hungarian", k=8)
+    assert m.total == pytest.approx(opt, rel=1e-5)
+    assert (m.cols.numpy() == np.argsort(perm)).mean() > 0.99  # planted permutation recovered
+    # random dictionaries: the candidate graph still reaches within 0.01 % of the optimum
+    wr = rng.standard_normal((n, d))
+    sim = cosine_similarity(wa, wr).numpy()
+    r, c = linear_sum_assignment(sim, maximize=True)
+    m = assign(cosine_factors(wa, wr), "sparse-hungarian", k=32)
+    assert m.total >= sim[r, c].sum() * (1 - 1e-4)
+    # rectangular, and with k >= width the result is exactly scipy's optimum
+    sim = rng.standard_normal((80, 50))
+    r, c = linear_sum_assignment(sim, maximize=True)
+    assert assign(torch.from_numpy(sim), "sparse-hungarian", k=80).total == pytest.approx(sim[r, c].sum(), abs=1e-9)
+    assert assign(sim, "hungarian").total == pytest.approx(sim[r, c].sum(), abs=1e-9)
+
+
+def test_ot_methods_equal_direct_pot_calls():
+    rng = np.random.default_rng(1)
+    sim = rng.random((7, 9))
+    a, b = np.full(7, 1 / 7), np.full(9, 1 / 9)
+    cost = sim.max() - sim
+    expected = {
+        "emd": ot.emd(a, b, cost),
+        "sinkhorn": ot.sinkhorn(a, b, cost, 0.05, numItermax=1000),
+        "unbalanced": ot.unbalanced.sinkhorn_unbalanced(a, b, cost, 0.05, 1.0, numItermax=1000),
+    }
+    for method, plan in expected.items():
+        m = assign(sim, method, reg=0.05, reg_m=1.0)
+        np.testing.assert_allclose(m.plan.numpy(), plan, atol=1e-12)
+        np.testing.assert_array_equal(m.cols.numpy(), plan.argmax(1))
+        np.testing.assert_allclose(m.scores.numpy(), sim[np.arange(7), plan.argmax(1)])
+    # square emd is a permutation and reaches the Hungarian optimum
+    sq = rng.random((6, 6))
+    assert assign(sq, "emd").total == pytest.approx(assign(sq, "hungarian").total, abs=1e-9)
+
+
+def test_gromov_equals_pot_and_recovers_rotated_permuted_points():
+    rng = np.random.default_rng(2)
+    xa = rng.standard_normal((12, 5))
+    q, _ = np.linalg.qr(rng.standard_normal((5, 5)))
+    perm = rng.permutation(12)
+    xb = np.concatenate([xa[perm] @ q, np.zeros((12, 2))], axis=1)  # other width, rotated, permuted
+    m = assign((xa, xb), "gromov")
+    ua = xa / np.linalg.norm(xa, axis=1, keepdims=True)
+    ub = xb / np.linalg.norm(xb, axis=1, keepdims=True)
+    p = np.full(12, 1 / 12)
+    plan = ot.gromov.gromov_wasserstein(1 - ua @ ua.T, 1 - ub @ ub.T, p, p, loss_fun="square_loss", max_iter=1000)
+    np.testing.assert_allclose(m.plan.numpy(), plan, atol=1e-12)
+    assert (m.cols.numpy() == np.argsort(perm)).mean() >= 0.9
+
+
+def test_assign_bad_inputs():
+    with pytest.raises(UniversalityError, match="method must be one of"):
+        assign(np.eye(3), "greedy")
+    with pytest.raises(UniversalityError, match="NaN"):
+        assign(np.array([[1.0, np.nan], [0.0, 1.0]]))
+    with pytest.raises(UniversalityError, match="pair"):
+        assign(np.eye(3), "gromov")
+    with pytest.raises(UniversalityError, match="k must be"):
+        assign(np.eye(3), "sparse-hungarian", k=0)
+    with pytest.raises(UniversalityError, match="same width"):
+        cosine_factors(np.eye(3), np.eye(4))
