@@ -166,13 +166,22 @@ def test_batching_does_not_change_effects(neox, result):
     assert one.layer_scores is None
 
 
-def test_to_dict_is_strict_json(result):
+def test_to_dict_is_strict_json(result, tmp_path):
     d = result.to_dict()
     text = json.dumps(d, allow_nan=False)
     back = json.loads(text)
     assert back["ranking"][0] == f"{result.ranking()[0].component}@{result.ranking()[0].position}"
     assert len(back["effects"]) == len(result.effects)
     assert back["config"]["seq_len"] == SEQ
+    result.save_json(tmp_path / "ind.json")
+    assert json.loads((tmp_path / "ind.json").read_text()) == back
+    result.save_csv(tmp_path / "ind.csv")
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "ind.csv").open()))
+    assert len(rows) == len(result.effects)
+    assert float(rows[5]["effect"]) == pytest.approx(result.effects[5].effect, rel=1e-12)
+    assert rows[0]["component"] == result.effects[0].component
 
 
 @pytest.mark.parametrize("kwargs, words", [

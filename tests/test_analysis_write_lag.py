@@ -42,7 +42,7 @@ def neox(tmp_path_factory):
     return uv.load_host(path, device="cpu")
 
 
-def test_transformer_writes_at_lag_zero(neox):
+def test_transformer_writes_at_lag_zero(neox, tmp_path):
     table = analysis.write_lag_all(neox, **SMALL)
     assert table.peaks == [0] * neox.n_layers
     assert table.effect.shape == (neox.n_layers, 4)
@@ -54,6 +54,11 @@ def test_transformer_writes_at_lag_zero(neox):
     d = json.loads(json.dumps(table.to_dict(), allow_nan=False))
     assert d["peaks"] == [0] * neox.n_layers and len(d["profiles"]) == neox.n_layers
     assert len(table.rows()) == neox.n_layers * 4
+    table.save_json(tmp_path / "wl.json")
+    table.save_csv(tmp_path / "wl.csv")
+    assert json.loads((tmp_path / "wl.json").read_text())["effect"] == d["effect"]
+    lines = (tmp_path / "wl.csv").read_text().splitlines()
+    assert lines[0] == "name,arch,layer,lag,effect,behavioural_effect" and len(lines) == 1 + neox.n_layers * 4
 
 
 def test_user_tokens_and_longer_lags(neox):
@@ -62,6 +67,17 @@ def test_user_tokens_and_longer_lags(neox):
     p = analysis.write_lag(neox, 1, tokens=tokens, max_lag=5, behavioural=False, n_sources=2)
     assert p.effect.shape == (6,) and p.peak == 0 and p.behavioural_effect is None
     assert p.n_samples == 3 * 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(tmp_path):
+    from conftest import tiny_transformer
+
+    tiny_transformer("gpt_neox").save_pretrained(tmp_path)
+    cpu = analysis.write_lag(uv.load_host(tmp_path, device="cpu"), 1, **SMALL)
+    gpu = analysis.write_lag(uv.load_host(tmp_path, device="cuda"), 1, **SMALL)
+    torch.testing.assert_close(gpu.raw, cpu.raw, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(gpu.behavioural_change, cpu.behavioural_change, atol=1e-4, rtol=1e-3)
 
 
 # ----- errors --------------------------------------------------------------------------------

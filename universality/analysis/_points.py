@@ -9,6 +9,8 @@ the analyses has the position on axis 1 (``[b, t, ...]``); ``attn.pattern``
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from typing import Any, Callable, Iterable
 
@@ -109,3 +111,14 @@ def tensor_to_list(t: torch.Tensor | None) -> Any:
     if t.dim() == 0:
         return finite_or_none(t.item())
     return [tensor_to_list(row) for row in t] if t.dim() > 1 else [finite_or_none(v) for v in t.tolist()]
+
+
+def rows_to_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV text (header from the first row's keys; ``None`` written as an empty cell) for tidy rows."""
+    if not rows:
+        return ""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()

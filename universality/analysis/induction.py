@@ -24,8 +24,9 @@ from typing import Any
 import torch
 
 from .._errors import UniversalityError
+from .._io import atomic_write_json, atomic_write_text
 from .._progress import progress
-from ._points import (block, check_arch, chunks, finite_or_none, require_points, row_groups,
+from ._points import (block, check_arch, chunks, finite_or_none, require_points, row_groups, rows_to_csv,
                       tensor_to_list)
 from .patching import PatchSite, patch_sites
 from .tasks import induction_prompts, repeated_halves
@@ -169,6 +170,14 @@ class InductionResult:
             else (lambda e: abs(e.effect))
         rows = sorted(self.effects, key=key, reverse=True)
         return rows if k is None else rows[:k]
+
+    def save_json(self, path) -> None:
+        """Write :meth:`to_dict` to ``path`` atomically."""
+        atomic_write_json(path, self.to_dict())
+
+    def save_csv(self, path) -> None:
+        """Write the tidy patching table (one row per site) to ``path`` atomically."""
+        atomic_write_text(path, rows_to_csv([e.to_dict() for e in self.effects]))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (tables as lists of rows, tensors as nested lists)."""

@@ -31,9 +31,10 @@ from typing import Any, Mapping
 import torch
 
 from .._errors import UniversalityError
+from .._io import atomic_write_json, atomic_write_text
 from .._progress import progress
 from ._points import (block, check_arch, check_layer, chunks, finite_or_none, require_points, row_groups,
-                      target_metric, tensor_to_list)
+                      rows_to_csv, target_metric, tensor_to_list)
 from .tasks import distinct_tokens, induction_prompts
 
 #: hook points (per block) whose values make up the layer's write, per architecture
@@ -189,6 +190,14 @@ class WriteLagTable:
                             "effect": finite_or_none(p.effect[lag]),
                             "behavioural_effect": None if p.behavioural_effect is None else finite_or_none(p.behavioural_effect[lag])})
         return out
+
+    def save_json(self, path) -> None:
+        """Write :meth:`to_dict` to ``path`` atomically."""
+        atomic_write_json(path, self.to_dict())
+
+    def save_csv(self, path) -> None:
+        """Write :meth:`rows` (one row per layer and lag) to ``path`` atomically."""
+        atomic_write_text(path, rows_to_csv(self.rows()))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form: per-layer profiles, the ``[layer][lag]`` effect grid and peaks."""
