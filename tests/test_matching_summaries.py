@@ -1,0 +1,83 @@
+"""Layer grids, bootstrap CIs, baseline comparison and N-way families."""
+
+import numpy as np
+import pytest
+import torch
+
+from universality import UniversalityError
+from universality.matching import (bootstrap_mppc, compare_baselines, feature_families, mppc, mppc_grid,
+                                   summary_values)
+
+
+def _sources(rng, n, f, p=0.1):
+    return (rng.random((n, f)) < p) * rng.uniform(0.5, 1.5, (n, f))
+
+
+def test_grid_cells_equal_individual_results_and_find_planted_depth_map():
+    rng = np.random.default_rng(0)
+    base = [_sources(rng, 1200, 20) for _ in range(3)]  # layer l of A and of B share sources of depth l
+    codes_a = {f"L{l}": base[l][:, rng.permutation(20)] for l in range(3)}
+    codes_b = {f"L{l}": np.concatenate([base[l][:, :14], _sources(rng, 1200, 6)], 1) for l in range(3)}
+    g = mppc_grid(codes_a, codes_b)
+    for i, la in enumerate(codes_a):
+        for j, lb in enumerate(codes_b):
+            s = mppc(codes_a[la], codes_b[lb]).summary("a_to_b")
+            assert g.mean["a_to_b"][i, j] == pytest.approx(s.mean, abs=1e-12)
+            assert g.frac_above["a_to_b"][0.9][i, j] == pytest.approx(s.frac_above[0.9])
+    assert g.best_match("a_to_b").tolist() == [0, 1, 2]
+    assert torch.allclose(torch.diagonal(g.frac_above["a_to_b"][0.9]), torch.full((3,), 14 / 20, dtype=torch.float64))
+    assert g.to_dict()["layers_a"] == ["L0", "L1", "L2"]
+
+
+def test_bootstrap_intervals_bracket_estimate_and_reflect_token_noise():
+    rng = np.random.default_rng(1)
+    s = _sources(rng, 600, 12)
+    a = s + 0.3 * _sources(rng, 600, 12)
+    b = s[:, ::-1] + 0.3 * _sources(rng, 600, 12)
+    ci = bootstrap_mppc(a, b, n_boot=30, seed=0)
+    point = summary_values(mppc(a, b))
+    assert set(ci) == set(point)
+    m = ci["a_to_b.mean"]
+    assert m.estimate == pytest.approx(point["a_to_b.mean"])
+    assert m.low < m.estimate < m.high and m.high - m.low < 0.2
+    # a replicate is an exact MPPC on resampled tokens: check one against explicit row resampling
+    w = np.random.default_rng(5).multinomial(600, np.full(600, 1 / 600))
+    weighted = mppc(a, b, weights=w.astype(float))
+    explicit = mppc(np.repeat(a, w, axis=0), np.repeat(b, w, axis=0))
+    np.testing.assert_allclose(weighted.a_to_b.max_r.numpy(), explicit.a_to_b.max_r.numpy(), atol=1e-10)
+
+
+def test_compare_baselines_normalises_between_floor_and_skyline():
+    cmp = compare_baselines({"a_to_b.mean": 0.6}, floor=0.2, skylines={"sae seed": 0.8, "model seed": 1.0})
+    assert cmp.normalised == {"sae seed": pytest.approx(2 / 3), "model seed": pytest.approx(0.5)}
+    rng = np.random.default_rng(2)
+    a = _sources(rng, 300, 8)
+    r = mppc(a, a)
+    assert compare_baselines(r, floor=0.0, skylines={"self": 1.0}).observed == pytest.approx(1.0)
+    with pytest.raises(UniversalityError, match="statistic"):
+        compare_baselines({"x": 1.0}, statistic="a_to_b.mean")
+
+
+def test_families_across_three_hosts_count_planted_structure():
+    rng = np.random.default_rng(3)
+    n = 3000
+    universal = _sources(rng, n, 10)  # in all three hosts
+    pair_ab = _sources(rng, n, 5)  # only in A and B
+    perm = rng.permutation(10)
+    codes = {
+        "A": np.concatenate([universal, pair_ab, _sources(rng, n, 4)], 1),
+        "B": np.concatenate([pair_ab, universal[:, ::-1], _sources(rng, n, 3)], 1),
+        "C": np.concatenate([_sources(rng, n, 6), universal[:, perm], np.zeros((n, 1))], 1),
+    }
+    fam = feature_families(codes, threshold=0.5)
+    assert fam.n_in_all == 10
+    assert fam.present_in[2] == 5
+    assert fam.n_in_one == 4 + 3 + 6
+    assert (fam.labels["C"][-1] == -1).item()  # dead feature belongs to no family
+    # universal feature u of A shares its family with its copies in B (reversed) and C (permuted)
+    for u in range(10):
+        c_pos = 6 + int(np.flatnonzero(perm == u)[0])
+        assert fam.labels["A"][u] == fam.labels["B"][5 + 9 - u] == fam.labels["C"][c_pos]
+    assert fam.labels["A"][10] == fam.labels["B"][0] != fam.labels["A"][0]
+    with pytest.raises(UniversalityError, match="threshold"):
+        feature_families(codes, threshold=2.0)
