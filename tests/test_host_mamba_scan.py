@@ -58,6 +58,23 @@ def test_c_kernel_matches_torch_float64_values_and_grads(d):
 
 
 @needs_c
+@pytest.mark.parametrize("d", [32, 19])
+def test_gated_c_kernel_matches_torch_float64(d):
+    args = _inputs(d=d)
+    gen = torch.Generator().manual_seed(5)
+    zz = torch.randn(2, 23, 2 * d, generator=gen, dtype=torch.float64, requires_grad=True)
+    z = zz[..., d:]  # a strided view, as the host's gate can be
+    out_c = ss.selective_scan(*args, z=z, backend="c")
+    out_t = ss.selective_scan_torch(*args) * torch.nn.functional.silu(z)
+    torch.testing.assert_close(out_c, out_t, rtol=1e-10, atol=1e-10)
+    grad_out = torch.randn_like(out_c)
+    g_c = torch.autograd.grad(out_c, [*args, zz], grad_out)
+    g_t = torch.autograd.grad(out_t, [*args, zz], grad_out)
+    for name, a, b in zip("x dt A B C D z".split(), g_c, g_t):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=f"gradient of {name}")
+
+
+@needs_c
 def test_c_kernel_float32_close_to_float64_reference():
     args64 = _inputs(b=3, t=64, d=48, n=16)
     args32 = [v.detach().float().requires_grad_() for v in args64]
@@ -74,6 +91,8 @@ def test_c_kernel_float32_close_to_float64_reference():
 def test_c_backward_passes_gradcheck():
     args = _inputs(b=1, t=6, d=17, n=3, seed=1)
     assert torch.autograd.gradcheck(lambda *a: ss.selective_scan(*a, backend="c"), args, eps=1e-6, atol=1e-7)
+    z = torch.randn(1, 6, 17, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: ss.selective_scan(*a[:6], z=a[6], backend="c"), [*args, z], eps=1e-6, atol=1e-7)
 
 
 def test_states_match_numpy_and_readout_gives_y():

@@ -34,7 +34,8 @@ from . import mamba2  # noqa: F401  (registers the "mamba2" host)
 from .base import Host
 from .hookrun import HookRun
 from .registry import register_host
-from .ssm.ops import causal_depthwise_conv, rms_norm, upcast_residual
+from .ssm.conv import conv_act
+from .ssm.ops import rms_norm, upcast_residual
 from .ssm.scan import BACKENDS, patched_states, readout, scan_states, selective_scan
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -51,7 +52,8 @@ class MambaHost(Host):
 
     Attributes:
         scan_backend: ``"auto"`` (mamba-ssm on CUDA when importable, else the C
-            kernel on CPU, else pure torch), ``"c"``, ``"cuda"`` or ``"torch"``.
+            kernel on CPU, else pure torch), ``"c"``, ``"cuda"`` or ``"torch"``
+            (``"torch"`` also turns off the fused C conv+SiLU kernel).
     """
 
     arch = "mamba"
@@ -95,11 +97,12 @@ class MambaHost(Host):
         u = run(p + "mixer_in", rms_norm(h.to(layer.norm.weight.dtype), layer.norm.weight, layer.norm.variance_epsilon))
 
         d_inner, n, rank = m.intermediate_size, m.ssm_state_size, m.time_step_rank
-        xz = F.linear(u, m.in_proj.weight, m.in_proj.bias)
-        x = run(p + "ssm.in_x", xz[..., :d_inner])
-        z = run(p + "ssm.gate", xz[..., d_inner:])
-        conv = causal_depthwise_conv(x, m.conv1d.weight, m.conv1d.bias)
-        x = run(p + "ssm.conv_out", m.act(conv))
+        w, bias = m.in_proj.weight, m.in_proj.bias
+        # two products instead of one split: the backward then needs no [b, t, 2 d_inner] scatter
+        x = run(p + "ssm.in_x", F.linear(u, w[:d_inner], bias[:d_inner] if bias is not None else None))
+        z = run(p + "ssm.gate", F.linear(u, w[d_inner:], bias[d_inner:] if bias is not None else None))
+        use_kernels = self.scan_backend != "torch"
+        x = run(p + "ssm.conv_out", conv_act(x, m.conv1d.weight, m.conv1d.bias, m.act, m.activation, use_kernel=use_kernels))
 
         dt_low, B, C = torch.split(F.linear(x, m.x_proj.weight), [rank, n, n], dim=-1)
         dt = run(p + "ssm.dt", F.softplus(F.linear(dt_low, m.dt_proj.weight, m.dt_proj.bias)))
@@ -108,8 +111,12 @@ class MambaHost(Host):
         A = -torch.exp(m.A_log.to(x.dtype))
         D = m.D.to(x.dtype)
 
-        y = run(p + "ssm.y", self._scan(p + "ssm.state", x, dt, A, B, C, D, run))
-        out = F.linear((y * m.act(z)).to(m.out_proj.weight.dtype), m.out_proj.weight, m.out_proj.bias)
+        if m.activation in ("silu", "swish") and not run.wants_any((p + "ssm.state", p + "ssm.y")):
+            gated = selective_scan(x, dt, A, B, C, D, z=z, backend=self.scan_backend)  # y * silu(z) in one pass
+        else:
+            y = run(p + "ssm.y", self._scan(p + "ssm.state", x, dt, A, B, C, D, run))
+            gated = y * m.act(z)
+        out = F.linear(gated.to(m.out_proj.weight.dtype), m.out_proj.weight, m.out_proj.bias)
         out = run(p + "mixer_out", out)
         return run(p + "resid_post", residual + out)
 

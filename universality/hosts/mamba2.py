@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from .base import Host
 from .hookrun import HookRun
 from .registry import register_host
-from .ssm.ops import causal_depthwise_conv, gated_rms_norm, rms_norm, upcast_residual
+from .ssm.conv import conv_act
+from .ssm.ops import gated_rms_norm, rms_norm, upcast_residual
 from .ssm.ssd import ssd_patched_states, ssd_readout, ssd_scan, ssd_states
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -82,7 +83,7 @@ class Mamba2Host(Host):
         gate = run(p + "ssm.gate", gate.reshape(b, t, nh, hd))
 
         xbc = torch.cat([x_in.reshape(b, t, d_inner), bc_in], dim=-1)
-        xbc = m.act(causal_depthwise_conv(xbc, m.conv1d.weight, m.conv1d.bias))
+        xbc = conv_act(xbc, m.conv1d.weight, m.conv1d.bias, m.act, m.activation)
         x, B, C = torch.split(xbc, [d_inner, g * n, g * n], dim=-1)
         x = run(p + "ssm.conv_out", x.reshape(b, t, nh, hd))
         lo, hi = m.time_step_limit

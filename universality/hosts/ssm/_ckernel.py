@@ -1,4 +1,4 @@
-"""Build-at-first-use loader for the C selective-scan kernel (``selective_scan.c``).
+"""Build-at-first-use loader for the C kernels in ``selective_scan.c`` (selective scan, conv + SiLU).
 
 The kernel is compiled once per source/flags/CPU combination with the system
 ``gcc -O3 -march=native -fopenmp`` into ``$UNIVERSALITY_HOME/kernels``
@@ -73,11 +73,17 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for suffix in ("f32", "f64"):
         fwd = getattr(lib, f"scan_fwd_{suffix}")
-        fwd.argtypes = [p] * 8 + [i64] * 4 + [i32]
+        fwd.argtypes = [p] * 7 + [i64] + [p] * 3 + [i64] * 4 + [i32]
         fwd.restype = None
         bwd = getattr(lib, f"scan_bwd_{suffix}")
-        bwd.argtypes = [p] * 13 + [i64] * 4 + [i32]
+        bwd.argtypes = [p] * 7 + [i64] + [p] * 8 + [i64] * 4 + [i32]
         bwd.restype = None
+        cfwd = getattr(lib, f"conv_silu_fwd_{suffix}")
+        cfwd.argtypes = [p, i64, p, p, p] + [i64] * 4 + [i32]
+        cfwd.restype = None
+        cbwd = getattr(lib, f"conv_silu_bwd_{suffix}")
+        cbwd.argtypes = [p, i64, p, p, p, p, p, p] + [i64] * 4 + [i32]
+        cbwd.restype = None
     return lib
 
 

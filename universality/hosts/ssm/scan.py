@@ -45,7 +45,7 @@ def scan_states(x, dt, A, B):
     """Hidden state after every position, ``[b, t, d, n]`` (materialised; autograd-friendly)."""
     lib = load_kernel()
     if lib is not None and x.device.type == "cpu" and not _needs_grad(x, dt, A, B):
-        return _c_forward(lib, x, dt, A, B, torch.zeros_like(B), None, want_states=True)[1]
+        return _c_forward(lib, x, dt, A, B, torch.zeros_like(B), None, want_y=False, want_states=True)[2]
     return _states_torch(x, dt, A, B)
 
 
@@ -121,65 +121,88 @@ def _pad_channels(v: torch.Tensor | None, d_pad: int) -> torch.Tensor | None:
     return (torch.nn.functional.pad(v, (0, extra)) if extra else v).contiguous()
 
 
-def _c_forward(lib, x, dt, A, B, C, D, want_states=False):
+def _gate_rows(z: torch.Tensor | None, d_pad: int) -> tuple[torch.Tensor | None, int]:
+    """The gate as the kernel reads it (rows evenly strided, unit channel stride) and its row stride."""
+    if z is None:
+        return None, 0
+    b, t, d = z.shape
+    if d == d_pad and z.stride(2) == 1 and z.stride(0) == t * z.stride(1):
+        return z, z.stride(1)
+    return _pad_channels(z, d_pad), d_pad
+
+
+def _c_forward(lib, x, dt, A, B, C, D, z=None, want_y=True, want_states=False):
+    """Run the C forward; returns ``(y, y * silu(z), states)`` with ``None`` for what was not asked."""
     b, t, d = x.shape
     n = A.shape[1]
     dp = -(-d // _BLOCK) * _BLOCK
     xp, dtp, Dp = _pad_channels(x, dp), _pad_channels(dt, dp), _pad_channels(D, dp)
+    zp, zs = _gate_rows(z, dp)
     At = _pad_channels(A.t(), dp)
     B, C = B.contiguous(), C.contiguous()
-    y = x.new_empty(b, t, dp)
+    y = x.new_empty(b, t, dp) if want_y else None
+    yg = x.new_empty(b, t, dp) if z is not None else None
     states = x.new_empty(b, t, dp, n) if want_states else None
-    _fn(lib, "fwd", x.dtype)(_ptr(xp), _ptr(dtp), _ptr(At), _ptr(B), _ptr(C), _ptr(Dp), _ptr(y), _ptr(states),
-                             b, t, dp, n, torch.get_num_threads())
+    _fn(lib, "fwd", x.dtype)(_ptr(xp), _ptr(dtp), _ptr(At), _ptr(B), _ptr(C), _ptr(Dp), _ptr(zp), zs, _ptr(y), _ptr(yg),
+                             _ptr(states), b, t, dp, n, torch.get_num_threads())
     if dp != d:
-        y = y[..., :d]
+        y = y[..., :d] if y is not None else None
+        yg = yg[..., :d] if yg is not None else None
         states = states[:, :, :d] if states is not None else None
-    return y, states
+    return y, yg, states
 
 
-def _c_backward(lib, x, dt, A, B, C, D, dy):
+def _c_backward(lib, x, dt, A, B, C, D, z, dy):
+    """C backward; ``dy`` is the gradient of ``y`` (or of ``y * silu(z)`` when ``z`` is given)."""
     b, t, d = x.shape
     n = A.shape[1]
     dp = -(-d // _BLOCK) * _BLOCK
     nt = max(1, torch.get_num_threads())
     xp, dtp, Dp, dyp = (_pad_channels(v, dp) for v in (x, dt, D, dy))
+    zp, zs = _gate_rows(z, dp)
     At = _pad_channels(A.t(), dp)
     B, C = B.contiguous(), C.contiguous()
     dx, ddt = x.new_empty(b, t, dp), x.new_empty(b, t, dp)
+    dz = x.new_empty(b, t, dp) if z is not None else None
     dAt = x.new_zeros(nt, n, dp)
-    dB = x.new_zeros(nt, b, t, n, _BLOCK)  # lane-wise partial sums (see selective_scan.c)
-    dC = x.new_zeros(nt, b, t, n, _BLOCK)
+    dB = x.new_zeros(nt, b, t, n)
+    dC = x.new_zeros(nt, b, t, n)
     dD = x.new_zeros(nt, dp)
-    _fn(lib, "bwd", x.dtype)(_ptr(xp), _ptr(dtp), _ptr(At), _ptr(B), _ptr(C), _ptr(Dp), _ptr(dyp), _ptr(dx), _ptr(ddt),
-                             _ptr(dAt), _ptr(dB), _ptr(dC), _ptr(dD), b, t, dp, n, nt)
-    return dx[..., :d], ddt[..., :d], dAt.sum(0)[:, :d].t(), dB.sum((0, 4)), dC.sum((0, 4)), dD.sum(0)[:d]
+    _fn(lib, "bwd", x.dtype)(_ptr(xp), _ptr(dtp), _ptr(At), _ptr(B), _ptr(C), _ptr(Dp), _ptr(zp), zs, _ptr(dyp), _ptr(dx),
+                             _ptr(ddt), _ptr(dz), _ptr(dAt), _ptr(dB), _ptr(dC), _ptr(dD), b, t, dp, n, nt)
+    dz = dz[..., :d] if dz is not None else None
+    return dx[..., :d], ddt[..., :d], dAt.sum(0)[:, :d].t(), dB.sum(0), dC.sum(0), dD.sum(0)[:d], dz
 
 
 class _SelectiveScanC(torch.autograd.Function):
-    """Autograd wrapper: C forward, C backward (adjoint recurrence in reverse time)."""
+    """Autograd wrapper: C forward, C backward (adjoint recurrence in reverse time).
+
+    With a gate ``z`` the output is ``y * silu(z)`` computed and differentiated in
+    the same pass (``y`` itself is never stored).
+    """
 
     @staticmethod
-    def forward(ctx, x, dt, A, B, C, D):
-        y, _ = _c_forward(load_kernel(), x, dt, A, B, C, D)
-        ctx.save_for_backward(x, dt, A, B, C, D)
-        ctx.has_D = D is not None
-        return y
+    def forward(ctx, x, dt, A, B, C, D, z):
+        y, yg, _ = _c_forward(load_kernel(), x, dt, A, B, C, D, z=z, want_y=z is None)
+        ctx.save_for_backward(x, dt, A, B, C, D, z)
+        ctx.has_D, ctx.has_z = D is not None, z is not None
+        return yg if z is not None else y
 
     @staticmethod
     def backward(ctx, dy):
-        x, dt, A, B, C, D = ctx.saved_tensors
-        dx, ddt, dA, dB, dC, dD = _c_backward(load_kernel(), x, dt, A, B, C, D, dy)
-        return dx, ddt, dA, dB, dC, (dD if ctx.has_D else None)
+        x, dt, A, B, C, D, z = ctx.saved_tensors
+        dx, ddt, dA, dB, dC, dD, dz = _c_backward(load_kernel(), x, dt, A, B, C, D, z, dy)
+        return dx, ddt, dA, dB, dC, (dD if ctx.has_D else None), (dz if ctx.has_z else None)
 
 
 # ----------------------------------------------------------------------------- CUDA
-def _mamba_ssm_scan(x, dt, A, B, C, D):
+def _mamba_ssm_scan(x, dt, A, B, C, D, z=None):
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # lazy: optional extra
 
     y = selective_scan_fn(x.transpose(1, 2).contiguous(), dt.transpose(1, 2).contiguous(), A.float().contiguous(),
                           B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
-                          D.float() if D is not None else None)
+                          D.float() if D is not None else None,
+                          z=z.transpose(1, 2).contiguous() if z is not None else None)
     return y.transpose(1, 2).to(x.dtype)
 
 
@@ -210,17 +233,21 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> s
     return "torch"
 
 
-def selective_scan(x, dt, A, B, C, D=None, backend: str = "auto"):
-    """Selective scan output y [b, t, d] (including the ``D`` skip) with gradients to every input.
+def selective_scan(x, dt, A, B, C, D=None, z=None, backend: str = "auto"):
+    """Selective scan output ``y`` [b, t, d] (including the ``D`` skip), or ``y * silu(z)`` when a gate is given.
+
+    Gradients flow to every input.
 
     Args:
-        x, dt: [b, t, d]; A: [d, n]; B, C: [b, t, n]; D: [d] or None.
+        x, dt: [b, t, d]; A: [d, n]; B, C: [b, t, n]; D: [d] or None;
+        z: optional gate [b, t, d] (Mamba's z half of in_proj), fused into the pass.
         backend: ``"auto"`` (mamba-ssm on CUDA when importable, else the C kernel
             on CPU, else torch), ``"c"``, ``"cuda"`` or ``"torch"``.
     """
     which = resolve_backend(backend, x.device, x.dtype)
     if which == "c":
-        return _SelectiveScanC.apply(x, dt, A, B, C, D)
+        return _SelectiveScanC.apply(x, dt, A, B, C, D, z)
     if which == "cuda":
-        return _mamba_ssm_scan(x, dt, A, B, C, D)
-    return selective_scan_torch(x, dt, A, B, C, D)
+        return _mamba_ssm_scan(x, dt, A, B, C, D, z)
+    y = selective_scan_torch(x, dt, A, B, C, D)
+    return y if z is None else y * torch.nn.functional.silu(z)

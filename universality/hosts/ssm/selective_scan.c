@@ -1,8 +1,10 @@
 /*
  * Mamba-1 selective scan on the CPU: forward and hand-written backward.
  *
- * Layout (all row-major, contiguous):
+ * Layout (all row-major, contiguous unless said otherwise):
  *   x, dt, y, dy, dx, ddt : [b, t, d]     (d = d_inner channels)
+ *   z, dz                 : [b, t, d] or NULL; z rows may be strided (zs): optional gate,
+ *                           yg = y * silu(z) is then written/differentiated in the same pass
  *   At                    : [n, d]        (A transposed, so a block of channels is contiguous)
  *   Bm, Cm                : [b, t, n]
  *   Dv                    : [d] or NULL
@@ -16,12 +18,12 @@
  * the caller pads d to a multiple of BLK). A job keeps its BLK x n state in a
  * small local buffer of vectors and walks time forward, so everything it
  * touches per step stays in L1. Arithmetic uses GCC vector extensions (one
- * AVX-512 register per block of 16 floats, or two AVX2 ones). The backward of a job first
- * recomputes the states into a per-thread buffer [t, n, BLK] (128 KiB for
- * t = 256, n = 16), then runs the adjoint recurrence in reverse time.
- * Reductions over channels (dB, dC) and over the batch (dA, dD) go into
- * per-thread partial buffers that the caller sums; dB and dC are kept
- * lane-wise ([.., BLK]) so the inner loop needs no horizontal sums.
+ * AVX-512 register per block of 16 floats, or two AVX2 ones). The backward of
+ * a job first recomputes the states and decays into per-thread buffers
+ * [t, n, BLK] (256 KiB each for t = 256, n = 16), then runs the adjoint
+ * recurrence in reverse time. Reductions over channels (dB, dC) are summed
+ * lane-wise per batch row and reduced once per row; reductions over the batch
+ * (dA, dD) go into per-thread partial buffers that the caller sums.
  *
  * The same code is instantiated for float (with a vectorised polynomial exp,
  * ~2 ulp) and for double (libm exp per lane; used by the float64 references).
@@ -75,139 +77,253 @@ static inline int thread_id(void) {
 #endif
 }
 
-#define DEFINE_SCAN(T, V, SUF, EXPV)                                                                   \
-static inline V load_##SUF(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }                     \
-static inline void store_##SUF(T *p, V v) { memcpy(p, &v, sizeof v); }                                 \
-                                                                                                       \
-static void fwd_job_##SUF(const T *x, const T *dt, const V *A, const T *Bm, const T *Cm, const T *Dv,  \
-                          T *y, T *states, int64_t bi, int64_t d0, int64_t t, int64_t d, int64_t n,    \
-                          V *h) {                                                                      \
-    const V zero = {0};                                                                                \
-    for (int64_t j = 0; j < n; j++) h[j] = zero;                                                       \
-    const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                    \
-    for (int64_t ti = 0; ti < t; ti++) {                                                               \
-        const int64_t row = bi * t + ti;                                                               \
-        const V xv = load_##SUF(x + row * d + d0), dv = load_##SUF(dt + row * d + d0);                 \
-        const V dx = dv * xv;                                                                          \
-        const T *Br = Bm + row * n, *Cr = Cm + row * n;                                                \
-        V acc = zero;                                                                                  \
-        for (int64_t j = 0; j < n; j++) {                                                              \
-            const V hv = EXPV(dv * A[j]) * h[j] + dx * Br[j];                                          \
-            h[j] = hv;                                                                                 \
-            acc += hv * Cr[j];                                                                         \
-        }                                                                                              \
-        if (states) {                                                                                  \
-            T *sr = states + (row * d + d0) * n;                                                       \
-            for (int k = 0; k < BLK; k++)                                                              \
-                for (int64_t j = 0; j < n; j++) sr[k * n + j] = h[j][k];                               \
-        }                                                                                              \
-        store_##SUF(y + row * d + d0, acc + Dvec * xv);                                                \
-    }                                                                                                  \
-}                                                                                                      \
-                                                                                                       \
-void scan_fwd_##SUF(const T *x, const T *dt, const T *At, const T *Bm, const T *Cm, const T *Dv,       \
-                    T *y, T *states, int64_t b, int64_t t, int64_t d, int64_t n, int nthreads) {       \
-    const int64_t nblk = d / BLK;                                                                      \
-    _Pragma("omp parallel num_threads(nthreads)")                                                      \
-    {                                                                                                  \
-        V *h = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                          \
-        V *A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                          \
-        int64_t loaded = -1;                                                                           \
-        _Pragma("omp for schedule(static)")                                                            \
-        for (int64_t job = 0; job < b * nblk; job++) {                                                 \
-            const int64_t bi = job / nblk, d0 = (job % nblk) * BLK;                                    \
-            if (loaded != d0) {                                                                        \
-                for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0);                    \
-                loaded = d0;                                                                           \
-            }                                                                                          \
-            fwd_job_##SUF(x, dt, A, Bm, Cm, Dv, y, states, bi, d0, t, d, n, h);                        \
-        }                                                                                              \
-        free(h); free(A);                                                                              \
-    }                                                                                                  \
-}                                                                                                      \
-                                                                                                       \
-static void bwd_job_##SUF(const T *x, const T *dt, const V *A, const T *Bm, const T *Cm, const T *Dv,  \
-                          const T *dy, T *dxo, T *ddto, T *dAp, T *dBp, T *dCp, T *dDp, int64_t bi,    \
-                          int64_t d0, int64_t t, int64_t d, int64_t n, V *H, V *g, V *dAacc) {         \
-    const V zero = {0};                                                                                \
-    /* 1. recompute the states of this job: H[ti * n + j] */                                           \
-    for (int64_t ti = 0; ti < t; ti++) {                                                               \
-        const int64_t row = bi * t + ti;                                                               \
-        const V xv = load_##SUF(x + row * d + d0), dv = load_##SUF(dt + row * d + d0);                 \
-        const V dx = dv * xv;                                                                          \
-        const T *Br = Bm + row * n;                                                                    \
-        V *Hc = H + ti * n;                                                                            \
-        if (ti == 0) { for (int64_t j = 0; j < n; j++) Hc[j] = dx * Br[j]; }                           \
-        else {                                                                                         \
-            const V *Hp = Hc - n;                                                                      \
-            for (int64_t j = 0; j < n; j++) Hc[j] = EXPV(dv * A[j]) * Hp[j] + dx * Br[j];              \
-        }                                                                                              \
-    }                                                                                                  \
-    /* 2. adjoint recurrence in reverse time; g carries dL/dh_t back through the decay */              \
-    for (int64_t j = 0; j < n; j++) { g[j] = zero; dAacc[j] = zero; }                                  \
-    const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                    \
-    V dDacc = zero;                                                                                    \
-    for (int64_t ti = t - 1; ti >= 0; ti--) {                                                          \
-        const int64_t row = bi * t + ti;                                                               \
-        const V xv = load_##SUF(x + row * d + d0), dv = load_##SUF(dt + row * d + d0);                 \
-        const V dyv = load_##SUF(dy + row * d + d0);                                                   \
-        const V dx = dv * xv;                                                                          \
-        const T *Br = Bm + row * n, *Cr = Cm + row * n;                                                \
-        const V *Hc = H + ti * n;                                                                      \
-        V dxa = zero, ddta = zero;                                                                     \
-        for (int64_t j = 0; j < n; j++) {                                                              \
-            const V gk = g[j] + dyv * Cr[j];                                                           \
-            const V a = EXPV(dv * A[j]);                                                               \
-            const V ga = ti > 0 ? gk * Hc[j - n] * a : zero;                                           \
-            T *dCr = dCp + (row * n + j) * BLK, *dBr = dBp + (row * n + j) * BLK;                      \
-            store_##SUF(dCr, load_##SUF(dCr) + dyv * Hc[j]);                                           \
-            store_##SUF(dBr, load_##SUF(dBr) + gk * dx);                                               \
-            ddta += ga * A[j] + gk * xv * Br[j];                                                       \
-            dxa += gk * dv * Br[j];                                                                    \
-            dAacc[j] += ga * dv;                                                                       \
-            g[j] = gk * a;                                                                             \
-        }                                                                                              \
-        store_##SUF(dxo + row * d + d0, dxa + Dvec * dyv);                                             \
-        store_##SUF(ddto + row * d + d0, ddta);                                                        \
-        dDacc += dyv * xv;                                                                             \
-    }                                                                                                  \
-    for (int64_t j = 0; j < n; j++) store_##SUF(dAp + j * d + d0, load_##SUF(dAp + j * d + d0) + dAacc[j]); \
-    store_##SUF(dDp + d0, load_##SUF(dDp + d0) + dDacc);                                               \
-}                                                                                                      \
-                                                                                                       \
-void scan_bwd_##SUF(const T *x, const T *dt, const T *At, const T *Bm, const T *Cm, const T *Dv,       \
-                    const T *dy, T *dx, T *ddt, T *dAt_part, T *dB_part, T *dC_part, T *dD_part,       \
-                    int64_t b, int64_t t, int64_t d, int64_t n, int nthreads) {                        \
-    /* *_part buffers have a leading [nthreads] axis and must be zeroed by the caller; dB_part and    \
-       dC_part are [nthreads, b, t, n, BLK]: lane-wise partial sums, reduced by the caller */          \
-    const int64_t nblk = d / BLK;                                                                      \
-    _Pragma("omp parallel num_threads(nthreads)")                                                      \
-    {                                                                                                  \
-        const int tid = thread_id();                                                                   \
-        V *H = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                    \
-        V *g = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                          \
-        V *dAacc = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                      \
-        V *A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                          \
-        int64_t loaded = -1;                                                                           \
-        T *dAp = dAt_part + (int64_t)tid * n * d;                                                      \
-        T *dBp = dB_part + (int64_t)tid * b * t * n * BLK;                                             \
-        T *dCp = dC_part + (int64_t)tid * b * t * n * BLK;                                             \
-        T *dDp = dD_part + (int64_t)tid * d;                                                           \
-        _Pragma("omp for schedule(static)")                                                            \
-        for (int64_t job = 0; job < b * nblk; job++) {                                                 \
-            const int64_t bi = job / nblk, d0 = (job % nblk) * BLK;                                    \
-            if (loaded != d0) {                                                                        \
-                for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0);                    \
-                loaded = d0;                                                                           \
-            }                                                                                          \
-            bwd_job_##SUF(x, dt, A, Bm, Cm, Dv, dy, dx, ddt, dAp, dBp, dCp, dDp, bi, d0, t, d, n,      \
-                          H, g, dAacc);                                                                \
-        }                                                                                              \
-        free(H); free(g); free(dAacc); free(A);                                                        \
-    }                                                                                                  \
+#define DEFINE_SCAN(T, V, SUF, EXPV)                                                                         \
+static inline V load_##SUF(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }                           \
+static inline void store_##SUF(T *p, V v) { memcpy(p, &v, sizeof v); }                                       \
+static inline T hsum_##SUF(V v) { T s = 0; for (int i = 0; i < BLK; i++) s += v[i]; return s; }              \
+static inline V sigmoid_##SUF(V v) { const V zero = {0}; return (zero + 1) / (zero + 1 + EXPV(-v)); }        \
+                                                                                                             \
+static void fwd_job_##SUF(const T *x, const T *dt, const V *A, const T *Bm, const T *Cm, const T *Dv,        \
+                          const T *z, int64_t zs, T *y, T *yg, T *states, int64_t bi, int64_t d0,            \
+                          int64_t t, int64_t d, int64_t n, V *h) {                                           \
+    const V zero = {0};                                                                                      \
+    for (int64_t j = 0; j < n; j++) h[j] = zero;                                                             \
+    const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                          \
+    for (int64_t ti = 0; ti < t; ti++) {                                                                     \
+        const int64_t row = bi * t + ti;                                                                     \
+        const V xv = load_##SUF(x + row * d + d0), dv = load_##SUF(dt + row * d + d0);                       \
+        const V dx = dv * xv;                                                                                \
+        const T *Br = Bm + row * n, *Cr = Cm + row * n;                                                      \
+        V acc = Dvec * xv;                                                                                   \
+        for (int64_t j = 0; j < n; j++) {                                                                    \
+            const V hv = EXPV(dv * A[j]) * h[j] + dx * Br[j];                                                \
+            h[j] = hv;                                                                                       \
+            acc += hv * Cr[j];                                                                               \
+        }                                                                                                    \
+        if (states) {                                                                                        \
+            T *sr = states + (row * d + d0) * n;                                                             \
+            for (int k = 0; k < BLK; k++)                                                                    \
+                for (int64_t j = 0; j < n; j++) sr[k * n + j] = h[j][k];                                     \
+        }                                                                                                    \
+        if (y) store_##SUF(y + row * d + d0, acc);                                                           \
+        if (yg) {                                                                                            \
+            const V zv = load_##SUF(z + row * zs + d0);                                                      \
+            store_##SUF(yg + row * d + d0, acc * zv * sigmoid_##SUF(zv));                                    \
+        }                                                                                                    \
+    }                                                                                                        \
+}                                                                                                            \
+                                                                                                             \
+void scan_fwd_##SUF(const T *x, const T *dt, const T *At, const T *Bm, const T *Cm, const T *Dv,             \
+                    const T *z, int64_t zs, T *y, T *yg, T *states, int64_t b, int64_t t, int64_t d,         \
+                    int64_t n, int nthreads) {                                                               \
+    const int64_t nblk = d / BLK;                                                                            \
+    _Pragma("omp parallel num_threads(nthreads)")                                                            \
+    {                                                                                                        \
+        V *h = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                \
+        V *A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                \
+        int64_t loaded = -1;                                                                                 \
+        _Pragma("omp for schedule(static)")                                                                  \
+        for (int64_t job = 0; job < b * nblk; job++) {                                                       \
+            const int64_t bi = job / nblk, d0 = (job % nblk) * BLK;                                          \
+            if (loaded != d0) {                                                                              \
+                for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0);                          \
+                loaded = d0;                                                                                 \
+            }                                                                                                \
+            fwd_job_##SUF(x, dt, A, Bm, Cm, Dv, z, zs, y, yg, states, bi, d0, t, d, n, h);                   \
+        }                                                                                                    \
+        free(h); free(A);                                                                                    \
+    }                                                                                                        \
+}                                                                                                            \
+                                                                                                             \
+static void bwd_job_##SUF(const T *x, const T *dt, const V *A, const T *Bm, const T *Cm, const T *Dv,        \
+                          const T *z, int64_t zs, const T *dy, T *dxo, T *ddto, T *dzo, T *dAp, T *dDp,      \
+                          int64_t bi, int64_t d0, int64_t t, int64_t d, int64_t n, V *H, V *Ad, V *g,        \
+                          V *dAacc, V *LB, V *LC) {                                                          \
+    const V zero = {0};                                                                                      \
+    /* 1. recompute states and decays of this job: H[ti * n + j], Ad[ti * n + j] */                          \
+    for (int64_t ti = 0; ti < t; ti++) {                                                                     \
+        const int64_t row = bi * t + ti;                                                                     \
+        const V xv = load_##SUF(x + row * d + d0), dv = load_##SUF(dt + row * d + d0);                       \
+        const V dx = dv * xv;                                                                                \
+        const T *Br = Bm + row * n;                                                                          \
+        V *Hc = H + ti * n, *Ac = Ad + ti * n;                                                               \
+        for (int64_t j = 0; j < n; j++) {                                                                    \
+            const V a = EXPV(dv * A[j]);                                                                     \
+            Ac[j] = a;                                                                                       \
+            Hc[j] = ti > 0 ? a * Hc[j - n] + dx * Br[j] : dx * Br[j];                                        \
+        }                                                                                                    \
+    }                                                                                                        \
+    /* 2. adjoint recurrence in reverse time; g carries dL/dh_t back through the decay */                    \
+    for (int64_t j = 0; j < n; j++) { g[j] = zero; dAacc[j] = zero; }                                        \
+    const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                          \
+    V dDacc = zero;                                                                                          \
+    for (int64_t ti = t - 1; ti >= 0; ti--) {                                                                \
+        const int64_t row = bi * t + ti;                                                                     \
+        const V xv = load_##SUF(x + row * d + d0), dv = load_##SUF(dt + row * d + d0);                       \
+        V dyv = load_##SUF(dy + row * d + d0);                                                               \
+        const V dx = dv * xv;                                                                                \
+        const T *Br = Bm + row * n, *Cr = Cm + row * n;                                                      \
+        const V *Hc = H + ti * n, *Ac = Ad + ti * n;                                                         \
+        if (z) { /* gated output yg = y * silu(z): recompute y, emit dz, turn dyg into dy */                 \
+            V yv = Dvec * xv;                                                                                \
+            for (int64_t j = 0; j < n; j++) yv += Hc[j] * Cr[j];                                             \
+            const V zv = load_##SUF(z + row * zs + d0), s = sigmoid_##SUF(zv);                               \
+            store_##SUF(dzo + row * d + d0, dyv * yv * s * (1 + zv * (1 - s)));                              \
+            dyv = dyv * zv * s;                                                                              \
+        }                                                                                                    \
+        V dxa = zero, ddta = zero;                                                                           \
+        V *LBr = LB + ti * n, *LCr = LC + ti * n;                                                            \
+        for (int64_t j = 0; j < n; j++) {                                                                    \
+            const V gk = g[j] + dyv * Cr[j];                                                                 \
+            const V a = Ac[j];                                                                               \
+            const V ga = ti > 0 ? gk * Hc[j - n] * a : zero;                                                 \
+            LCr[j] += dyv * Hc[j];                                                                           \
+            LBr[j] += gk * dx;                                                                               \
+            ddta += ga * A[j] + gk * xv * Br[j];                                                             \
+            dxa += gk * dv * Br[j];                                                                          \
+            dAacc[j] += ga * dv;                                                                             \
+            g[j] = gk * a;                                                                                   \
+        }                                                                                                    \
+        store_##SUF(dxo + row * d + d0, dxa + Dvec * dyv);                                                   \
+        store_##SUF(ddto + row * d + d0, ddta);                                                              \
+        dDacc += dyv * xv;                                                                                   \
+    }                                                                                                        \
+    for (int64_t j = 0; j < n; j++) store_##SUF(dAp + j * d + d0, load_##SUF(dAp + j * d + d0) + dAacc[j]);  \
+    store_##SUF(dDp + d0, load_##SUF(dDp + d0) + dDacc);                                                     \
+}                                                                                                            \
+                                                                                                             \
+static void flush_lanes_##SUF(const V *LB, const V *LC, T *dBp, T *dCp, int64_t bi, int64_t t, int64_t n) {  \
+    for (int64_t i = 0; i < t * n; i++) {                                                                    \
+        dBp[bi * t * n + i] += hsum_##SUF(LB[i]);                                                            \
+        dCp[bi * t * n + i] += hsum_##SUF(LC[i]);                                                            \
+    }                                                                                                        \
+}                                                                                                            \
+                                                                                                             \
+void scan_bwd_##SUF(const T *x, const T *dt, const T *At, const T *Bm, const T *Cm, const T *Dv,             \
+                    const T *z, int64_t zs, const T *dy, T *dx, T *ddt, T *dz, T *dAt_part, T *dB_part,      \
+                    T *dC_part, T *dD_part, int64_t b, int64_t t, int64_t d, int64_t n, int nthreads) {      \
+    /* *_part buffers have a leading [nthreads] axis and must be zeroed by the caller. dB and dC are         \
+       first summed lane-wise per batch row (LB, LC), then reduced once per row into the partials. */        \
+    const int64_t nblk = d / BLK;                                                                            \
+    _Pragma("omp parallel num_threads(nthreads)")                                                            \
+    {                                                                                                        \
+        const int tid = thread_id();                                                                         \
+        V *H = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                          \
+        V *Ad = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                         \
+        V *LB = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                         \
+        V *LC = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                         \
+        V *g = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                \
+        V *dAacc = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                            \
+        V *A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                \
+        int64_t loaded = -1, row_b = -1;                                                                     \
+        T *dAp = dAt_part + (int64_t)tid * n * d;                                                            \
+        T *dBp = dB_part + (int64_t)tid * b * t * n;                                                         \
+        T *dCp = dC_part + (int64_t)tid * b * t * n;                                                         \
+        T *dDp = dD_part + (int64_t)tid * d;                                                                 \
+        _Pragma("omp for schedule(static)")                                                                  \
+        for (int64_t job = 0; job < b * nblk; job++) {                                                       \
+            const int64_t bi = job / nblk, d0 = (job % nblk) * BLK;                                          \
+            if (loaded != d0) {                                                                              \
+                for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0);                          \
+                loaded = d0;                                                                                 \
+            }                                                                                                \
+            if (bi != row_b) {                                                                               \
+                if (row_b >= 0) flush_lanes_##SUF(LB, LC, dBp, dCp, row_b, t, n);                            \
+                memset(LB, 0, sizeof(V) * (size_t)(t * n));                                                  \
+                memset(LC, 0, sizeof(V) * (size_t)(t * n));                                                  \
+                row_b = bi;                                                                                  \
+            }                                                                                                \
+            bwd_job_##SUF(x, dt, A, Bm, Cm, Dv, z, zs, dy, dx, ddt, dz, dAp, dDp, bi, d0, t, d, n, H, Ad, g, \
+                          dAacc, LB, LC);                                                                    \
+        }                                                                                                    \
+        if (row_b >= 0) flush_lanes_##SUF(LB, LC, dBp, dCp, row_b, t, n);                                    \
+        free(H); free(Ad); free(LB); free(LC); free(g); free(dAacc); free(A);                                \
+    }                                                                                                        \
 }
 
 DEFINE_SCAN(float, vf, f32, exp_vf)
 DEFINE_SCAN(double, vd, f64, exp_vd)
 
 int scan_block_size(void) { return BLK; }
+
+/*
+ * Causal depthwise convolution fused with SiLU (Mamba's conv1d + activation), [b, t, d] layout.
+ *
+ *   pre[b, t, c] = bias[c] + sum_i Wt[i, c] * x[b, t - (k - 1) + i, c]     (x rows may be strided: xs)
+ *   out[b, t, c] = pre * sigmoid(pre)
+ *
+ * Wt is the conv weight transposed to [k, d]. d must be a multiple of BLK. The
+ * backward recomputes pre, forms dpre = dout * silu'(pre) into a per-thread
+ * buffer [t, d], accumulates dW/dbias into per-thread partials [nthreads, k, d]
+ * and [nthreads, d], then gathers dx[t] = sum_i Wt[i] * dpre[t + (k - 1) - i].
+ */
+#define DEFINE_CONV(T, V, SUF, EXPV)                                                                   \
+static inline V conv_pre_##SUF(const T *xb, int64_t xs, const T *Wt, const T *bias, int64_t ti,        \
+                               int64_t c, int64_t d, int64_t k) {                                     \
+    V acc = {0};                                                                                       \
+    if (bias) acc = load_##SUF(bias + c);                                                              \
+    for (int64_t i = 0; i < k; i++) {                                                                  \
+        const int64_t src = ti - (k - 1) + i;                                                          \
+        if (src >= 0) acc += load_##SUF(Wt + i * d + c) * load_##SUF(xb + src * xs + c);              \
+    }                                                                                                  \
+    return acc;                                                                                        \
+}                                                                                                      \
+                                                                                                       \
+void conv_silu_fwd_##SUF(const T *x, int64_t xs, const T *Wt, const T *bias, T *out, int64_t b,        \
+                         int64_t t, int64_t d, int64_t k, int nthreads) {                              \
+    const V zero = {0}, ones = zero + 1;                                                                                 \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                                 \
+    for (int64_t row = 0; row < b * t; row++) {                                                        \
+        const int64_t bi = row / t, ti = row % t;                                                      \
+        const T *xb = x + bi * t * xs;                                                                 \
+        for (int64_t c = 0; c < d; c += BLK) {                                                         \
+            const V pre = conv_pre_##SUF(xb, xs, Wt, bias, ti, c, d, k);                               \
+            store_##SUF(out + row * d + c, pre / (ones + EXPV(-pre)));                              \
+        }                                                                                              \
+    }                                                                                                  \
+}                                                                                                      \
+                                                                                                       \
+void conv_silu_bwd_##SUF(const T *x, int64_t xs, const T *Wt, const T *bias, const T *dout, T *dx,     \
+                         T *dW_part, T *db_part, int64_t b, int64_t t, int64_t d, int64_t k,           \
+                         int nthreads) {                                                               \
+    const V zero = {0}, ones = zero + 1;                                                                                 \
+    _Pragma("omp parallel num_threads(nthreads)")                                                      \
+    {                                                                                                  \
+        const int tid = thread_id();                                                                   \
+        T *dpre = (T *)aligned_alloc(64, sizeof(T) * (size_t)(t * d));                                 \
+        T *dW = dW_part + (int64_t)tid * k * d, *db = db_part + (int64_t)tid * d;                      \
+        _Pragma("omp for schedule(static)")                                                            \
+        for (int64_t bi = 0; bi < b; bi++) {                                                           \
+            const T *xb = x + bi * t * xs;                                                             \
+            for (int64_t ti = 0; ti < t; ti++) {                                                       \
+                for (int64_t c = 0; c < d; c += BLK) {                                                 \
+                    const V pre = conv_pre_##SUF(xb, xs, Wt, bias, ti, c, d, k);                       \
+                    const V s = ones / (ones + EXPV(-pre));                                    \
+                    const V g = load_##SUF(dout + (bi * t + ti) * d + c) * (s + pre * s * (1 - s));   \
+                    store_##SUF(dpre + ti * d + c, g);                                                 \
+                    store_##SUF(db + c, load_##SUF(db + c) + g);                                       \
+                    for (int64_t i = 0; i < k; i++) {                                                  \
+                        const int64_t src = ti - (k - 1) + i;                                          \
+                        if (src >= 0)                                                                  \
+                            store_##SUF(dW + i * d + c,                                                \
+                                        load_##SUF(dW + i * d + c) + g * load_##SUF(xb + src * xs + c)); \
+                    }                                                                                  \
+                }                                                                                      \
+            }                                                                                          \
+            for (int64_t ti = 0; ti < t; ti++) {                                                       \
+                for (int64_t c = 0; c < d; c += BLK) {                                                 \
+                    V acc = {0};                                                                       \
+                    for (int64_t i = 0; i < k; i++) {                                                  \
+                        const int64_t dst = ti + (k - 1) - i;                                          \
+                        if (dst < t) acc += load_##SUF(Wt + i * d + c) * load_##SUF(dpre + dst * d + c); \
+                    }                                                                                  \
+                    store_##SUF(dx + (bi * t + ti) * d + c, acc);                                      \
+                }                                                                                      \
+            }                                                                                          \
+        }                                                                                              \
+        free(dpre);                                                                                    \
+    }                                                                                                  \
+}
+
+DEFINE_CONV(float, vf, f32, exp_vf)
+DEFINE_CONV(double, vd, f64, exp_vd)
