@@ -73,7 +73,7 @@ class Candidates(NamedTuple):
     values: np.ndarray
 
 
-def topk_candidates(similarity: Any, k: int, *, block_rows: int = 2048) -> Candidates:
+def topk_candidates(similarity: Any, k: int, *, block_rows: int = 4096) -> Candidates:
     """Union of every row's and every column's ``k`` most similar partners, by blocked matmul.
 
     ``similarity`` is a dense [n_a, n_b] matrix or a :class:`Factored`; only
@@ -83,22 +83,22 @@ def topk_candidates(similarity: Any, k: int, *, block_rows: int = 2048) -> Candi
     sim = as_similarity(similarity)
     n_a, n_b = sim.shape
     kr, kc = min(k, n_b), min(k, n_a)
-    col_val = torch.full((kc, n_b), -torch.inf, dtype=torch.float64)
-    col_idx = torch.zeros((kc, n_b), dtype=torch.long)
+    col_val = torch.full((n_b, kc), -torch.inf, dtype=torch.float64)  # running top-k of every column
+    col_idx = torch.zeros((n_b, kc), dtype=torch.long)
     row_cols = []
     for r0 in progress(range(0, n_a, block_rows), desc="top-k candidates", unit="block"):
         r1 = min(n_a, r0 + block_rows)
         block = sim.rows(r0, r1) if isinstance(sim, Factored) else torch.from_numpy(sim[r0:r1])
         row_cols.append(block.topk(kr, dim=1).indices)
-        bv, bi = block.topk(min(kc, r1 - r0), dim=0)
-        merged_val = torch.cat([col_val, bv.double()])
-        merged_idx = torch.cat([col_idx, bi + r0])
-        keep = merged_val.topk(kc, dim=0).indices
-        col_val = merged_val.gather(0, keep)
-        col_idx = merged_idx.gather(0, keep)
+        bv, bi = block.T.contiguous().topk(min(kc, r1 - r0), dim=1)  # [n_b, ≤kc], contiguous rows are faster
+        merged_val = torch.cat([col_val, bv.double()], dim=1)
+        merged_idx = torch.cat([col_idx, bi + r0], dim=1)
+        keep = merged_val.topk(kc, dim=1).indices
+        col_val = merged_val.gather(1, keep)
+        col_idx = merged_idx.gather(1, keep)
     rc = torch.cat(row_cols)
     rows = np.concatenate([np.repeat(np.arange(n_a), kr), col_idx.numpy().ravel()])
-    cols = np.concatenate([rc.numpy().ravel(), np.tile(np.arange(n_b), kc)])
+    cols = np.concatenate([rc.numpy().ravel(), np.repeat(np.arange(n_b), kc)])
     key = np.unique(rows.astype(np.int64) * n_b + cols)
     rows, cols = key // n_b, key % n_b
     values = sim.pairs(rows, cols) if isinstance(sim, Factored) else sim[rows, cols]
