@@ -67,15 +67,15 @@ def chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def grab(store: dict, key: Any, positions: torch.Tensor | None = None) -> Callable[[torch.Tensor], None]:
-    """A read-only hook that keeps ``x[:, positions]`` (or ``x`` when ``positions`` is None) in ``store[key]``.
+def grab(store: dict, key: Any, position: int | None = None) -> Callable[[torch.Tensor], None]:
+    """A read-only hook that keeps ``x[:, position]`` (or all of ``x`` when ``position`` is None) in ``store[key]``.
 
-    Keeping only the needed positions avoids holding whole per-position states
+    Keeping only the needed position avoids holding whole per-position states
     (e.g. ``ssm.state`` ``[b, t, d_inner, d_state]``) for every layer.
     """
 
     def fn(x: torch.Tensor) -> None:
-        store[key] = (x if positions is None else x[:, positions]).detach().clone()
+        store[key] = (x if position is None else x[:, position]).detach().clone()
         return None
 
     return fn

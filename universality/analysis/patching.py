@@ -83,7 +83,7 @@ def patch_sites(host, clean: torch.Tensor, corrupted: torch.Tensor, targets: tor
     store: dict = {}
     readers: dict[str, list] = {}
     for key in sorted({(s.hook, s.position) for s in sites}):
-        readers.setdefault(key[0], []).append(grab(store, key, torch.tensor([key[1]])))
+        readers.setdefault(key[0], []).append(grab(store, key, key[1]))
     clean_metric = target_metric(host.run_with_hooks(clean, readers), targets, metric).mean().item()
     corrupted_metric = target_metric(host.run_with_hooks(corrupted, {}), targets, metric).mean().item()
 
@@ -92,7 +92,7 @@ def patch_sites(host, clean: torch.Tensor, corrupted: torch.Tensor, targets: tor
     for group in progress(groups, desc=desc, unit="pass"):
         entries: dict[str, list] = {}
         for rows, (_, site) in zip(row_groups(len(group), n), group):
-            value = store[(site.hook, site.position)][:, 0]
+            value = store[(site.hook, site.position)]
             entries.setdefault(site.hook, []).append((rows, site.position, site.head, value))
         hooks = {name: _patch_hook(e) for name, e in entries.items()}
         logits = host.run_with_hooks(corrupted.repeat(len(group), 1), hooks)
