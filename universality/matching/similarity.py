@@ -32,7 +32,10 @@ class Factored(NamedTuple):
         """Similarity of the given (row, col) pairs as float64 [m]."""
         r = torch.as_tensor(rows, dtype=torch.long)
         c = torch.as_tensor(cols, dtype=torch.long)
-        return (self.left[r].double() * self.right[c].double()).sum(1).numpy()
+        out = np.empty(r.numel())
+        for s in range(0, r.numel(), 16384):  # bounded temporaries for very large dictionaries
+            out[s:s + 16384] = (self.left[r[s:s + 16384]].double() * self.right[c[s:s + 16384]].double()).sum(1).numpy()
+        return out
 
     def dense(self) -> torch.Tensor:
         """The full [n_a, n_b] similarity."""
@@ -77,29 +80,47 @@ def topk_candidates(similarity: Any, k: int, *, block_rows: int = 4096) -> Candi
     """Union of every row's and every column's ``k`` most similar partners, by blocked matmul.
 
     ``similarity`` is a dense [n_a, n_b] matrix or a :class:`Factored`; only
-    ``block_rows × n_b`` similarities are held at a time. Edge values are float64.
+    ``block_rows × n_b`` similarities are held at a time. Edge values (float64) are those of the blocks,
+    so in the blocks' precision (float32 for float32 factors).
     """
     k = check_positive_int(k, "k")
     sim = as_similarity(similarity)
     n_a, n_b = sim.shape
     kr, kc = min(k, n_b), min(k, n_a)
-    col_val = torch.full((n_b, kc), -torch.inf, dtype=torch.float64)  # running top-k of every column
-    col_idx = torch.zeros((n_b, kc), dtype=torch.long)
-    row_cols = []
+    # Column candidates: the exact top-k of the first block sets a per-column bar; later blocks only contribute
+    # entries at or above it (a superset of each column's final top-k, since the true k-th best can only be
+    # higher), and the exact per-column top-k is taken from those at the end. A block that passes too many
+    # entries (adversarial row order) tightens the bar with its own exact top-k first.
+    bar = None
+    c_rows, c_cols, c_vals = [], [], []
+    row_cols, row_vals = [], []
     for r0 in progress(range(0, n_a, block_rows), desc="top-k candidates", unit="block"):
         r1 = min(n_a, r0 + block_rows)
         block = sim.rows(r0, r1) if isinstance(sim, Factored) else torch.from_numpy(sim[r0:r1])
-        row_cols.append(block.topk(kr, dim=1).indices)
-        bv, bi = block.T.contiguous().topk(min(kc, r1 - r0), dim=1)  # [n_b, ≤kc], contiguous rows are faster
-        merged_val = torch.cat([col_val, bv.double()], dim=1)
-        merged_idx = torch.cat([col_idx, bi + r0], dim=1)
-        keep = merged_val.topk(kc, dim=1).indices
-        col_val = merged_val.gather(1, keep)
-        col_idx = merged_idx.gather(1, keep)
-    rc = torch.cat(row_cols)
-    rows = np.concatenate([np.repeat(np.arange(n_a), kr), col_idx.numpy().ravel()])
-    cols = np.concatenate([rc.numpy().ravel(), np.repeat(np.arange(n_b), kc)])
-    key = np.unique(rows.astype(np.int64) * n_b + cols)
-    rows, cols = key // n_b, key % n_b
-    values = sim.pairs(rows, cols) if isinstance(sim, Factored) else sim[rows, cols]
+        rv, ri = block.topk(kr, dim=1, sorted=False)
+        row_cols.append(ri)
+        row_vals.append(rv)
+        mask = None if bar is None else block >= bar[None, :]
+        if mask is None or int(mask.sum()) > 4 * kc * n_b:
+            bv, bi = block.topk(min(kc, r1 - r0), dim=0, sorted=False)
+            kth = bv.min(dim=0).values if bv.shape[0] == kc else torch.full((n_b,), -torch.inf, dtype=bv.dtype)
+            bar = kth if bar is None else torch.maximum(bar, kth)
+            c_rows.append((bi + r0).ravel())
+            c_cols.append(torch.arange(n_b).repeat(bv.shape[0]))
+            c_vals.append(bv.ravel())
+        else:
+            rr, cc = mask.nonzero(as_tuple=True)
+            c_rows.append(rr + r0)
+            c_cols.append(cc)
+            c_vals.append(block[rr, cc])
+    cr, ccol, cv = (torch.cat(x).numpy() for x in (c_rows, c_cols, c_vals))
+    order = np.lexsort((-cv.astype(np.float64), ccol))  # by column, best first
+    ccol, cr, cv = ccol[order], cr[order], cv[order]
+    first = np.searchsorted(ccol, ccol, side="left")
+    keep = (np.arange(ccol.size) - first) < kc
+    rows = np.concatenate([np.repeat(np.arange(n_a), kr), cr[keep]])
+    cols = np.concatenate([torch.cat(row_cols).numpy().ravel(), ccol[keep]])
+    vals = np.concatenate([torch.cat(row_vals).numpy().ravel(), cv[keep]]).astype(np.float64)
+    key, first = np.unique(rows.astype(np.int64) * n_b + cols, return_index=True)
+    rows, cols, values = key // n_b, key % n_b, vals[first]
     return Candidates(rows, cols, values)
