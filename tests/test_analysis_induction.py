@@ -145,6 +145,15 @@ def test_restoring_the_corrupted_token_restores_the_metric(result):
     assert abs(result.clean_metric - result.corrupted_metric) > 1e-5
 
 
+def test_residual_sweep_bounds(neox, result):
+    """Layer 0's residual at s+1 carries the whole difference; at the last position none (inputs agree there)."""
+    host, _ = neox
+    rows = {(e.component, e.position): e for e in result.effects}
+    assert rows[("L0.resid_pre", "s+1")].effect == rows[("blocks.0.resid_pre", "s+1")].effect
+    assert rows[("L0.resid_pre", "last")].effect == 0.0
+    assert all((f"L{i}.resid_pre", pos) in rows for i in range(host.n_layers) for pos in ("s+1", "last"))
+
+
 def test_every_head_is_patched_at_both_positions_and_ranking_is_sorted(neox, result):
     host, _ = neox
     heads = [e for e in result.effects if e.head is not None]

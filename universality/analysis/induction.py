@@ -52,6 +52,8 @@ class InductionConfig:
     """Positions at which each Transformer head's ``attn.z`` is patched."""
     extra_sites: tuple[tuple[str, str], ...] = ()
     """Additional ``(hook name, position)`` sites to patch, position as ``last``, ``s``, ``s+k`` or an index."""
+    residual_sweep: bool = True
+    """Also patch every layer's ``resid_pre`` at ``s+1`` and at ``last`` (the same picture on every architecture)."""
     ablate_layers: bool = True
     """Compute per-layer scores by mean-ablating each layer's ``mixer_out`` on the repeated halves."""
     max_rows: int = 256
@@ -228,6 +230,11 @@ def induction_sites(host, cfg: InductionConfig) -> list[PatchSite]:
         for layer in range(host.n_layers):
             for point, label in plan:
                 sites.append(PatchSite(block(layer, point), cfg.position_index(label), None, f"L{layer}.{point}", label, layer))
+    if cfg.residual_sweep:
+        for label in ("s+1", "last"):
+            for layer in range(host.n_layers):
+                hook = block(layer, "resid_pre")
+                sites.append(PatchSite(hook, cfg.position_index(label), None, f"L{layer}.resid_pre", label, layer))
     for hook, label in cfg.extra_sites:
         require_points(host, [hook], "an extra patching site")
         layer = host.layer_of(hook)
