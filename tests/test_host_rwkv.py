@@ -216,6 +216,30 @@ def test_gradients_match_hf(ckpt):
         assert torch.allclose(ours[name].grad, p.grad, atol=1e-5, rtol=1e-3), name
 
 
+def test_gradients_flow_through_att_state_path(ckpt):
+    host = uv.load_host(ckpt)
+    tokens = _tokens(6)
+    host(tokens)  # rescale once, before either gradient is taken
+
+    def grads(hooks):
+        host.model.zero_grad()
+        embed_grad = {}
+
+        def keep(x):
+            x.retain_grad()
+            embed_grad["x"] = x
+            return x
+
+        logits, _ = host.run_with_cache(tokens, names=[], hooks={"embed": keep, **hooks})
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten()).backward()
+        return embed_grad["x"].grad.clone(), host.model.rwkv.blocks[1].attention.time_decay.grad.clone()
+
+    fused = grads({})
+    via_state = grads({"blocks.1.att.state": lambda s: s * 1.0})
+    for a, b in zip(fused, via_state):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
 def test_float64_host_runs_wkv_in_float64(save_model):
     path = save_model(tiny_rwkv())
     host64, host32 = uv.load_host(path, dtype="float64"), uv.load_host(path)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from .scan import _scan_into_buffers, compute_dtype, initial_state
+from .scan import EXP_FLOOR, _scan_into_buffers, compute_dtype, floored_exp, initial_state, one_thread
 
 #: stand-in for +infinity as the adjoints' log scale before the last position
 _BIG = 1e38
@@ -42,7 +42,8 @@ class _WKV(torch.autograd.Function):
         w = torch.exp(time_decay.detach().to(dt))
         u = time_first.detach().to(dt)
         init = initial_state(b, c, dt, k.device)
-        nums, dens, scales = _scan_into_buffers(kt, vt, w, init[..., 0], init[..., 1], init[..., 2])
+        with one_thread(kt.device):
+            nums, dens, scales = _scan_into_buffers(kt, vt, w, init[..., 0], init[..., 1], init[..., 2])
         # states before each position: shift by one, the empty state first
         prev_num = torch.cat([init[None, ..., 0], nums[:-1]])
         prev_den = torch.cat([init[None, ..., 1], dens[:-1]])
@@ -50,8 +51,8 @@ class _WKV(torch.autograd.Function):
         del nums, dens, scales
         bonus_k = u + kt
         top = torch.maximum(prev_scale, bonus_k)
-        e_old = torch.exp(prev_scale - top)
-        e_new = torch.exp(bonus_k - top)
+        e_old = floored_exp(prev_scale - top)
+        e_new = floored_exp(bonus_k - top)
         den = e_old * prev_den + e_new
         y = (e_old * prev_num + e_new * vt) / den
         ctx.save_for_backward(kt, vt, w, u, prev_num, prev_den, prev_scale, y)
@@ -65,19 +66,20 @@ class _WKV(torch.autograd.Function):
         g = grad_y.to(dt).transpose(0, 1)
         bonus_k = u + kt
         top = torch.maximum(prev_scale, bonus_k)
-        e_old = torch.exp(prev_scale - top)
-        e_new = torch.exp(bonus_k - top)
+        e_old = floored_exp(prev_scale - top)
+        e_new = floored_exp(bonus_k - top)
         g_over_den = g / (e_old * prev_den + e_new)  # real g/D = g_over_den * exp(-top)
         direct_v = g_over_den * e_new
         direct_k = direct_v * (vt - y)
         into_a = g_over_den
         into_b = -g_over_den * y
-        alpha, beta, logq = _adjoint_scan(into_a, into_b, top, w)
-        ek = torch.exp(kt - logq)
+        with one_thread(kt.device):
+            alpha, beta, logq = _adjoint_scan(into_a, into_b, top, w)
+        ek = floored_exp(kt - logq)
         grad_v = direct_v + ek * alpha
         grad_k = direct_k + ek * (alpha * vt + beta)
         grad_u = direct_k.sum((0, 1))
-        old_weight = torch.exp(prev_scale - w - logq)
+        old_weight = floored_exp(prev_scale - w - logq)
         grad_w = -(old_weight * (alpha * prev_num + beta * prev_den)).sum((0, 1))
         kd, vd, tdd, tfd = ctx.in_dtypes
         return (grad_k.transpose(0, 1).to(kd), grad_v.transpose(0, 1).to(vd),
@@ -104,8 +106,8 @@ def _adjoint_scan(into_a, into_b, top, w):
         torch.add(logq[i], w, out=carry)
         q_new = logq[i - 1]
         torch.minimum(carry, top[i], out=q_new)
-        torch.sub(q_new, carry, out=c_old).exp_()
-        torch.sub(q_new, top[i], out=c_new).exp_()
+        torch.sub(q_new, carry, out=c_old).clamp_(min=EXP_FLOOR).exp_()
+        torch.sub(q_new, top[i], out=c_new).clamp_(min=EXP_FLOOR).exp_()
         torch.mul(c_old, alpha[i], out=alpha[i - 1]).addcmul_(c_new, into_a[i])
         torch.mul(c_old, beta[i], out=beta[i - 1]).addcmul_(c_new, into_b[i])
     return alpha, beta, logq

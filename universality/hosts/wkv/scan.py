@@ -18,12 +18,46 @@ replacement flow on through the recurrence, recompute the later states with
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 
 #: names of the last axis of a WKV state tensor
 STATE_FIELDS = ("num", "den", "log_scale")
 #: log scale of the empty state (exp of it is 0 in float32 and float64)
 EMPTY_LOG_SCALE = -1e38
+#: exponents below this are raised to it before exp. Every exp in the scan weighs a
+#: term against one weighted exactly 1 (or, in the backward, scales an adjoint bounded
+#: by the incoming gradient), so the change is below e^-60 ~ 1e-26 of the result's
+#: scale, far under float64 resolution; it keeps values out of the denormal range,
+#: where x86 arithmetic is ~60x slower
+EXP_FLOOR = -60.0
+
+
+def floored_exp(x: torch.Tensor) -> torch.Tensor:
+    """``exp(max(x, EXP_FLOOR))``: exp that never returns a denormal (see :data:`EXP_FLOOR`)."""
+    return torch.exp(torch.clamp(x, min=EXP_FLOOR))
+
+
+@contextlib.contextmanager
+def one_thread(device: torch.device) -> Iterator[None]:
+    """Run the enclosed per-step CPU loop on one intra-op thread, restoring the count after.
+
+    Each step works on a [batch, channels] slice; splitting such small ops across
+    threads costs a synchronization per op (ruinous on a busy machine) and gains
+    nothing. The big vectorized ops around the loops keep every thread. Note the
+    thread count is process-wide while the loop runs.
+    """
+    n = torch.get_num_threads()
+    if device.type != "cpu" or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -66,7 +100,7 @@ def scan_states(k: torch.Tensor, v: torch.Tensor, time_decay: torch.Tensor,
             num, den, scale = _step(num, den, scale, kt[i], vt[i], w)
             nums.append(num), dens.append(den), scales.append(scale)
         return torch.stack([torch.stack(nums, 1), torch.stack(dens, 1), torch.stack(scales, 1)], -1)
-    with torch.no_grad():
+    with torch.no_grad(), one_thread(k.device):
         nums, dens, scales = _scan_into_buffers(kt.contiguous(), vt.contiguous(), w, num, den, scale)
         return torch.stack([nums, dens, scales], -1).transpose(0, 1)
 
@@ -75,8 +109,8 @@ def _step(num, den, scale, k, v, w):
     """One recurrence step: absorb (k, v) into the state, decaying the old state by exp(-w)."""
     decayed = scale - w
     new_scale = torch.maximum(decayed, k)
-    e_old = torch.exp(decayed - new_scale)
-    e_new = torch.exp(k - new_scale)
+    e_old = floored_exp(decayed - new_scale)
+    e_new = floored_exp(k - new_scale)
     return e_old * num + e_new * v, e_old * den + e_new, new_scale
 
 
@@ -93,8 +127,8 @@ def _scan_into_buffers(kt, vt, w, num, den, scale):
         torch.sub(scale, w, out=decayed)
         new_scale = scales[i]
         torch.maximum(decayed, kt[i], out=new_scale)
-        torch.sub(decayed, new_scale, out=e_old).exp_()
-        torch.sub(kt[i], new_scale, out=e_new).exp_()
+        torch.sub(decayed, new_scale, out=e_old).clamp_(min=EXP_FLOOR).exp_()
+        torch.sub(kt[i], new_scale, out=e_new).clamp_(min=EXP_FLOOR).exp_()
         torch.mul(e_old, num, out=nums[i]).addcmul_(e_new, vt[i])
         torch.mul(e_old, den, out=dens[i]).add_(e_new)
         num, den, scale = nums[i], dens[i], new_scale
@@ -120,6 +154,6 @@ def output_from_states(prev: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tim
     num, den, scale = prev.unbind(-1)
     bonus_k = time_first.to(dt) + k
     top = torch.maximum(scale, bonus_k)
-    e_old = torch.exp(scale - top)
-    e_new = torch.exp(bonus_k - top)
+    e_old = floored_exp(scale - top)
+    e_new = floored_exp(bonus_k - top)
     return (e_old * num + e_new * v) / (e_old * den + e_new)
