@@ -144,3 +144,39 @@ def test_cuda_scan_matches_torch():
         pytest.skip("mamba-ssm not installed")
     args = [v.detach().float().cuda() for v in _inputs(d=32, n=16)]
     torch.testing.assert_close(ss.selective_scan(*args, backend="cuda"), ss.selective_scan_torch(*args), rtol=1e-3, atol=1e-3)
+
+
+@needs_c
+def test_fused_conv_silu_kernel_matches_torch_conv1d_and_gradcheck():
+    from universality.hosts.ssm.conv import _ConvSiLUC, conv_act
+
+    gen = torch.Generator().manual_seed(3)
+    xz = torch.randn(3, 11, 64, generator=gen, dtype=torch.float64, requires_grad=True)
+    x = xz[..., :32]  # strided view, as the x half of in_proj
+    w = torch.randn(32, 1, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(32, generator=gen, dtype=torch.float64, requires_grad=True)
+    out = conv_act(x, w, bias, torch.nn.functional.silu, "silu")
+    ref = torch.nn.functional.silu(torch.nn.functional.conv1d(x.transpose(1, 2), w, bias, padding=3, groups=32)[..., :11].transpose(1, 2))
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    grad_out = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (xz, w, bias), grad_out), torch.autograd.grad(ref, (xz, w, bias), grad_out)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    small = [torch.randn(2, 5, 16, dtype=torch.float64, requires_grad=True), torch.randn(16, 1, 3, dtype=torch.float64, requires_grad=True),
+             torch.randn(16, dtype=torch.float64, requires_grad=True)]
+    assert torch.autograd.gradcheck(lambda *a: _ConvSiLUC.apply(*a), small)
+
+
+@needs_c
+def test_rms_norm_kernel_matches_formula_and_gradcheck():
+    from universality.hosts.ssm.ops import _RMSNormC, rms_norm
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(4, 7, 32, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(32, generator=gen, dtype=torch.float64, requires_grad=True)
+    ref = w * x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)
+    out = rms_norm(x, w, 1e-5)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    grad_out = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (x, w), grad_out), torch.autograd.grad(ref, (x, w), grad_out)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    assert torch.autograd.gradcheck(lambda x, w: _RMSNormC.apply(x, w, 1e-5), (x[:2, :3].detach().requires_grad_(), w))

@@ -53,7 +53,7 @@ class MambaHost(Host):
     Attributes:
         scan_backend: ``"auto"`` (mamba-ssm on CUDA when importable, else the C
             kernel on CPU, else pure torch), ``"c"``, ``"cuda"`` or ``"torch"``
-            (``"torch"`` also turns off the fused C conv+SiLU kernel).
+            (``"torch"`` also turns off the fused C conv+SiLU and RMS-norm kernels).
     """
 
     arch = "mamba"
@@ -84,7 +84,8 @@ class MambaHost(Host):
             if self._stop_after(run, i):
                 return None
         norm = backbone.norm_f
-        h = run("final_norm", rms_norm(h.to(norm.weight.dtype), norm.weight, norm.variance_epsilon))
+        h = run("final_norm", rms_norm(h.to(norm.weight.dtype), norm.weight, norm.variance_epsilon,
+                                       use_kernel=self.scan_backend != "torch"))
         head = self.model.lm_head
         logits = F.linear(h.to(head.weight.dtype), head.weight, head.bias)
         return logits.float() if logits.dtype in _LOW_PRECISION else logits
@@ -94,14 +95,15 @@ class MambaHost(Host):
         m = layer.mixer
         h = run(p + "resid_pre", h)
         residual = upcast_residual(h, bool(self.config.residual_in_fp32))
-        u = run(p + "mixer_in", rms_norm(h.to(layer.norm.weight.dtype), layer.norm.weight, layer.norm.variance_epsilon))
+        use_kernels = self.scan_backend != "torch"
+        u = run(p + "mixer_in", rms_norm(h.to(layer.norm.weight.dtype), layer.norm.weight, layer.norm.variance_epsilon,
+                                         use_kernel=use_kernels))
 
         d_inner, n, rank = m.intermediate_size, m.ssm_state_size, m.time_step_rank
         w, bias = m.in_proj.weight, m.in_proj.bias
         # two products instead of one split: the backward then needs no [b, t, 2 d_inner] scatter
         x = run(p + "ssm.in_x", F.linear(u, w[:d_inner], bias[:d_inner] if bias is not None else None))
         z = run(p + "ssm.gate", F.linear(u, w[d_inner:], bias[d_inner:] if bias is not None else None))
-        use_kernels = self.scan_backend != "torch"
         x = run(p + "ssm.conv_out", conv_act(x, m.conv1d.weight, m.conv1d.bias, m.act, m.activation, use_kernel=use_kernels))
 
         dt_low, B, C = torch.split(F.linear(x, m.x_proj.weight), [rank, n, n], dim=-1)

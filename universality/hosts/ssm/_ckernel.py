@@ -1,4 +1,4 @@
-"""Build-at-first-use loader for the C kernels in ``selective_scan.c`` (selective scan, conv + SiLU).
+"""Build-at-first-use loader for the C kernels in ``selective_scan.c`` (selective scan, conv + SiLU, RMS norm).
 
 The kernel is compiled once per source/flags/CPU combination with the system
 ``gcc -O3 -march=native -fopenmp`` into ``$UNIVERSALITY_HOME/kernels``
@@ -84,6 +84,12 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         cbwd = getattr(lib, f"conv_silu_bwd_{suffix}")
         cbwd.argtypes = [p, i64, p, p, p, p, p, p] + [i64] * 4 + [i32]
         cbwd.restype = None
+        rfwd = getattr(lib, f"rms_fwd_{suffix}")
+        rfwd.argtypes = [p, p, ctypes.c_double, p, p, i64, i64, i32]
+        rfwd.restype = None
+        rbwd = getattr(lib, f"rms_bwd_{suffix}")
+        rbwd.argtypes = [p] * 6 + [i64, i64, i32]
+        rbwd.restype = None
     return lib
 
 

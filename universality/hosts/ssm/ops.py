@@ -6,10 +6,50 @@ to the Hugging Face modules (e.g. ``mixer.conv1d.weight``) are followed.
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 import torch.nn.functional as F
 
+from ._ckernel import load_kernel
+
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+_BLOCK = 16
+
+
+def _ptr(t: torch.Tensor):
+    return ctypes.c_void_p(t.data_ptr())
+
+
+class _RMSNormC(torch.autograd.Function):
+    """C forward/backward of ``weight * x / sqrt(mean(x**2) + eps)`` over the last axis."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        lib = load_kernel()
+        suffix = "f32" if x.dtype == torch.float32 else "f64"
+        d = x.shape[-1]
+        xc, wc = x.contiguous(), weight.contiguous()
+        rows = xc.numel() // d
+        y = torch.empty_like(xc)
+        rstd = xc.new_empty(rows)
+        getattr(lib, f"rms_fwd_{suffix}")(_ptr(xc), _ptr(wc), float(eps), _ptr(y), _ptr(rstd), rows, d, torch.get_num_threads())
+        ctx.save_for_backward(xc, wc, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        lib = load_kernel()
+        xc, wc, rstd = ctx.saved_tensors
+        suffix = "f32" if xc.dtype == torch.float32 else "f64"
+        d = xc.shape[-1]
+        rows = xc.numel() // d
+        nt = max(1, torch.get_num_threads())
+        dy = dy.contiguous()
+        dx = torch.empty_like(xc)
+        dw = xc.new_zeros(nt, d)
+        getattr(lib, f"rms_bwd_{suffix}")(_ptr(xc), _ptr(wc), _ptr(rstd), _ptr(dy), _ptr(dx), _ptr(dw), rows, d, nt)
+        return dx, dw.sum(0), None
 
 
 def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -34,8 +74,15 @@ def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     return out
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """``weight * x / sqrt(mean(x**2, -1) + eps)`` over the last axis (float32 math for half inputs, as HF does)."""
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, use_kernel: bool = True) -> torch.Tensor:
+    """``weight * x / sqrt(mean(x**2, -1) + eps)`` over the last axis (float32 math for half inputs, as HF does).
+
+    On CPU float32/float64 with a width that is a multiple of 16, a fused C kernel
+    (one pass forward, one backward) is used unless ``use_kernel`` is false.
+    """
+    if (use_kernel and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and weight.dtype == x.dtype
+            and x.shape[-1] % _BLOCK == 0 and load_kernel() is not None):
+        return _RMSNormC.apply(x, weight, eps)
     work = x.float() if x.dtype in _LOW_PRECISION else x
     normed = work * torch.rsqrt(work.pow(2).mean(-1, keepdim=True) + eps)
     return weight * normed.to(x.dtype)

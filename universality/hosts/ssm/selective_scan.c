@@ -327,3 +327,51 @@ void conv_silu_bwd_##SUF(const T *x, int64_t xs, const T *Wt, const T *bias, con
 
 DEFINE_CONV(float, vf, f32, exp_vf)
 DEFINE_CONV(double, vd, f64, exp_vd)
+
+/*
+ * RMS norm over the last axis of x [rows, d] (d a multiple of BLK), as Mamba's block and final norms:
+ *   rstd[r] = 1 / sqrt(mean_c x[r, c]^2 + eps),   y[r, c] = w[c] * x[r, c] * rstd[r]
+ * Backward: with xh = x * rstd and g = dy * w,
+ *   dx = rstd * (g - xh * mean_c(g * xh)),   dw += sum_r dy * xh   (per-thread partials [nthreads, d])
+ */
+#define DEFINE_RMS(T, V, SUF)                                                                          \
+void rms_fwd_##SUF(const T *x, const T *w, double eps, T *y, T *rstd, int64_t rows, int64_t d,        \
+                   int nthreads) {                                                                     \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                                 \
+    for (int64_t r = 0; r < rows; r++) {                                                               \
+        const T *xr = x + r * d;                                                                       \
+        V acc = {0};                                                                                   \
+        for (int64_t c = 0; c < d; c += BLK) { const V v = load_##SUF(xr + c); acc += v * v; }         \
+        const T s = (T)(1.0 / sqrt((double)hsum_##SUF(acc) / (double)d + eps));                        \
+        rstd[r] = s;                                                                                   \
+        for (int64_t c = 0; c < d; c += BLK)                                                           \
+            store_##SUF(y + r * d + c, load_##SUF(w + c) * (load_##SUF(xr + c) * s));                  \
+    }                                                                                                  \
+}                                                                                                      \
+                                                                                                       \
+void rms_bwd_##SUF(const T *x, const T *w, const T *rstd, const T *dy, T *dx, T *dw_part, int64_t rows, \
+                   int64_t d, int nthreads) {                                                          \
+    _Pragma("omp parallel num_threads(nthreads)")                                                      \
+    {                                                                                                  \
+        T *dw = dw_part + (int64_t)thread_id() * d;                                                    \
+        _Pragma("omp for schedule(static)")                                                            \
+        for (int64_t r = 0; r < rows; r++) {                                                           \
+            const T *xr = x + r * d, *dyr = dy + r * d;                                                \
+            const T s = rstd[r];                                                                       \
+            V acc = {0};                                                                               \
+            for (int64_t c = 0; c < d; c += BLK) {                                                     \
+                const V xh = load_##SUF(xr + c) * s, dyv = load_##SUF(dyr + c);                        \
+                acc += dyv * load_##SUF(w + c) * xh;                                                   \
+                store_##SUF(dw + c, load_##SUF(dw + c) + dyv * xh);                                    \
+            }                                                                                          \
+            const T m = hsum_##SUF(acc) / (T)d;                                                        \
+            for (int64_t c = 0; c < d; c += BLK) {                                                     \
+                const V xh = load_##SUF(xr + c) * s;                                                   \
+                store_##SUF(dx + r * d + c, (load_##SUF(dyr + c) * load_##SUF(w + c) - xh * m) * s);  \
+            }                                                                                          \
+        }                                                                                              \
+    }                                                                                                  \
+}
+
+DEFINE_RMS(float, vf, f32)
+DEFINE_RMS(double, vd, f64)
