@@ -319,7 +319,8 @@ def _behavioural(host, layer: int, cfg: WriteLagConfig, gen: torch.Generator) ->
 
     One pass per source position, with ``max_lag + 3`` stacked copies of the prompts:
     copies ``0..max_lag`` have only the write at ``s + δ`` taken from the corrupted copy,
-    then the corrupted copy (layer input at ``s`` swapped), then the clean copy.
+    then the corrupted copy (layer input at ``s`` swapped), then the clean copy. On Mamba
+    the read-out ``ssm.C`` at ``s + δ`` is held at its clean value.
     """
     lags = cfg.max_lag + 1
     t = cfg.seq_len
@@ -335,6 +336,8 @@ def _behavioural(host, layer: int, cfg: WriteLagConfig, gen: torch.Generator) ->
         targets = [(groups[d], s + d) for d in range(lags)]
         for point in WRITE_POINTS[host.arch]:
             hooks[block(layer, point)] = _copy_from(corrupt_rows, targets)
+        if host.arch == "mamba":  # C (the read-out at s+δ) is derived from the patched x: keep it clean
+            hooks[block(layer, "ssm.C")] = _copy_from(clean_rows, targets)
         logits = host.run_with_hooks(prompts.clean.repeat(lags + 2, 1), hooks)
         metric = target_metric(logits, prompts.targets.repeat(lags + 2), cfg.metric).view(lags + 2, n).cpu()
         change = metric - metric[-1]
@@ -363,7 +366,7 @@ def write_lag(host, layer: int, config: WriteLagConfig | None = None, tokens: to
     arch = check_arch(host, "write_lag")
     layer = check_layer(host, layer)
     cfg = _config(config, overrides)
-    points = [block(layer, p) for p in ("resid_pre",) + WRITE_POINTS[arch]]
+    points = [block(layer, p) for p in ("resid_pre",) + WRITE_POINTS[arch] + (("ssm.C",) if arch == "mamba" else ())]
     require_points(host, points, "write_lag")
     gen = torch.Generator().manual_seed(cfg.seed)
     if tokens is None:
