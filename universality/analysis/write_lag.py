@@ -66,7 +66,8 @@ class WriteLagConfig:
     metric: str = "logit"
     """Induction metric for the behavioural profile: ``"logit"`` or ``"logprob"``."""
     max_rows: int = 256
-    """Most sequences in one forward pass (source positions are stacked up to this)."""
+    """Most sequences in one representational pass (source positions are stacked up to this);
+    a behavioural pass always holds ``(max_lag + 3) * n_prompts`` sequences."""
     min_token_id: int = 0
     """Smallest token id drawn for random sequences."""
     seed: int = 0
