@@ -142,3 +142,15 @@ def test_cuda_matches_cpu():
     assert torch.allclose(y.cpu(), wkv(k, v, td, tf), atol=1e-5)
     for a, b in zip(ins, cpu):
         assert torch.allclose(a.grad.cpu(), b.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_thread_count_is_restored():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ins = [x.requires_grad_() for x in _inputs(b=2, t=5, c=3)]
+        wkv(*ins).sum().backward()
+        scan_states(*[x.detach() for x in ins[:2]], ins[2].detach())
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -96,9 +96,10 @@ def scan_states(k: torch.Tensor, v: torch.Tensor, time_decay: torch.Tensor,
     tracked = torch.is_grad_enabled() and any(x.requires_grad for x in (k, v, time_decay, init))
     if tracked:
         nums, dens, scales = [], [], []
-        for i in range(t):
-            num, den, scale = _step(num, den, scale, kt[i], vt[i], w)
-            nums.append(num), dens.append(den), scales.append(scale)
+        with one_thread(k.device):
+            for i in range(t):
+                num, den, scale = _step(num, den, scale, kt[i], vt[i], w)
+                nums.append(num), dens.append(den), scales.append(scale)
         return torch.stack([torch.stack(nums, 1), torch.stack(dens, 1), torch.stack(scales, 1)], -1)
     with torch.no_grad(), one_thread(k.device):
         nums, dens, scales = _scan_into_buffers(kt.contiguous(), vt.contiguous(), w, num, den, scale)
