@@ -1,0 +1,152 @@
+"""The tiny zoo, on a tiny preset: ordinary HF checkpoints, recorded metrics, caching, resume, the induction probe."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import universality as uv
+from universality import UniversalityError
+from universality.data import StreamConfig, corpus_from_texts, default_corpus, make_stream
+from universality.zoo import PRESETS, ModelSpec, ensure_zoo, load_zoo_results, zoo_paths
+from universality.zoo import train as zoo_train
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    docs = sorted(default_corpus().documents, key=lambda d: len(d.text))[300:420]
+    return corpus_from_texts([d.text for d in docs], name="zoo-test", heldout_percent=20)
+
+
+def _preset(**kw):
+    members = (ModelSpec("transformer", "gpt_neox", 0, True), ModelSpec("transformer-untrained", "gpt_neox", 0, False))
+    return dataclasses.replace(PRESETS["test"], **{"steps": 24, "checkpoint_every": 6, "models": members, **kw})
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, corpus):
+    home = tmp_path_factory.mktemp("home")
+    paths = ensure_zoo(_preset(), home=home, corpus=corpus)
+    return home, paths
+
+
+def test_members_are_ordinary_hf_checkpoints_with_true_metrics(built, corpus):
+    from transformers import AutoModelForCausalLM
+
+    home, paths = built
+    assert set(paths) == {"transformer", "transformer-untrained"}
+    results = load_zoo_results(_preset(), home=home)
+    host = uv.load_host(paths["transformer"], device="cpu")
+    assert host.arch == "transformer" and host.tokenizer is not None
+    hf = AutoModelForCausalLM.from_pretrained(paths["transformer"]).eval()
+    p = _preset()
+    held = make_stream(corpus, host.tokenizer, StreamConfig(seq_len=p.seq_len, n_sequences=p.eval_sequences, split="heldout"))
+    with torch.no_grad():
+        logits = hf(held.tokens).logits.double()
+    per = F.cross_entropy(logits[:, :-1].transpose(1, 2), held.tokens[:, 1:], reduction="none")
+    m = held.mask[:, 1:].double()
+    ref_loss = float((per * m).sum() / m.sum())
+    info = results["models"]["transformer"]
+    assert info["heldout_loss"] == pytest.approx(ref_loss, abs=2e-3)
+    assert info["n_params"] == sum(q.numel() for q in hf.parameters())
+    base = results["models"]["transformer-untrained"]
+    assert base["steps"] == 0 and info["steps"] == p.steps
+    assert info["heldout_loss"] < base["heldout_loss"] - 0.3  # training did something
+    assert 0 < info["unigram_loss"] < torch.log(torch.tensor(float(len(host.tokenizer)))).item()
+    assert results["tokenizer_fingerprint"] == uv.data.tokenizer_fingerprint(host.tokenizer)
+    assert results["corpus"]["fingerprint"] == corpus.fingerprint
+    assert json.loads((paths["transformer"] / "zoo_model.json").read_text())["heldout_loss"] == info["heldout_loss"]
+
+
+def test_second_call_reuses_the_build(built, corpus):
+    home, paths = built
+    stamp = {n: (p / "model.safetensors").stat().st_mtime_ns for n, p in paths.items()}
+    again = ensure_zoo(_preset(), home=home, corpus=corpus)
+    assert again == paths
+    assert {n: (p / "model.safetensors").stat().st_mtime_ns for n, p in again.items()} == stamp
+    assert zoo_paths(_preset(), home=home) == paths
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, corpus, built, monkeypatch):
+    from safetensors.torch import load_file
+
+    _, ref_paths = built
+    real = zoo_train.make_batch
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 15:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(zoo_train, "make_batch", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_zoo(_preset(), home=tmp_path, corpus=corpus, only=["transformer"])
+    work = tmp_path / "zoo" / "test" / ".work" / "transformer"
+    assert json.loads((work / "ckpt.json").read_text())["step"] == 12
+    monkeypatch.setattr(zoo_train, "make_batch", real)
+    paths = ensure_zoo(_preset(), home=tmp_path, corpus=corpus, only=["transformer"])
+    got = load_file(str(paths["transformer"] / "model.safetensors"))
+    want = load_file(str(ref_paths["transformer"] / "model.safetensors"))
+    assert got.keys() == want.keys()
+    for k in want:
+        assert torch.allclose(got[k], want[k], atol=1e-6, rtol=0), k
+
+
+class _CopyHost:
+    """Planted ground truth: predicts the token that followed the same position one period earlier."""
+
+    def __init__(self, vocab: int, period: int):
+        self.model = torch.nn.Linear(1, 1)
+        self.device = torch.device("cpu")
+        self.vocab, self.period = vocab, period
+
+    def run_with_hooks(self, tokens, hooks):
+        b, t = tokens.shape
+        logits = torch.zeros(b, t, self.vocab)
+        for pos in range(self.period - 1, t):
+            logits[torch.arange(b), pos, tokens[:, pos + 1 - self.period]] = 30.0
+        return logits
+
+
+def test_induction_probe_on_a_planted_copier():
+    V, L = 50, 8
+    gen = torch.Generator().manual_seed(0)
+    rand = torch.randint(2, V, (6, L), generator=gen)
+    pool = torch.randint(0, V, (1000,), generator=gen)
+    held = torch.randint(2, V, (4, 2 * L), generator=gen)
+    data = zoo_train.TrainData(pool, held, torch.ones_like(held, dtype=torch.bool), torch.cat([rand, rand], 1), V, 2)
+    ev = zoo_train.evaluate(_CopyHost(V, L), data)
+    assert ev.induction_accuracy == 1.0
+    assert ev.induction_second < 1e-6
+    assert ev.induction_first == pytest.approx(float(torch.log(torch.tensor(float(V)))), abs=1e-4)
+    assert ev.induction_score > 3.0
+    counts = torch.bincount(pool, minlength=V).double() + 1
+    ref_uni = float(-(counts / counts.sum()).log()[held[:, 1:].reshape(-1)].mean())
+    assert ev.unigram_loss == pytest.approx(ref_uni, abs=1e-9)
+
+
+def test_repeated_rows_are_mixed_into_batches():
+    p = dataclasses.replace(PRESETS["test"], repeat_fraction=0.5, batch_size=64)
+    pool = torch.arange(10_000) % 300 + 2
+    data = zoo_train.TrainData(pool, pool[:64].view(2, 32), torch.ones(2, 32, dtype=torch.bool), pool[:64].view(2, 32), 320, 2)
+    batch = zoo_train.make_batch(data, p, torch.Generator().manual_seed(0))
+    periodic = 0
+    for row in batch:
+        if any(torch.equal(row[L:], row[:-L]) for L in range(4, p.seq_len // 2 + 1)):
+            periodic += 1
+    assert 16 <= periodic <= 48  # about half, the rest are plain (aperiodic) windows of the pool
+
+
+def test_bad_names():
+    with pytest.raises(UniversalityError, match="preset 'huge'"):
+        ensure_zoo("huge")
+    with pytest.raises(UniversalityError, match="not in preset"):
+        ensure_zoo("test", only=["gpt5"])
+    with pytest.raises(UniversalityError, match="architecture"):
+        ModelSpec("x", "lstm")

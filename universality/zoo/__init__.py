@@ -1,0 +1,12 @@
+"""The tiny zoo: small Transformer, Mamba-1, Mamba-2 and RWKV-4 models trained locally on the default corpus.
+
+``ensure_zoo(preset="default", home=None) -> {name: checkpoint folder}`` builds once and
+reuses afterwards; ``zoo_paths`` lists what is built; ``load_zoo_results`` reads ``zoo.json``.
+Presets: ``"test"`` (seconds, for tests), ``"default"``, ``"large"``.
+"""
+
+from .build import ensure_zoo, load_zoo_results, zoo_dir, zoo_home, zoo_paths
+from .presets import PRESETS, ModelSpec, ZooPreset, get_preset
+
+__all__ = ["PRESETS", "ModelSpec", "ZooPreset", "ensure_zoo", "get_preset", "load_zoo_results", "zoo_dir", "zoo_home",
+           "zoo_paths"]

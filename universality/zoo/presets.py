@@ -1,0 +1,110 @@
+"""Zoo presets: sizes, training budget and the list of models for ``"test"``, ``"default"`` and ``"large"``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .._errors import UniversalityError
+
+ARCHS = ("gpt_neox", "mamba", "mamba2", "rwkv")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One zoo member: an architecture, a seed, and whether it is trained."""
+
+    name: str
+    """Folder name under the preset, e.g. ``"transformer"``, ``"mamba-seed1"``, ``"rwkv-untrained"``."""
+    arch: str
+    """Hugging Face model type: ``"gpt_neox"``, ``"mamba"``, ``"mamba2"`` or ``"rwkv"``."""
+    seed: int = 0
+    """Seed of the initial weights and of the batch order."""
+    trained: bool = True
+    """False for the random-init baselines (saved at initialisation)."""
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise UniversalityError(f"zoo architecture '{self.arch}' is not valid; use one of {', '.join(ARCHS)}")
+
+
+def _members(archs: tuple[str, ...], second_seed: tuple[str, ...]) -> tuple[ModelSpec, ...]:
+    label = {"gpt_neox": "transformer", "mamba": "mamba", "mamba2": "mamba2", "rwkv": "rwkv"}
+    out = [ModelSpec(label[a], a, 0, True) for a in archs]
+    out += [ModelSpec(f"{label[a]}-seed1", a, 1, True) for a in second_seed]
+    out += [ModelSpec(f"{label[a]}-untrained", a, 0, False) for a in archs]
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class ZooPreset:
+    """Everything that decides a zoo build; its fingerprint names the cache."""
+
+    name: str
+    """Preset name (``"test"``, ``"default"``, ``"large"``)."""
+    vocab_size: int = 4096
+    """Byte-level BPE vocabulary size (2 specials + 256 bytes + merges)."""
+    tokenizer_chars: int = 6_000_000
+    """Characters of the training split the tokenizer is trained on."""
+    d_model: int = 128
+    """Residual width of every architecture."""
+    n_layers: int = 4
+    """Blocks of the Transformer and RWKV (attention/time-mix + MLP/channel-mix per block)."""
+    n_ssm_layers: int = 8
+    """Blocks of the Mamba models (one mixer per block, so twice as many, as in Mamba vs Pythia)."""
+    n_heads: int = 4
+    """Attention heads of the Transformer."""
+    seq_len: int = 128
+    """Training and evaluation context."""
+    batch_size: int = 16
+    """Sequences per optimizer step."""
+    steps: int = 600
+    """Optimizer steps per trained model."""
+    lr: float = 3e-3
+    """Peak AdamW learning rate (linear warm-up over 5% of steps, cosine decay to 10%)."""
+    repeat_fraction: float = 0.25
+    """Share of training sequences that are repeated segments (so induction can form)."""
+    eval_sequences: int = 48
+    """Held-out sequences for the loss, and repeated random sequences for the induction score."""
+    checkpoint_every: int = 100
+    """Steps between training checkpoints (an interrupt loses at most this many)."""
+    models: tuple[ModelSpec, ...] = field(default_factory=tuple)
+    """Members of the zoo."""
+
+    def __post_init__(self):
+        for key in ("vocab_size", "d_model", "n_layers", "n_ssm_layers", "n_heads", "seq_len", "batch_size", "steps",
+                    "eval_sequences", "checkpoint_every", "tokenizer_chars"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or v < 1:
+                raise UniversalityError(f"zoo preset field {key}={v!r} is not valid; use a positive integer")
+        if self.d_model % self.n_heads:
+            raise UniversalityError(f"d_model {self.d_model} must be divisible by n_heads {self.n_heads}")
+        if not 0.0 <= self.repeat_fraction < 1.0:
+            raise UniversalityError(f"repeat_fraction {self.repeat_fraction} is not valid; use 0 <= p < 1")
+        if self.seq_len < 16:
+            raise UniversalityError(f"seq_len {self.seq_len} is too short for the induction measurement; use at least 16")
+
+    def as_dict(self) -> dict:
+        """JSON-able form (the fingerprint input)."""
+        return asdict(self)
+
+
+PRESETS: dict[str, ZooPreset] = {
+    "test": ZooPreset("test", vocab_size=320, tokenizer_chars=200_000, d_model=32, n_layers=2, n_ssm_layers=2, n_heads=2,
+                      seq_len=32, batch_size=8, steps=30, lr=3e-3, eval_sequences=8, checkpoint_every=10,
+                      models=_members(ARCHS, ("gpt_neox", "mamba"))),
+    "default": ZooPreset("default", vocab_size=2048, tokenizer_chars=3_000_000, batch_size=8, steps=300,
+                         checkpoint_every=50, models=_members(ARCHS, ("gpt_neox", "mamba"))),
+    "large": ZooPreset("large", vocab_size=8192, tokenizer_chars=20_000_000, d_model=256, n_layers=6, n_ssm_layers=12,
+                       n_heads=8, seq_len=256, batch_size=32, steps=4000, lr=2e-3, eval_sequences=128,
+                       checkpoint_every=250, models=_members(ARCHS, ("gpt_neox", "mamba", "mamba2", "rwkv"))),
+}
+
+
+def get_preset(preset: str | ZooPreset) -> ZooPreset:
+    """The :class:`ZooPreset` named ``preset`` (or ``preset`` itself)."""
+    if isinstance(preset, ZooPreset):
+        return preset
+    try:
+        return PRESETS[preset]
+    except (KeyError, TypeError):
+        raise UniversalityError(f"zoo preset '{preset}' is not valid; use one of {', '.join(PRESETS)}") from None

@@ -1,0 +1,206 @@
+"""Training and evaluating one zoo model through its host (differentiable ``run_with_hooks`` logits).
+
+Batches are windows of the tokenized training split, with a share of rows
+replaced by repeated segments (random tokens or text, tiled) so that induction
+can form. Training checkpoints (weights, AdamW state, batch-generator state) are
+written atomically every few steps; a rerun continues from the last one and
+ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from .._io import atomic_save_tensors, atomic_write_json, load_tensors
+from .._progress import progress
+from .presets import ZooPreset
+
+
+class EvalResult(NamedTuple):
+    """What a zoo model reaches."""
+
+    heldout_loss: float
+    """Mean next-token cross-entropy (nats) on held-out text, EOS targets excluded."""
+    unigram_loss: float
+    """Cross-entropy of the add-one unigram model of the training tokens on the same targets."""
+    induction_first: float
+    """Mean loss on the first copy of repeated random sequences (no induction possible)."""
+    induction_second: float
+    """Mean loss on the second copy (excluding its first token)."""
+    induction_accuracy: float
+    """Top-1 accuracy on the second copy."""
+
+    @property
+    def induction_score(self) -> float:
+        """Loss drop from the first copy to the second (nats); ~0 without induction."""
+        return self.induction_first - self.induction_second
+
+    def as_dict(self) -> dict:
+        d = {k: round(float(v), 4) for k, v in self._asdict().items()}
+        d["induction_score"] = round(self.induction_score, 4)
+        return d
+
+
+@dataclass
+class TrainData:
+    """Token material shared by every model of a zoo build."""
+
+    pool: torch.Tensor
+    """LongTensor [N]: EOS-joined training-split tokens."""
+    heldout: torch.Tensor
+    """LongTensor [n, seq_len]: held-out evaluation sequences."""
+    heldout_mask: torch.Tensor
+    """BoolTensor [n, seq_len]: counted positions of ``heldout``."""
+    repeats: torch.Tensor
+    """LongTensor [n, 2L]: random sequences of L tokens, each repeated once (induction probe)."""
+    vocab_size: int
+    """Vocabulary size."""
+    n_special: int
+    """Ids below this are special (never sampled as random tokens)."""
+
+    def unigram_logprobs(self) -> torch.Tensor:
+        """Add-one-smoothed log-frequencies [vocab] of the training pool."""
+        counts = torch.bincount(self.pool, minlength=self.vocab_size).double() + 1.0
+        return (counts / counts.sum()).log()
+
+
+def make_batch(data: TrainData, p: ZooPreset, gen: torch.Generator) -> torch.Tensor:
+    """One training batch [batch_size, seq_len] drawn with ``gen`` (windows + repeated segments)."""
+    b, t = p.batch_size, p.seq_len
+    starts = torch.randint(0, data.pool.numel() - t, (b,), generator=gen)
+    batch = torch.stack([data.pool[s:s + t] for s in starts.tolist()])
+    is_rep = torch.rand(b, generator=gen) < p.repeat_fraction
+    lengths = torch.randint(4, t // 2 + 1, (b,), generator=gen)
+    use_text = torch.rand(b, generator=gen) < 0.5
+    random_rows = torch.randint(data.n_special, data.vocab_size, (b, t), generator=gen)
+    for i in range(b):
+        if not is_rep[i]:
+            continue
+        L = int(lengths[i])
+        seg = batch[i, :L] if use_text[i] else random_rows[i, :L]
+        batch[i] = seg.repeat(t // L + 1)[:t]
+    return batch
+
+
+def lm_loss(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy of ``logits`` [b, t, V] for ``tokens`` [b, t] (targets where ``mask[:, 1:]``)."""
+    per = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), tokens[:, 1:].reshape(-1), reduction="none")
+    if mask is None:
+        return per.mean()
+    m = mask[:, 1:].reshape(-1).to(per.dtype)
+    return (per * m).sum() / m.sum().clamp_min(1)
+
+
+def _lr(step: int, p: ZooPreset) -> float:
+    warm = max(1, p.steps // 20)
+    if step < warm:
+        return p.lr * (step + 1) / warm
+    frac = (step - warm) / max(1, p.steps - warm)
+    return p.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+@torch.no_grad()
+def evaluate(host: Any, data: TrainData, batch: int = 16) -> EvalResult:
+    """Held-out loss, unigram loss and the induction probe for ``host`` (eval mode, no grad)."""
+    host.model.eval()
+    total, count = 0.0, 0.0
+    for i in range(0, data.heldout.shape[0], batch):
+        toks, mask = data.heldout[i:i + batch], data.heldout_mask[i:i + batch]
+        logits = host.run_with_hooks(toks.to(host.device), {}).float().cpu()
+        m = mask[:, 1:].reshape(-1).double()
+        per = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), toks[:, 1:].reshape(-1), reduction="none").double()
+        total += float((per * m).sum())
+        count += float(m.sum())
+    uni = data.unigram_logprobs()
+    targets = data.heldout[:, 1:].reshape(-1)
+    m = data.heldout_mask[:, 1:].reshape(-1)
+    unigram = float(-uni[targets[m]].mean())
+    L = data.repeats.shape[1] // 2
+    firsts, seconds, correct = [], [], []
+    for i in range(0, data.repeats.shape[0], batch):
+        toks = data.repeats[i:i + batch]
+        logits = host.run_with_hooks(toks.to(host.device), {}).float().cpu()
+        per = F.cross_entropy(logits[:, :-1].transpose(1, 2), toks[:, 1:], reduction="none")  # [b, 2L-1]
+        firsts.append(per[:, :L - 1])
+        seconds.append(per[:, L:])
+        correct.append((logits[:, L:-1].argmax(-1) == toks[:, L + 1:]).float())
+    return EvalResult(total / max(count, 1.0), unigram, float(torch.cat(firsts).mean()), float(torch.cat(seconds).mean()),
+                      float(torch.cat(correct).mean()))
+
+
+def _save_checkpoint(path: Path, model, opt, gen: torch.Generator, step: int, losses: list[float], tag: str) -> None:
+    tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}  # tied weights share memory
+    sd = opt.state_dict()
+    for idx, st in sd["state"].items():
+        for key, val in st.items():
+            tensors[f"opt.{idx}.{key}"] = val if isinstance(val, torch.Tensor) else torch.tensor(val)
+    tensors["gen_state"] = gen.get_state()
+    atomic_save_tensors(path / "ckpt.safetensors", tensors)
+    atomic_write_json(path / "ckpt.json", {"step": step, "losses": losses, "param_groups": sd["param_groups"], "tag": tag})
+
+
+def _load_checkpoint(path: Path, model, opt, gen: torch.Generator, tag: str) -> tuple[int, list[float]]:
+    meta_file, tens_file = path / "ckpt.json", path / "ckpt.safetensors"
+    if not meta_file.is_file() or not tens_file.is_file():
+        return 0, []
+    meta = json.loads(meta_file.read_text())
+    if meta.get("tag") != tag:
+        return 0, []
+    t = load_tensors(tens_file)
+    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+    state: dict[int, dict] = {}
+    for k, v in t.items():
+        if k.startswith("opt."):
+            _, idx, key = k.split(".", 2)
+            state.setdefault(int(idx), {})[key] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    gen.set_state(t["gen_state"])
+    return int(meta["step"]), list(meta["losses"])
+
+
+def train_model(host: Any, data: TrainData, p: ZooPreset, seed: int, work: Path, tag: str, desc: str = "") -> list[float]:
+    """Train ``host.model`` in place for ``p.steps`` steps; checkpoints under ``work``. Returns the loss per step."""
+    model = host.model
+    decay = [q for q in model.parameters() if q.dim() >= 2]
+    other = [q for q in model.parameters() if q.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": other, "weight_decay": 0.0}],
+                            lr=p.lr, betas=(0.9, 0.95))
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    work.mkdir(parents=True, exist_ok=True)
+    start, losses = _load_checkpoint(work, model, opt, gen, tag)
+    model.train()
+    bar = progress(range(start, p.steps), total=p.steps, initial=start, desc=desc or "training", unit="step")
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, p)
+        tokens = make_batch(data, p, gen).to(host.device)
+        loss = lm_loss(host.run_with_hooks(tokens, {}), tokens)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(round(float(loss.detach()), 4))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if (step + 1) % p.checkpoint_every == 0 and step + 1 < p.steps:
+            _save_checkpoint(work, model, opt, gen, step + 1, losses, tag)
+    model.eval()
+    return losses
+
+
+def clock() -> float:
+    """Wall-clock seconds (kept in one place so builds report consistent times)."""
+    return time.perf_counter()
+
+
+def cpu_seconds() -> float:
+    """CPU seconds used by this process so far (all threads)."""
+    return time.process_time()
+
