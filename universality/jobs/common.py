@@ -1,0 +1,120 @@
+"""Pieces shared by the pipeline commands: hosts, environment facts, activations and dictionaries as cached stages."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._errors import UniversalityError
+from .rundir import RunDir
+
+
+def now() -> str:
+    """Current UTC time, ISO 8601 with a Z."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def environment(device: torch.device) -> dict:
+    """Versions and hardware recorded in results.json."""
+    import numpy
+    import transformers
+
+    from .. import __version__
+
+    env = {"universality": __version__, "python": platform.python_version(), "torch": torch.__version__,
+           "transformers": transformers.__version__, "numpy": numpy.__version__, "platform": platform.platform(),
+           "cpu_count": os.cpu_count() or 0, "device": str(device), "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def load_hosts(paths: dict[str, str], device: torch.device) -> dict[str, Any]:
+    """Label → host for every checkpoint; a model that cannot be loaded is one clear error."""
+    from ..hosts import load_host
+
+    return {name: load_host(path, device=str(device)) for name, path in paths.items()}
+
+
+def model_entry(name: str, host: Any, path: str, role: str) -> dict:
+    """The results.json ``models`` entry of one host."""
+    from ..activations import host_fingerprint
+
+    return {"name": name, "arch": host.arch, "model_type": getattr(getattr(host.model, "config", None), "model_type", ""),
+            "role": role, "n_layers": int(host.n_layers), "d_model": int(host.d_model),
+            "n_params": int(sum(p.numel() for p in host.model.parameters())), "path": str(path),
+            "fingerprint": host_fingerprint(host)}
+
+
+def layer_at(host: Any, depth: float) -> int:
+    """Block index at relative depth ``depth`` (0 = first block, 1 = last)."""
+    return int(round(depth * (host.n_layers - 1)))
+
+
+def hook_name(layer: int, hook: str) -> str:
+    """Full hook name of a per-block hook kind."""
+    return f"blocks.{layer}.{hook}"
+
+
+def cache_stage(run: RunDir, label: str, host: Any, hooks: list[str], stream: Any, host_fp: str):
+    """Activations of ``hooks`` over ``stream`` in ``stages/acts-<label>`` (the store resumes by itself)."""
+    from ..activations import ActivationStore, cache_activations
+
+    folder = run.path / "stages" / f"acts-{label}"
+    inputs = {"host": host_fp, "hooks": sorted(hooks), "stream": stream.fingerprint}
+
+    def build():
+        cache_activations(host, hooks, stream, folder, overwrite=True)
+        return {"folder": folder.name}
+
+    run.stage(f"acts-{label}", inputs, build, valid=lambda r: (folder / "manifest.json").is_file())
+    return ActivationStore(folder)
+
+
+def train_stage(run: RunDir, store: Any, hook: str, rows: torch.Tensor, *, tag: str, host_fp: str, kind: str,
+                n_latents: int, k: int, seed: int, epochs: int, device: torch.device):
+    """A dictionary on ``store``'s ``hook`` rows ``rows``, trained once and reloaded on rerun."""
+    from .. import sae
+
+    name = f"sae-{tag}"
+    folder = run.path / "stages" / name
+    inputs = {"host": host_fp, "hook": hook, "rows": int(rows.numel()), "stream": store.manifest.get("stream", {}).get("fingerprint", "")
+              if isinstance(store.manifest, dict) else "", "kind": kind, "n_latents": n_latents, "k": k, "seed": seed,
+              "epochs": epochs}
+
+    def build():
+        x = store.read(hook)[rows]
+        coder = sae.fit(x, kind=kind, n_latents=n_latents, k=k, seed=seed, n_tokens=epochs * int(x.shape[0]),
+                        batch_size=min(1024, int(x.shape[0])), device=str(device), hook=hook)
+        coder.save(folder)
+        metrics = getattr(coder, "metrics", None)
+        out = {"folder": name}
+        if metrics is not None and hasattr(metrics, "_asdict"):
+            out["metrics"] = {k2: float(v) for k2, v in metrics._asdict().items() if isinstance(v, (int, float))}
+        elif isinstance(metrics, dict):
+            out["metrics"] = {k2: float(v) for k2, v in metrics.items() if isinstance(v, (int, float))}
+        return out
+
+    run.stage(name, inputs, build, valid=lambda r: folder.is_dir() and any(folder.iterdir()))
+    return sae.load(folder)
+
+
+@torch.no_grad()
+def encode(coder: Any, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """Codes ``[n, n_latents]`` of ``x`` ``[n, d]`` on CPU, encoded chunk by chunk."""
+    dev = next(coder.parameters()).device
+    return torch.cat([coder.encode(x[i:i + chunk].to(dev)).float().cpu() for i in range(0, x.shape[0], chunk)])
+
+
+def load_corpus_checked(source: str):
+    """The corpus named by ``source`` (``default`` = stdlib source) via :func:`universality.data.load_corpus`."""
+    from ..data import load_corpus
+
+    if source != "default" and not Path(source).exists() and os.sep in source:
+        raise UniversalityError(f"corpus '{source}' does not exist; give a text file, a folder, a JSONL file or 'default'")
+    return load_corpus(source)
