@@ -244,6 +244,9 @@ def selective_scan(x, dt, A, B, C, D=None, z=None, backend: str = "auto"):
         backend: ``"auto"`` (mamba-ssm on CUDA when importable, else the C kernel
             on CPU, else torch), ``"c"``, ``"cuda"`` or ``"torch"``.
     """
+    if x.dtype in (torch.float16, torch.bfloat16):  # scan in float32, as HF does for half models
+        up = [v.float() if v is not None else None for v in (x, dt, A, B, C, D, z)]
+        return selective_scan(*up, backend=backend).to(x.dtype)
     which = resolve_backend(backend, x.device, x.dtype)
     if which == "c":
         return _SelectiveScanC.apply(x, dt, A, B, C, D, z)
