@@ -43,8 +43,17 @@ class _SparseSelectCoder(SparseCoder):
         cols = dead_ids[sub_cols]
         acts = SelectedPreacts.apply(xc, self.W_enc, self.b_enc, rows, cols, vals).relu()
         e_hat = sparse_decode(rows, cols, acts, self.W_dec, pre.shape[0])
-        total = (resid - resid.mean(0)).pow(2).sum().clamp_min(1e-12)
-        return (e_hat - resid).pow(2).sum() / total * min(n_dead / cfg.aux_k, 1.0)
+        # the residual's total variance over the *global* batch: under torchrun each process holds a
+        # share, and scaling by the world size makes the averaged gradients equal the 1-process ones
+        stats = torch.cat([resid.sum(0), resid.pow(2).sum().reshape(1), resid.new_tensor([resid.shape[0]])]).double()
+        world = 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()
+            if world > 1:
+                torch.distributed.all_reduce(stats)
+        n_rows = stats[-1]
+        total = float((stats[-2] - stats[:-2].pow(2).sum() / n_rows).clamp_min(1e-12))
+        return (e_hat - resid).pow(2).sum() / total * world * min(n_dead / cfg.aux_k, 1.0)
 
     def training_step(self, xn, yn, dead, sparsity_scale):  # noqa: D102
         b = xn.shape[0]

@@ -79,6 +79,44 @@ class Trainer:
     def __init__(self, cfg: TrainerConfig):
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        dist = torch.distributed
+        self.distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+
+    # ----- data parallelism (torchrun) -----------------------------------------------------
+    def _local_rows(self, t: torch.Tensor | None, step: int) -> torch.Tensor | None:
+        """This rank's equal share of a global batch (every rank reads the same stream)."""
+        if t is None or not self.distributed:
+            return t
+        if t.shape[0] % self.world:
+            raise UniversalityError(
+                f"the batch at step {step} has {t.shape[0]} rows, not divisible by the {self.world} processes; use a batch_size that is a multiple of the world size"
+            )
+        return t.chunk(self.world)[self.rank]
+
+    def _average_gradients(self, coder: SparseCoder) -> None:
+        """All-reduce every gradient to its mean over processes (what DistributedDataParallel does)."""
+        if not self.distributed:
+            return
+        for p in coder.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            torch.distributed.all_reduce(p.grad)
+            p.grad.div_(self.world)
+
+    def _sync_after_step(self, coder: SparseCoder, fired: torch.Tensor) -> torch.Tensor:
+        """Average floating buffers (BatchTopK threshold) and take the union of fired latents over processes."""
+        if not self.distributed:
+            return fired
+        for b in coder.buffers():
+            if b.is_floating_point():
+                torch.distributed.all_reduce(b)
+                b.div_(self.world)
+        mask = torch.zeros(coder.cfg.n_latents, dtype=torch.int32, device=fired.device)
+        mask[fired] = 1
+        torch.distributed.all_reduce(mask, op=torch.distributed.ReduceOp.MAX)
+        return mask.nonzero().squeeze(1)
 
     # ----- checkpoints -----------------------------------------------------------------
     def _ckpt_paths(self) -> tuple[Path, Path] | None:
@@ -219,7 +257,8 @@ class Trainer:
             for step, (xb, yb) in enumerate(stream):
                 if step < start:
                     continue
-                xb = xb.to(dev, torch.float32, non_blocking=True)
+                xb = self._local_rows(xb, step).to(dev, torch.float32, non_blocking=True)
+                yb = self._local_rows(yb, step)
                 self._check_finite(xb, step)
                 xn = xb * in_scale
                 if yb is None:
@@ -242,13 +281,15 @@ class Trainer:
                         )
                     opt.zero_grad(set_to_none=True)
                     out.loss.backward()
+                    self._average_gradients(coder)
                     coder.before_step()
                     for g in opt.param_groups:
                         g["lr"] = base_lrs[i] * f
                     opt.step()
                     coder.after_step()
-                    since_fired[i] += xb.shape[0]
-                    since_fired[i][out.fired] = 0
+                    fired = self._sync_after_step(coder, out.fired)
+                    since_fired[i] += xb.shape[0] * self.world
+                    since_fired[i][fired] = 0
                     acc = log_acc[i]
                     acc["sq"] += float(out.sq_err)
                     acc["var"] += var_b
@@ -268,7 +309,7 @@ class Trainer:
                     r = history[-len(coders)]
                     bar.set_postfix(fvu=f"{r['fvu']:.3f}", l0=f"{r['l0']:.1f}", dead=f"{r['dead']:.2f}", auxk=f"{r['auxk']:.3f}")
                 bar.update(1)
-                if self._ckpt_paths() is not None and done % cfg.checkpoint_every == 0:
+                if self._ckpt_paths() is not None and done % cfg.checkpoint_every == 0 and self.rank == 0:
                     self._save_checkpoint(done, coders, opts, since_fired, history)
         finally:
             bar.close()
