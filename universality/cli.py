@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--only", type=_words, help="comma-separated member names")
 
     c = cmd("cache", "extract hook activations of a model over a token stream")
-    c.add_argument("model", help="checkpoint folder or hub id")
+    c.add_argument("model", nargs="?", help="checkpoint folder or hub id")
     c.add_argument("--hook", action="append", dest="hooks", help="hook name, e.g. blocks.2.resid_post (repeatable)")
     c.add_argument("--tokens", type=int, help="number of tokens (default 16384)")
     c.add_argument("--seq-len", dest="seq_len", type=int, help="tokens per sequence (default 64)")
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="store folder")
 
     t = cmd("train", "train a dictionary on a cached activation store")
-    t.add_argument("store", help="activation store folder (from 'universality cache')")
+    t.add_argument("store", nargs="?", help="activation store folder (from 'universality cache')")
     t.add_argument("--hook", help="hook of the store to train on (default: its only hook)")
     t.add_argument("--kind", help="topk, batchtopk, relu or jumprelu (default topk)")
     t.add_argument("--n-latents", dest="n_latents", type=int, help="latents (default 4096)")
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--out", help=f"run directory (default runs/{name})")
 
     r = cmd("report", "render report.html and summary.md from a run directory's results.json")
-    r.add_argument("run_dir", help="run directory")
+    r.add_argument("run_dir", nargs="?", help="run directory")
     return p
 
 
@@ -245,6 +245,8 @@ def _run(args: argparse.Namespace) -> int:
     if cmd == "report":
         from .reports import write_report
 
+        if not values.get("run_dir"):
+            raise UniversalityError("report needs a run directory that holds a results.json")
         files = write_report(values["run_dir"])
         log(f"wrote {files.html} and {files.markdown}")
         return 0
@@ -285,6 +287,8 @@ def _cache(values: dict, out: Path, device: Any, log) -> None:
     from .hosts import load_host
     from .jobs.common import load_corpus_checked
 
+    if not values.get("model"):
+        raise UniversalityError("cache needs a model: a checkpoint folder or a hub id")
     hooks = values.get("hooks") or []
     if not hooks:
         raise UniversalityError("cache needs at least one --hook, e.g. --hook blocks.0.resid_post")
@@ -301,6 +305,8 @@ def _train(values: dict, out: Path, device: Any, log) -> None:
     from . import sae
     from .activations import ActivationStore
 
+    if not values.get("store"):
+        raise UniversalityError("train needs an activation store folder written by 'universality cache'")
     store = ActivationStore(values["store"])
     hook = values.get("hook")
     x = store.read(hook, masked=True)

@@ -53,7 +53,7 @@ def model_entry(name: str, host: Any, path: str, role: str) -> dict:
 
 def layer_at(host: Any, depth: float) -> int:
     """Block index at relative depth ``depth`` (0 = first block, 1 = last)."""
-    return int(round(depth * (host.n_layers - 1)))
+    return int(depth * (host.n_layers - 1) + 0.5)
 
 
 def hook_name(layer: int, hook: str) -> str:

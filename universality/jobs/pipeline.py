@@ -169,7 +169,9 @@ def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log:
     run = RunDir(out, log)
     atomic_write_json(run.path / "config.json", {"command": "demo", **config_dict(cfg)})
     log(f"zoo '{preset}': building what is missing (cached afterwards)")
-    paths = {k: str(v) for k, v in zoo.ensure_zoo(preset, cfg.zoo_home).items()}
+    members = [m.name for m in zoo.get_preset(preset).models]
+    wanted = [m for m in members if m.split("-")[0] in DEMO_MODELS]
+    paths = {k: str(v) for k, v in zoo.ensure_zoo(preset, cfg.zoo_home, only=wanted).items()}
     missing = []
     names = [n for n in DEMO_MODELS if n in paths]
     missing += [f"zoo member '{n}' (not in preset '{preset}')" for n in DEMO_MODELS if n not in paths]

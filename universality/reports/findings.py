@@ -94,8 +94,13 @@ def findings(res: Mapping) -> list[str]:
         line = "Seed stability at cosine 0.7: " + "; ".join(parts) + "."
         kinds = {e["kind"]: e["shared_fraction"] for e in so}
         if "relu" in kinds and "topk" in kinds:
-            more = "ReLU-L1" if kinds["relu"] > kinds["topk"] else "TopK"
-            line += f" {more} dictionaries were the more stable here."
+            by = {e["kind"]: e for e in so}
+            spread = max(by["relu"].get("shared_fraction_std") or 0.0, by["topk"].get("shared_fraction_std") or 0.0, 0.01)
+            if abs(kinds["relu"] - kinds["topk"]) <= spread:
+                line += " TopK and ReLU-L1 are equally stable within the spread over seed pairs."
+            else:
+                more = "ReLU-L1" if kinds["relu"] > kinds["topk"] else "TopK"
+                line += f" {more} dictionaries were the more stable here."
         out.append(line)
     for e in res.get("induction") or []:
         scores = e["layer_scores"]
