@@ -125,6 +125,17 @@ def fit_reference_topk(x: torch.Tensor, n_latents: int, k: int, *, steps: int = 
     b_dec = torch.nn.Parameter(torch.zeros(d))
     params = [w_dec, w_enc, b_enc, b_dec]
     rounds = 4
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: extra threads only add overhead
+    try:
+        _train(x, params, steps, rounds, batch, lr, k, g)
+    finally:
+        torch.set_num_threads(threads)
+    return ReferenceTopK(w_enc.detach(), w_dec.detach(), b_enc.detach(), b_dec.detach(), k)
+
+
+def _train(x, params, steps, rounds, batch, lr, k, g) -> None:
+    w_dec, w_enc, b_enc, b_dec = params
     for r in range(rounds):
         opt = torch.optim.Adam(params, lr=lr)
         for _ in range(max(1, steps // rounds)):
@@ -141,7 +152,6 @@ def fit_reference_topk(x: torch.Tensor, n_latents: int, k: int, *, steps: int = 
         if r < rounds - 1:
             with torch.no_grad():
                 _resample(x, w_dec, w_enc, b_enc, b_dec, k, g)
-    return ReferenceTopK(w_enc.detach(), w_dec.detach(), b_enc.detach(), b_dec.detach(), k)
 
 
 def _resample(x, w_dec, w_enc, b_enc, b_dec, k, g) -> None:
