@@ -126,7 +126,7 @@ class MambaHost(Host):
         """y [b, t, d]; materialises per-position states only when ``name`` is read or written."""
         if not run.wants(name):
             return selective_scan(x, dt, A, B, C, D, backend=self.scan_backend)
-        states = scan_states(x, dt, A, B)
+        states = scan_states(x, dt, A, B, use_kernel=self.scan_backend != "torch")
         new = run(name, _state_hook_input(run, name, states))
         used = patched_states(states, new, x, dt, A, B)
         if used is not new and name in run.cache_names:

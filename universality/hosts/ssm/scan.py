@@ -41,10 +41,14 @@ def selective_scan_torch(x, dt, A, B, C, D=None):
     return y if D is None else y + x * D
 
 
-def scan_states(x, dt, A, B):
-    """Hidden state after every position, ``[b, t, d, n]`` (materialised; autograd-friendly)."""
-    lib = load_kernel()
-    if lib is not None and x.device.type == "cpu" and not _needs_grad(x, dt, A, B):
+def scan_states(x, dt, A, B, use_kernel: bool = True):
+    """Hidden state after every position, ``[b, t, d, n]`` (materialised; autograd-friendly).
+
+    Without gradients on CPU float32/float64 the C kernel writes them; otherwise a torch loop.
+    """
+    lib = load_kernel() if use_kernel else None
+    if (lib is not None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and all(v.dtype == x.dtype for v in (dt, A, B)) and not _needs_grad(x, dt, A, B)):
         return _c_forward(lib, x, dt, A, B, torch.zeros_like(B), None, want_y=False, want_states=True)[2]
     return _states_torch(x, dt, A, B)
 
