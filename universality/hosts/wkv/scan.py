@@ -101,8 +101,10 @@ def scan_states(k: torch.Tensor, v: torch.Tensor, time_decay: torch.Tensor,
                 num, den, scale = _step(num, den, scale, kt[i], vt[i], w)
                 nums.append(num), dens.append(den), scales.append(scale)
         return torch.stack([torch.stack(nums, 1), torch.stack(dens, 1), torch.stack(scales, 1)], -1)
-    with torch.no_grad(), one_thread(k.device):
-        nums, dens, scales = _scan_into_buffers(kt.contiguous(), vt.contiguous(), w, num, den, scale)
+    with torch.no_grad():
+        kt, vt = kt.contiguous(), vt.contiguous()
+        with one_thread(k.device):
+            nums, dens, scales = _scan_into_buffers(kt, vt, w, num, den, scale)
         return torch.stack([nums, dens, scales], -1).transpose(0, 1)
 
 
