@@ -83,9 +83,8 @@ def train_stage(run: RunDir, store: Any, hook: str, rows: torch.Tensor, *, tag: 
 
     name = f"sae-{tag}"
     folder = run.path / "stages" / name
-    inputs = {"host": host_fp, "hook": hook, "rows": int(rows.numel()), "stream": store.manifest.get("stream", {}).get("fingerprint", "")
-              if isinstance(store.manifest, dict) else "", "kind": kind, "n_latents": n_latents, "k": k, "seed": seed,
-              "epochs": epochs}
+    inputs = {"host": host_fp, "hook": hook, "rows": int(rows.numel()), "stream": store.stream.fingerprint, "kind": kind,
+              "n_latents": n_latents, "k": k, "seed": seed, "epochs": epochs}
 
     def build():
         x = store.read(hook)[rows]

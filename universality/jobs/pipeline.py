@@ -77,7 +77,8 @@ def compare_job(cfg: CompareConfig, out: str | os.PathLike, device: torch.device
     floor_paths = dict(cfg.floor_models)
     if cfg.floor:
         for label, path in zip(labels[1:], cfg.models[1:]):
-            floor_paths.setdefault(label, _random_init_copy(run, label, path, cfg.seed + 1000))
+            if label not in floor_paths:
+                floor_paths[label] = _random_init_copy(run, label, path, cfg.seed + 1000)
     floor_hosts = load_hosts(floor_paths, device) if cfg.floor else {}
     return _compare_with(run, cfg, hosts, dict(zip(labels, cfg.models)), floor_hosts, floor_paths, seed_hosts, cfg.seed_models,
                          corpus, device, log, title or f"Feature universality: {' vs '.join(labels)}")
@@ -181,7 +182,7 @@ def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log:
     ccfg = CompareConfig(models=[paths[n] for n in names], names=names, hook="resid_post",
                          n_tokens=cfg.n_tokens or (4096 if cfg.quick else 16384), seq_len=64,
                          n_latents=cfg.n_latents or (128 if cfg.quick else 512), k=8 if cfg.quick else 16,
-                         sae_epochs=2 if cfg.quick else 4, n_boot=5 if cfg.quick else 30, corpus=cfg.corpus,
+                         sae_epochs=1 if cfg.quick else 4, n_boot=5 if cfg.quick else 30, corpus=cfg.corpus,
                          floor_models=floor_paths, seed_models=seed_paths)
     # seed stability on the Transformer's middle MLP output: TopK vs ReLU-L1
     t_host = hosts[names[0]]
