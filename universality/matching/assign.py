@@ -63,7 +63,7 @@ class Assignment:
 
 
 def assign(similarity: Any, method: str = "hungarian", *, k: int = 32, reg: float = 0.05, reg_m: float = 1.0,
-           block_rows: int = 4096, max_iter: int = 1000) -> Assignment:
+           block_rows: int | None = None, max_iter: int = 1000) -> Assignment:
     """Pair features of A (rows) with features of B (columns) so that total similarity is maximal.
 
     ``similarity``: [n_a, n_b] tensor/array, or a :class:`~universality.matching.similarity.Factored`

@@ -76,17 +76,21 @@ class Candidates(NamedTuple):
     values: np.ndarray
 
 
-def topk_candidates(similarity: Any, k: int, *, block_rows: int = 4096) -> Candidates:
+def topk_candidates(similarity: Any, k: int, *, block_rows: int | None = None) -> Candidates:
     """Union of every row's and every column's ``k`` most similar partners, by blocked matmul.
 
     ``similarity`` is a dense [n_a, n_b] matrix or a :class:`Factored`; only
-    ``block_rows × n_b`` similarities are held at a time. Edge values (float64) are those of the blocks,
+    ``block_rows × n_b`` similarities are held at a time (None: as many rows as fit in 64M entries, at most
+    4096, so 131K-wide dictionaries stay within a few hundred MB). Edge values (float64) are those of the blocks,
     so in the blocks' precision (float32 for float32 factors).
     """
     k = check_positive_int(k, "k")
     sim = as_similarity(similarity)
     n_a, n_b = sim.shape
     kr, kc = min(k, n_b), min(k, n_a)
+    if block_rows is None:
+        block_rows = int(max(256, min(4096, (1 << 26) // max(1, n_b))))
+    block_rows = check_positive_int(block_rows, "block_rows")
     # Column candidates: the exact top-k of the first block sets a per-column bar; later blocks only contribute
     # entries at or above it (a superset of each column's final top-k, since the true k-th best can only be
     # higher), and the exact per-column top-k is taken from those at the end. A block that passes too many
