@@ -24,13 +24,13 @@ def corpus():
 
 def _preset(**kw):
     members = (ModelSpec("transformer", "gpt_neox", 0, True), ModelSpec("transformer-untrained", "gpt_neox", 0, False))
-    return dataclasses.replace(PRESETS["test"], **{"steps": 24, "checkpoint_every": 6, "models": members, **kw})
+    return dataclasses.replace(PRESETS["test"], **{"steps": 12, "checkpoint_every": 4, "models": members, **kw})
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, corpus):
     home = tmp_path_factory.mktemp("home")
-    paths = ensure_zoo(_preset(), home=home, corpus=corpus)
+    paths = ensure_zoo(_preset(), home=home, corpus=corpus, workers=1)
     return home, paths
 
 
@@ -55,7 +55,7 @@ def test_members_are_ordinary_hf_checkpoints_with_true_metrics(built, corpus):
     assert info["n_params"] == sum(q.numel() for q in hf.parameters())
     base = results["models"]["transformer-untrained"]
     assert base["steps"] == 0 and info["steps"] == p.steps
-    assert info["heldout_loss"] < base["heldout_loss"] - 0.3  # training did something
+    assert info["heldout_loss"] < base["heldout_loss"] - 0.2  # training did something
     assert 0 < info["unigram_loss"] < torch.log(torch.tensor(float(len(host.tokenizer)))).item()
     assert results["tokenizer_fingerprint"] == uv.data.tokenizer_fingerprint(host.tokenizer)
     assert results["corpus"]["fingerprint"] == corpus.fingerprint
@@ -80,17 +80,17 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, corpus, buil
 
     def flaky(*a, **k):
         calls["n"] += 1
-        if calls["n"] == 15:
+        if calls["n"] == 11:
             raise KeyboardInterrupt
         return real(*a, **k)
 
     monkeypatch.setattr(zoo_train, "make_batch", flaky)
     with pytest.raises(KeyboardInterrupt):
-        ensure_zoo(_preset(), home=tmp_path, corpus=corpus, only=["transformer"])
+        ensure_zoo(_preset(), home=tmp_path, corpus=corpus, only=["transformer"], workers=1)
     work = tmp_path / "zoo" / "test" / ".work" / "transformer"
-    assert json.loads((work / "ckpt.json").read_text())["step"] == 12
+    assert json.loads((work / "ckpt.json").read_text())["step"] == 8
     monkeypatch.setattr(zoo_train, "make_batch", real)
-    paths = ensure_zoo(_preset(), home=tmp_path, corpus=corpus, only=["transformer"])
+    paths = ensure_zoo(_preset(), home=tmp_path, corpus=corpus, only=["transformer"], workers=1)
     got = load_file(str(paths["transformer"] / "model.safetensors"))
     want = load_file(str(ref_paths["transformer"] / "model.safetensors"))
     assert got.keys() == want.keys()

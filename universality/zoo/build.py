@@ -24,6 +24,7 @@ import torch
 
 from .._errors import UniversalityError
 from .._io import atomic_write_json, ensure_writable_dir, fingerprint
+from .._progress import progress
 from ..data.bpe import train_byte_bpe
 from ..data.corpus import Corpus, default_corpus
 from ..data.stream import StreamConfig, make_stream, shuffled_documents
@@ -64,11 +65,14 @@ def load_zoo_results(preset: str | ZooPreset = "default", home: str | os.PathLik
 
 
 def ensure_zoo(preset: str | ZooPreset = "default", home: str | os.PathLike | None = None, *,
-               only: list[str] | None = None, corpus: Corpus | None = None) -> dict[str, Path]:
+               only: list[str] | None = None, corpus: Corpus | None = None, workers: int | None = None) -> dict[str, Path]:
     """Build (or reuse) the zoo of ``preset`` and return name → HF checkpoint folder.
 
     ``only`` restricts the build to some members (names as in the preset).
     ``corpus`` replaces the default stdlib corpus (for tests and custom zoos).
+    ``workers`` trains that many members at once in separate processes, each with
+    ``cpu_count // workers`` torch threads (default: 2 when there are at least 2
+    CPUs, since these small models use one core better than two; 1 trains in this process).
     Every folder loads with ``universality.load_host(path)``.
     """
     p = get_preset(preset)
@@ -79,8 +83,13 @@ def ensure_zoo(preset: str | ZooPreset = "default", home: str | os.PathLike | No
         if bad:
             raise UniversalityError(f"zoo member(s) {', '.join(bad)} not in preset '{p.name}'; members: {', '.join(sorted(known))}")
         members = [m for m in members if m.name in only]
+    if workers is None:
+        workers = 2 if (os.cpu_count() or 1) >= 2 else 1
+    if not isinstance(workers, int) or workers < 1:
+        raise UniversalityError(f"workers {workers!r} is not valid; use a positive integer")
     root = ensure_writable_dir(zoo_dir(p, home))
     t_start, c_start = clock(), cpu_seconds()
+    user_corpus = corpus
     corpus = corpus or default_corpus()
     build_fp = fingerprint({"version": ZOO_VERSION, "preset": p.as_dict(), "corpus": corpus.fingerprint})
     results = _read_results(root, build_fp)
@@ -89,31 +98,63 @@ def ensure_zoo(preset: str | ZooPreset = "default", home: str | os.PathLike | No
     if not todo:
         return {m.name: root / m.name for m in members}
     tokenizer, tok_seconds = _ensure_tokenizer(root, corpus, p, build_fp)
-    data = _training_data(corpus, tokenizer, p)
-    from ..hosts.registry import host_class
+    worker_cpu = 0.0
 
-    ids = special_ids(tokenizer)
-    for m in todo:
-        t0, c0 = clock(), cpu_seconds()
-        model = init_model(m.arch, p, len(tokenizer), ids.eos, ids.pad, m.seed)
-        host = host_class(model.config.model_type)(model, tokenizer, name_or_path=m.name)
-        losses: list[float] = []
-        work = root / ".work" / m.name
-        if m.trained:
-            losses = train_model(host, data, p, m.seed, work, tag=f"{build_fp}:{m.name}", desc=f"zoo {m.name}")
-        ev = evaluate(host, data)
-        info = {"name": m.name, "arch": m.arch, "seed": m.seed, "trained": m.trained, "build_fingerprint": build_fp,
-                "n_params": int(sum(q.numel() for q in model.parameters())), "steps": p.steps if m.trained else 0,
-                "tokens_seen": p.steps * p.batch_size * p.seq_len if m.trained else 0, **ev.as_dict(),
-                "final_train_loss": losses[-1] if losses else None,
-                "seconds": round(clock() - t0, 1), "cpu_seconds": round(cpu_seconds() - c0, 1)}
-        _save_member(root / m.name, model, tokenizer, info)
-        shutil.rmtree(work, ignore_errors=True)
-        results["models"][m.name] = info
+    def record(info: dict) -> None:
+        nonlocal worker_cpu
+        results["models"][info["name"]] = info
         _write_results(root, results, p, corpus, tokenizer, build_fp, tok_seconds,
-                       base_s + clock() - t_start, base_c + cpu_seconds() - c_start)
+                       base_s + clock() - t_start, base_c + cpu_seconds() - c_start + worker_cpu)
+
+    trained = [m for m in todo if m.trained]
+    if workers > 1 and len(trained) > 1:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_build_member, str(root), p, m, build_fp, user_corpus, threads) for m in trained]
+            for fut in progress(cf.as_completed(futures), total=len(futures), desc=f"zoo {p.name}", unit="model"):
+                info = fut.result()
+                worker_cpu += info["cpu_seconds"]
+                record(info)
+        todo = [m for m in todo if not m.trained]
+    for m in todo:
+        record(_build_member(str(root), p, m, build_fp, corpus, None, tokenizer))
     shutil.rmtree(root / ".work", ignore_errors=True)
     return {m.name: root / m.name for m in members}
+
+
+def _build_member(root: str, p: ZooPreset, m, build_fp: str, corpus: Corpus | None, threads: int | None,
+                  tokenizer=None) -> dict:
+    """Train (if asked), evaluate and save one member; returns its ``zoo_model.json`` record. Runs in a worker too."""
+    from transformers import AutoTokenizer
+
+    from ..hosts.registry import host_class
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    folder = Path(root)
+    corpus = corpus or default_corpus()
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder / "tokenizer")
+    t0, c0 = clock(), cpu_seconds()
+    data = _training_data(corpus, tokenizer, p)
+    ids = special_ids(tokenizer)
+    model = init_model(m.arch, p, len(tokenizer), ids.eos, ids.pad, m.seed)
+    host = host_class(model.config.model_type)(model, tokenizer, name_or_path=m.name)
+    losses: list[float] = []
+    work = folder / ".work" / m.name
+    if m.trained:
+        losses = train_model(host, data, p, m.seed, work, tag=f"{build_fp}:{m.name}", desc=f"zoo {m.name}")
+    ev = evaluate(host, data)
+    info = {"name": m.name, "arch": m.arch, "seed": m.seed, "trained": m.trained, "build_fingerprint": build_fp,
+            "n_params": int(sum(q.numel() for q in model.parameters())), "steps": p.steps if m.trained else 0,
+            "tokens_seen": p.steps * p.batch_size * p.seq_len if m.trained else 0, **ev.as_dict(),
+            "final_train_loss": losses[-1] if losses else None, "threads": torch.get_num_threads(),
+            "seconds": round(clock() - t0, 1), "cpu_seconds": round(cpu_seconds() - c0, 1)}
+    _save_member(folder / m.name, model, tokenizer, info)
+    shutil.rmtree(work, ignore_errors=True)
+    return info
 
 
 # ----- pieces --------------------------------------------------------------------------
@@ -176,7 +217,18 @@ def _ensure_tokenizer(root: Path, corpus: Corpus, p: ZooPreset, build_fp: str):
     return AutoTokenizer.from_pretrained(folder), clock() - t0
 
 
+_DATA_MEMO: dict[tuple, TrainData] = {}
+
+
 def _training_data(corpus: Corpus, tokenizer, p: ZooPreset) -> TrainData:
+    key = (corpus.fingerprint, tokenizer_fingerprint(tokenizer), fingerprint(p.as_dict()))
+    if key not in _DATA_MEMO:
+        _DATA_MEMO.clear()
+        _DATA_MEMO[key] = _make_training_data(corpus, tokenizer, p)
+    return _DATA_MEMO[key]
+
+
+def _make_training_data(corpus: Corpus, tokenizer, p: ZooPreset) -> TrainData:
     ids = special_ids(tokenizer)
     need = max(p.steps * p.batch_size * p.seq_len, 50 * p.seq_len)
     encoder = OffsetEncoder(tokenizer)

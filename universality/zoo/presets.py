@@ -63,6 +63,8 @@ class ZooPreset:
     """Peak AdamW learning rate (linear warm-up over 5% of steps, cosine decay to 10%)."""
     repeat_fraction: float = 0.25
     """Share of training sequences that are repeated segments (so induction can form)."""
+    repeat_random_share: float = 0.5
+    """Share of the repeated segments made of uniform random tokens (the rest repeat a piece of text)."""
     eval_sequences: int = 48
     """Held-out sequences for the loss, and repeated random sequences for the induction score."""
     checkpoint_every: int = 100
@@ -78,6 +80,8 @@ class ZooPreset:
                 raise UniversalityError(f"zoo preset field {key}={v!r} is not valid; use a positive integer")
         if self.d_model % self.n_heads:
             raise UniversalityError(f"d_model {self.d_model} must be divisible by n_heads {self.n_heads}")
+        if not 0.0 <= self.repeat_random_share <= 1.0:
+            raise UniversalityError(f"repeat_random_share {self.repeat_random_share} is not valid; use 0 <= p <= 1")
         if not 0.0 <= self.repeat_fraction < 1.0:
             raise UniversalityError(f"repeat_fraction {self.repeat_fraction} is not valid; use 0 <= p < 1")
         if self.seq_len < 16:

@@ -79,7 +79,7 @@ def make_batch(data: TrainData, p: ZooPreset, gen: torch.Generator) -> torch.Ten
     batch = torch.stack([data.pool[s:s + t] for s in starts.tolist()])
     is_rep = torch.rand(b, generator=gen) < p.repeat_fraction
     lengths = torch.randint(4, t // 2 + 1, (b,), generator=gen)
-    use_text = torch.rand(b, generator=gen) < 0.5
+    use_text = torch.rand(b, generator=gen) >= p.repeat_random_share
     random_rows = torch.randint(data.n_special, data.vocab_size, (b, t), generator=gen)
     for i in range(b):
         if not is_rep[i]:
