@@ -104,8 +104,8 @@ def topk_candidates(similarity: Any, k: int, *, block_rows: int | None = None) -
         rv, ri = block.topk(kr, dim=1, sorted=False)
         row_cols.append(ri)
         row_vals.append(rv)
-        mask = None if bar is None else block >= bar[None, :]
-        if mask is None or int(mask.sum()) > 4 * kc * n_b:
+        hits = None if bar is None else (block >= bar[None, :]).nonzero(as_tuple=True)
+        if hits is None or hits[0].numel() > 4 * kc * n_b:
             bv, bi = block.topk(min(kc, r1 - r0), dim=0, sorted=False)
             kth = bv.min(dim=0).values if bv.shape[0] == kc else torch.full((n_b,), -torch.inf, dtype=bv.dtype)
             bar = kth if bar is None else torch.maximum(bar, kth)
@@ -113,7 +113,7 @@ def topk_candidates(similarity: Any, k: int, *, block_rows: int | None = None) -
             c_cols.append(torch.arange(n_b).repeat(bv.shape[0]))
             c_vals.append(bv.ravel())
         else:
-            rr, cc = mask.nonzero(as_tuple=True)
+            rr, cc = hits
             c_rows.append(rr + r0)
             c_cols.append(cc)
             c_vals.append(block[rr, cc])
