@@ -27,8 +27,7 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
 
 if numba is not None:
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def _sparse_rows_kernel(a_ptr, a_tok, a_val, b_ptr, b_idx, b_val, n, sum_a, inv_a, sum_b, inv_b, n_parts):
+    def _sparse_rows_py(a_ptr, a_tok, a_val, b_ptr, b_idx, b_val, n, sum_a, inv_a, sum_b, inv_b, n_parts):
         n_a = a_ptr.size - 1
         n_b = sum_b.size
         # r_ij = (n s_ij - sum_a_i sum_b_j) inv_a_i inv_b_j; dead columns get -inf through an additive mask
@@ -74,6 +73,11 @@ if numba is not None:
                     carg[j] = i if better else carg[j]
                     acc[j] = 0.0
         return row_max, row_arg, col_max, col_arg
+
+    try:  # cache the compiled kernel next to the module; a read-only install compiles per process instead
+        _sparse_rows_kernel = numba.njit(parallel=True, cache=True, nogil=True)(_sparse_rows_py)
+    except RuntimeError:  # pragma: no cover - depends on the install location
+        _sparse_rows_kernel = numba.njit(parallel=True, cache=False, nogil=True)(_sparse_rows_py)
 
 
 def _merge_columns(col_max: np.ndarray, col_arg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

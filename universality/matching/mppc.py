@@ -15,7 +15,7 @@ r = −μaμb/(σaσb), because r is evaluated for every column of each row.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
