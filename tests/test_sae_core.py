@@ -181,3 +181,13 @@ def test_nan_error_names_the_hook():
     x[250] = float("nan")
     with pytest.raises(UniversalityError, match="blocks.2.mlp_out"):
         sae.fit(x, kind="topk", n_latents=16, k=2, batch_size=100, n_tokens=1000, hook="blocks.2.mlp_out", device="cpu")
+
+
+def test_sparse_decode_path_equals_dense_matmul():
+    """Large, sparse codes are decoded by summing active rows; the result equals the dense matmul."""
+    coder = sae.build_coder(sae.CoderConfig(kind="topk", d_in=16, n_latents=512, k=4, output_scale=0.5, input_scale=0.5))
+    codes = coder.encode(torch.randn(300, 16))
+    assert codes.numel() >= 1 << 16 and (codes != 0).float().mean() < 1 / 16
+    want = (codes.double() @ coder.W_dec.detach().double() + coder.b_dec.detach().double()) / 0.5
+    torch.testing.assert_close(coder.decode(codes).double(), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(coder.decode(codes.reshape(3, 100, 512)).reshape(300, 16).double(), want, rtol=1e-5, atol=1e-5)

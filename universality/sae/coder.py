@@ -22,6 +22,7 @@ from torch import nn
 
 from .._errors import UniversalityError
 from .config import CoderConfig
+from .sparse_ops import sparse_decode
 
 _REGISTRY: dict[str, type["SparseCoder"]] = {}
 
@@ -157,7 +158,16 @@ class SparseCoder(nn.Module):
         """Raw-unit reconstruction [..., d_out] of ``codes`` [..., n_latents] (without the skip term)."""
         if codes.shape[-1] != self.cfg.n_latents:
             raise UniversalityError(f"codes have {codes.shape[-1]} latents; this dictionary has {self.cfg.n_latents}")
-        return (codes.to(self.W_dec.dtype) @ self.W_dec + self.b_dec) / self.cfg.output_scale
+        lead = codes.shape[:-1]
+        flat = codes.reshape(-1, self.cfg.n_latents).to(self.W_dec.dtype)
+        nnz = int(torch.count_nonzero(flat)) if flat.numel() >= 1 << 16 else flat.numel()
+        if nnz * 16 < flat.numel():
+            # sparse codes: sum the active decoder rows instead of a dense matmul
+            rows, cols = flat.nonzero(as_tuple=True)
+            out = sparse_decode(rows, cols, flat[rows, cols], self.W_dec, flat.shape[0])
+        else:
+            out = flat @ self.W_dec
+        return ((out + self.b_dec) / self.cfg.output_scale).reshape(*lead, self.cfg.d_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw-unit reconstruction [..., d_out] of ``x`` [..., d_in], including the skip term."""
