@@ -60,7 +60,8 @@ def _fvu(recon: torch.Tensor, x: torch.Tensor) -> float:
 def _ours(data: Planted, held: torch.Tensor) -> tuple[float, float]:
     from universality import sae
 
-    cfg = sae.TrainerConfig(coders=[sae.CoderConfig(kind="topk", d_in=D_IN, n_latents=N_LATENTS, k=K, seed=0)],
+    # AuxK off: sparsify's trainer default (auxk_alpha=0) and the dense baseline have none either
+    cfg = sae.TrainerConfig(coders=[sae.CoderConfig(kind="topk", d_in=D_IN, n_latents=N_LATENTS, k=K, seed=0, aux_coefficient=0.0)],
                             batch_size=BATCH, n_tokens=BATCH * data.n_batches, lr=LR, device="cpu",
                             warmup_fraction=0.0, decay_fraction=0.0, b_dec_init="mean")
     t0 = time.perf_counter()
@@ -157,7 +158,7 @@ def _sparsify(data: Planted, held: torch.Tensor, lib) -> tuple[float, float]:
 
 def run(quick: bool) -> list[Figure]:
     """Train each implementation on the same planted batches; report tokens/s and held-out FVU."""
-    n_batches = 12 if quick else 100
+    n_batches = 12 if quick else 40
     data = Planted(n_batches)
     held = torch.cat([Planted(1, seed=99).batch(0) for _ in range(2)])
     results = {"ours": _ours(data, held), "dense torch TopK": _dense(data, held)}

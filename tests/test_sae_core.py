@@ -191,3 +191,19 @@ def test_sparse_decode_path_equals_dense_matmul():
     want = (codes.double() @ coder.W_dec.detach().double() + coder.b_dec.detach().double()) / 0.5
     torch.testing.assert_close(coder.decode(codes).double(), want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(coder.decode(codes.reshape(3, 100, 512)).reshape(300, 16).double(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_step_matches_cpu():
+    cfg = sae.CoderConfig(kind="topk", d_in=32, n_latents=256, k=8, seed=0)
+    x = torch.randn(512, 32, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for dev in ("cpu", "cuda"):
+        coder = sae.build_coder(cfg).to(dev)
+        dead = torch.zeros(256, dtype=torch.bool, device=dev)
+        dead[:100] = True
+        out = coder.training_step(x.to(dev), x.to(dev), dead, 1.0)
+        out.loss.backward()
+        grads.append([p.grad.cpu() for p in coder.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
