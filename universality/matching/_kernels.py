@@ -137,9 +137,11 @@ def sparse_max_correlations(a_csc, b_csr, n, sum_a, inv_a, sum_b, inv_b, *, thre
         # one compiled specialisation per value dtype: float32 codes stay float32 (products are formed in float64)
         vt = np.float32 if a_csc.data.dtype == np.float32 and b_csr.data.dtype == np.float32 else f64
         rm, ra, cm, ca = _sparse_rows_kernel(
-            a_csc.indptr.astype(i64), a_csc.indices.astype(np.int32), a_csc.data.astype(vt), b_csr.indptr.astype(i64),
-            b_csr.indices.astype(np.int32), b_csr.data.astype(vt), float(n), sum_a.astype(f64), inv_a.astype(f64),
-            sum_b.astype(f64), inv_b.astype(f64), parts)
+            a_csc.indptr.astype(i64, copy=False), a_csc.indices.astype(np.int32, copy=False),
+            a_csc.data.astype(vt, copy=False), b_csr.indptr.astype(i64, copy=False),
+            b_csr.indices.astype(np.int32, copy=False), b_csr.data.astype(vt, copy=False), float(n),
+            sum_a.astype(f64, copy=False), inv_a.astype(f64, copy=False), sum_b.astype(f64, copy=False),
+            inv_b.astype(f64, copy=False), parts)
     else:
         rm, ra, cm, ca = _sparse_rows_scipy(a_csc, b_csr, n, sum_a, inv_a, sum_b, inv_b, block_rows)
     col_max, col_arg = _merge_columns(cm, ca)

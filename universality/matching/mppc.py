@@ -209,8 +209,10 @@ class PearsonAccumulator:
         inv_a, dead_a = _inverse_scale(n, sa, sqa)
         inv_b, dead_b = _inverse_scale(n, sb, sqb)
         if self._path == "sparse":
-            a_csc = sp.vstack(self._chunks_a, format="csc")
+            a_csc = sp.vstack(self._chunks_a, format="csr").tocsc()  # csr stacking is a cheap concatenation
+            self._chunks_a = [a_csc]
             b_csr = sp.vstack(self._chunks_b, format="csr")
+            self._chunks_b = [b_csr]
             rm, ra, cm, ca = sparse_max_correlations(a_csc, b_csr, n, sa, inv_a, sb, inv_b, threads=self.threads)
         else:
             rm, ra, cm, ca = _dense_max_correlations(self._cross, n, sa, inv_a, sb, inv_b)
