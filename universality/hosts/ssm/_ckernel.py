@@ -93,6 +93,14 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     return lib
 
 
+def kernel_threads(work: int) -> int:
+    """Threads for a kernel call touching ``work`` elements: one for small calls (a parallel
+    region costs more than it saves there, most of all on a loaded machine), else torch's count."""
+    import torch
+
+    return 1 if work < (1 << 16) else max(1, torch.get_num_threads())
+
+
 def load_kernel() -> ctypes.CDLL | None:
     """The compiled scan library (building it on first use), or ``None`` when it cannot be built.
 

@@ -10,7 +10,7 @@ import ctypes
 
 import torch
 
-from ._ckernel import load_kernel
+from ._ckernel import kernel_threads, load_kernel
 from .ops import causal_depthwise_conv
 
 _BLOCK = 16
@@ -40,7 +40,7 @@ class _ConvSiLUC(torch.autograd.Function):
         bc = bias.contiguous() if bias is not None else None
         out = x.new_empty(b, t, d)
         getattr(lib, _name("fwd", x.dtype))(_ptr(xr), xs, _ptr(Wt), _ptr(bc), _ptr(out), b, t, d, Wt.shape[0],
-                                            torch.get_num_threads())
+                                            kernel_threads(b * t * d))
         ctx.save_for_backward(xr, Wt, bc)
         ctx.xs, ctx.weight_shape, ctx.has_bias = xs, weight.shape, bias is not None
         return out
@@ -51,7 +51,7 @@ class _ConvSiLUC(torch.autograd.Function):
         xr, Wt, bc = ctx.saved_tensors
         b, t, d = dout.shape
         k = Wt.shape[0]
-        nt = max(1, torch.get_num_threads())
+        nt = kernel_threads(b * t * d)
         dout = dout.contiguous()
         dx = dout.new_empty(b, t, d)
         dW = dout.new_zeros(nt, k, d)

@@ -11,7 +11,7 @@ import ctypes
 import torch
 import torch.nn.functional as F
 
-from ._ckernel import load_kernel
+from ._ckernel import kernel_threads, load_kernel
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _BLOCK = 16
@@ -33,7 +33,7 @@ class _RMSNormC(torch.autograd.Function):
         rows = xc.numel() // d
         y = torch.empty_like(xc)
         rstd = xc.new_empty(rows)
-        getattr(lib, f"rms_fwd_{suffix}")(_ptr(xc), _ptr(wc), float(eps), _ptr(y), _ptr(rstd), rows, d, torch.get_num_threads())
+        getattr(lib, f"rms_fwd_{suffix}")(_ptr(xc), _ptr(wc), float(eps), _ptr(y), _ptr(rstd), rows, d, kernel_threads(xc.numel()))
         ctx.save_for_backward(xc, wc, rstd)
         return y
 
@@ -44,7 +44,7 @@ class _RMSNormC(torch.autograd.Function):
         suffix = "f32" if xc.dtype == torch.float32 else "f64"
         d = xc.shape[-1]
         rows = xc.numel() // d
-        nt = max(1, torch.get_num_threads())
+        nt = kernel_threads(xc.numel())
         dy = dy.contiguous()
         dx = torch.empty_like(xc)
         dw = xc.new_zeros(nt, d)

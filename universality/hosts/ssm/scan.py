@@ -21,7 +21,7 @@ import ctypes
 import torch
 
 from ..._errors import UniversalityError
-from ._ckernel import load_kernel
+from ._ckernel import kernel_threads, load_kernel
 
 BACKENDS = ("auto", "c", "torch", "cuda")
 
@@ -148,7 +148,7 @@ def _c_forward(lib, x, dt, A, B, C, D, z=None, want_y=True, want_states=False):
     yg = x.new_empty(b, t, dp) if z is not None else None
     states = x.new_empty(b, t, dp, n) if want_states else None
     _fn(lib, "fwd", x.dtype)(_ptr(xp), _ptr(dtp), _ptr(At), _ptr(B), _ptr(C), _ptr(Dp), _ptr(zp), zs, _ptr(y), _ptr(yg),
-                             _ptr(states), b, t, dp, n, torch.get_num_threads())
+                             _ptr(states), b, t, dp, n, kernel_threads(b * t * dp * n))
     if dp != d:
         y = y[..., :d] if y is not None else None
         yg = yg[..., :d] if yg is not None else None
@@ -161,7 +161,7 @@ def _c_backward(lib, x, dt, A, B, C, D, z, dy):
     b, t, d = x.shape
     n = A.shape[1]
     dp = -(-d // _BLOCK) * _BLOCK
-    nt = max(1, torch.get_num_threads())
+    nt = kernel_threads(b * t * dp * n)
     xp, dtp, Dp, dyp = (_pad_channels(v, dp) for v in (x, dt, D, dy))
     zp, zs = _gate_rows(z, dp)
     At = _pad_channels(A.t(), dp)
