@@ -157,3 +157,5 @@ def test_bad_inputs_raise_one_clear_error():
         acc.add(np.ones((3, 5)), np.ones((3, 2)))
     with pytest.raises(UniversalityError, match="codes_b is missing"):
         mppc(a)
+    with pytest.raises(UniversalityError, match="threshold"):
+        mppc(np.eye(4), np.eye(4)).summary(thresholds=(1.5,))

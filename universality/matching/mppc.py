@@ -23,7 +23,7 @@ import torch
 
 from .._errors import UniversalityError
 from .._progress import progress
-from ._inputs import density, is_sparse, to_csr, to_numpy
+from ._inputs import check_threshold, density, is_sparse, to_csr, to_numpy
 from ._kernels import sparse_max_correlations
 
 _DENSE_BLOCK_ROWS = 1024
@@ -79,6 +79,7 @@ class MPPCResult:
 
         ``min_freq`` drops source features active on fewer than that fraction of tokens.
         """
+        thresholds = tuple(check_threshold(t, "each MPPC threshold") for t in thresholds)
         values = _direction_values(self, direction, min_freq)
         if values.size == 0:
             return MPPCSummary(float("nan"), float("nan"), {float(t): float("nan") for t in thresholds}, 0)
