@@ -207,3 +207,39 @@ def test_cuda_training_step_matches_cpu():
         grads.append([p.grad.cpu() for p in coder.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
+
+
+def test_jumprelu_straight_through_gradients_follow_the_rectangle_kernel():
+    """d/dθ of sum(g * pre * H(pre - θ)) is -(θ/ε) Σ g·1[|pre-θ|<ε/2]; of sum(H) it is -(1/ε) Σ 1[|pre-θ|<ε/2]."""
+    from universality.sae.kinds import _JumpReLU, _Step
+
+    g = torch.Generator().manual_seed(0)
+    pre = torch.randn(40, 7, generator=g, dtype=torch.float64).requires_grad_()
+    theta = (torch.rand(7, generator=g, dtype=torch.float64) * 0.5 + 0.1).requires_grad_()
+    up = torch.randn(40, 7, generator=g, dtype=torch.float64)
+    eps = 0.3
+    (_JumpReLU.apply(pre, theta, eps) * up).sum().backward()
+    P, T, U = pre.detach().numpy(), theta.detach().numpy(), up.numpy()
+    near = (np.abs(P - T) < eps / 2).astype(float)
+    np.testing.assert_allclose(theta.grad.numpy(), (-(T / eps) * near * U).sum(0), rtol=1e-12)
+    np.testing.assert_allclose(pre.grad.numpy(), U * (P > T), rtol=1e-12)
+    theta.grad = None
+    _Step.apply(pre, theta, eps).sum().backward()
+    np.testing.assert_allclose(theta.grad.numpy(), -(near / eps).sum(0), rtol=1e-12)
+
+
+def test_batchtopk_keeps_k_per_token_on_average_and_learns_a_threshold():
+    g = torch.Generator().manual_seed(9)
+    atoms = torch.randn(32, 16, generator=g)
+    idx = torch.randint(0, 32, (6000, 3), generator=g)
+    x = torch.nn.functional.embedding_bag(idx, atoms, per_sample_weights=torch.rand(6000, 3, generator=g) + 0.5, mode="sum")
+    coder = sae.fit(x, kind="batchtopk", n_latents=64, k=3, seed=1, batch_size=256, n_tokens=256 * 150, device="cpu")
+    xn = x[:256] * coder.cfg.input_scale
+    coder.train()
+    rows, cols, vals = coder.select(coder.preacts(xn).detach())
+    assert rows.numel() == 3 * 256 and bool((rows[1:] >= rows[:-1]).all())
+    coder.eval()
+    assert float(coder.threshold) > 0
+    l0 = float((coder.encode(x[:2000]) > 0).sum(1).float().mean())
+    assert 1.5 <= l0 <= 6, l0
+    assert coder.metrics.fvu < 0.5, coder.metrics  # a useful reconstruction at the inference threshold (untrained: ~1)
