@@ -120,3 +120,21 @@ def test_assign_bad_inputs():
         assign(np.eye(3), "sparse-hungarian", k=0)
     with pytest.raises(UniversalityError, match="same width"):
         cosine_factors(np.eye(3), np.eye(4))
+
+
+@pytest.mark.parametrize("order", ["random", "ascending"])
+def test_topk_candidates_equal_exact_row_and_column_topk(order):
+    from universality.matching import topk_candidates
+
+    rng = np.random.default_rng(7)
+    sim = rng.standard_normal((300, 120))
+    if order == "ascending":  # the first block holds the worst rows: the column bar starts low
+        sim = sim[np.argsort(sim.max(1))] + np.linspace(0, 3, 300)[:, None]
+    k = 5
+    cand = topk_candidates(sim, k, block_rows=64)
+    rows_top = np.argsort(-sim, axis=1)[:, :k]
+    cols_top = np.argsort(-sim, axis=0)[:k, :]
+    expect = {(i, int(j)) for i in range(300) for j in rows_top[i]} | {(int(i), j) for j in range(120) for i in cols_top[:, j]}
+    got = set(zip(cand.rows.tolist(), cand.cols.tolist()))
+    assert got == expect
+    np.testing.assert_allclose(cand.values, sim[cand.rows, cand.cols])
