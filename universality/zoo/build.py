@@ -72,7 +72,8 @@ def ensure_zoo(preset: str | ZooPreset = "default", home: str | os.PathLike | No
     ``corpus`` replaces the default stdlib corpus (for tests and custom zoos).
     ``workers`` trains that many members at once in separate processes, each with
     ``cpu_count // workers`` torch threads (default: 2 when there are at least 2
-    CPUs, since these small models use one core better than two; 1 trains in this process).
+    CPUs, since these small models use one core better than two; 1, or a custom ``corpus``, trains in
+    this process). Workers are fresh interpreters, so calling scripts need no ``__main__`` guard.
     Every folder loads with ``universality.load_host(path)``.
     """
     p = get_preset(preset)
@@ -107,22 +108,54 @@ def ensure_zoo(preset: str | ZooPreset = "default", home: str | os.PathLike | No
                        base_s + clock() - t_start, base_c + cpu_seconds() - c_start + worker_cpu)
 
     trained = [m for m in todo if m.trained]
-    if workers > 1 and len(trained) > 1:
-        import concurrent.futures as cf
-        import multiprocessing as mp
-
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_build_member, str(root), p, m, build_fp, user_corpus, threads) for m in trained]
-            for fut in progress(cf.as_completed(futures), total=len(futures), desc=f"zoo {p.name}", unit="model"):
-                info = fut.result()
-                worker_cpu += info["cpu_seconds"]
-                record(info)
+    if workers > 1 and len(trained) > 1 and user_corpus is None:
+        for info in _parallel_build(root, p, trained, build_fp, workers):
+            worker_cpu += info["cpu_seconds"]
+            record(info)
         todo = [m for m in todo if not m.trained]
     for m in todo:
         record(_build_member(str(root), p, m, build_fp, corpus, None, tokenizer))
     shutil.rmtree(root / ".work", ignore_errors=True)
     return {m.name: root / m.name for m in members}
+
+
+def _parallel_build(root: Path, p: ZooPreset, members: list, build_fp: str, workers: int):
+    """Train ``members`` in up to ``workers`` fresh interpreters at once; yield each ``zoo_model.json`` record."""
+    import subprocess
+    import time
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    spec_dir = ensure_writable_dir(root / ".work")
+    env = dict(os.environ, UNIVERSALITY_QUIET="1")
+    queue, running = list(members), {}
+    bar = progress(total=len(members), desc=f"zoo {p.name}", unit="model")
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                m = queue.pop(0)
+                spec = spec_dir / f"{m.name}.spec.json"
+                atomic_write_json(spec, {"root": str(root), "preset": p.as_dict(), "member": m.name,
+                                         "build_fp": build_fp, "threads": threads})
+                log = open(spec_dir / f"{m.name}.log", "wb")
+                running[m.name] = (subprocess.Popen([sys.executable, "-m", "universality.zoo._worker", str(spec)],
+                                                    stdout=log, stderr=subprocess.STDOUT, env=env), log)
+            time.sleep(0.5)
+            for name, (proc, log) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[name]
+                if proc.returncode != 0:
+                    tail = (spec_dir / f"{name}.log").read_text(errors="replace")[-1500:]
+                    raise RuntimeError(f"training zoo member '{name}' failed (exit {proc.returncode}):\n{tail}")
+                bar.update(1)
+                yield json.loads((root / name / "zoo_model.json").read_text())
+    finally:
+        for proc, log in running.values():
+            proc.terminate()
+            proc.wait()
+            log.close()
+        bar.close()
 
 
 def _build_member(root: str, p: ZooPreset, m, build_fp: str, corpus: Corpus | None, threads: int | None,
