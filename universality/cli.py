@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n-latents", dest="n_latents", type=int, help="latents (default 4096)")
     t.add_argument("--k", type=int, help="active latents per token (default 32)")
     t.add_argument("--seed", type=int, help="seed (default 0)")
+    t.add_argument("--n-tokens", dest="n_tokens", type=int, help="training tokens (default: the trainer's, 300 batches)")
+    t.add_argument("--batch-size", dest="batch_size", type=int, help="tokens per step (default 4096)")
     t.add_argument("--out", help="dictionary folder")
 
     cp = cmd("compare", "features of two or more models on the same tokens, then a report")
@@ -233,7 +235,7 @@ def _run(args: argparse.Namespace) -> int:
     cmd = args.command
     cls = {"demo": DemoConfig, "compare": CompareConfig, "seeds": SeedsConfig}.get(cmd)
     allowed = {"zoo": ("preset", "home", "only"), "cache": ("model", "hooks", "tokens", "seq_len", "corpus"),
-               "train": ("store", "hook", "kind", "n_latents", "k", "seed"), "induction": ("models", "n_prompts"),
+               "train": ("store", "hook", "kind", "n_latents", "k", "seed", "n_tokens", "batch_size"), "induction": ("models", "n_prompts"),
                "off-by-one": ("models", "n_prompts"), "report": ("run_dir",)}.get(cmd, ())
     values, run_opts = _settings(args, cls, allowed)
     quiet = bool(run_opts.get("quiet", False))
@@ -311,7 +313,8 @@ def _train(values: dict, out: Path, device: Any, log) -> None:
     hook = values.get("hook")
     x = store.read(hook, masked=True)
     coder = sae.fit(x, kind=values.get("kind", "topk"), n_latents=int(values.get("n_latents", 4096)), k=int(values.get("k", 32)),
-                    seed=int(values.get("seed", 0)), device=str(device), hook=hook)
+                    seed=int(values.get("seed", 0)), device=str(device), hook=hook, n_tokens=values.get("n_tokens"),
+                    batch_size=int(values.get("batch_size", 4096)))
     coder.save(out)
     log(f"saved the dictionary in {out}")
 

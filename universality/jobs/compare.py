@@ -191,7 +191,7 @@ def run_compare(run: RunDir, cfg: CompareConfig, sides: list[Side], floors: dict
                 members = {}
                 for s in sides:
                     idx = torch.nonzero(f.labels[s.label] == fid).squeeze(1)
-                    members[s.label] = ",".join(str(int(i)) for i in idx[:3])
+                    members[s.label] = " ".join(f"#{int(i)}" for i in idx[:3])
                 examples.append({"members": members})
             return {"hosts": [s.label for s in sides], "threshold": cfg.family_threshold, "n_families": int(f.family_hosts.numel()),
                     "by_size": by_size, "examples": examples}

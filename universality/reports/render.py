@@ -68,8 +68,13 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+def _visible(token: object) -> str:
+    """Token text with line breaks and tabs shown as symbols, so a context stays on one line."""
+    return str(token).replace("\r", "").replace("\n", "⏎").replace("\t", "→")
+
+
 def _context_html(ctx: Mapping) -> str:
-    toks = ctx.get("tokens") or []
+    toks = [_visible(t) for t in ctx.get("tokens") or []]
     target = ctx.get("target", -1)
     parts = [f"<mark>{esc(t)}</mark>" if i == target else esc(t) for i, t in enumerate(toks)]
     act = ctx.get("activation")
@@ -202,8 +207,10 @@ def build(res: Mapping) -> Sections:
         S.table(["hosts in family", "families"], [[k, fam["by_size"][k]] for k in sorted(fam["by_size"], key=int)])
         S.figure("families", "How many feature families span 1, 2, ... hosts.", lambda: F.family_sizes(fam))
         if fam.get("examples"):
-            S.table(["family"] + list(fam["hosts"]) + ["mean r"],
-                    [[i] + [e["members"].get(h, "—") for h in fam["hosts"]] + [e.get("mean_r", "")]
+            with_r = any("mean_r" in e for e in fam["examples"])
+            S.para("Examples of families present in every host (feature indices of each host's dictionary):")
+            S.table(["family"] + list(fam["hosts"]) + (["mean r"] if with_r else []),
+                    [[i] + [e["members"].get(h, "—") for h in fam["hosts"]] + ([e.get("mean_r", "")] if with_r else [])
                      for i, e in enumerate(fam["examples"])])
 
     so = res.get("seed_overlap") or []

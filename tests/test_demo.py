@@ -1,0 +1,130 @@
+"""End to end: ``universality demo --quick`` on a test-size zoo, its numbers against an independent float64 recomputation,
+resume-by-fingerprint on rerun, and the ``cache`` → ``train`` commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from universality import reports, sae
+from universality.activations import ActivationStore
+from universality.cli import main
+from universality.jobs.pipeline import DEMO_MODELS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    home, out = root / "zoo", root / "run"
+    cfg = root / "demo.toml"
+    cfg.write_text(f'quick = true\nzoo_home = "{home}"\nn_latents = 64\nn_tokens = 2048\n')
+    assert main(["demo", "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert main(["demo", "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
+    second = json.loads((out / "results.json").read_text())
+    return home, out, first, second
+
+
+def test_demo_writes_a_complete_report(demo_run):
+    home, out, res, _ = demo_run
+    reports.validate_results(res)
+    for name in ("report.html", "summary.md", "results.json", "config.json"):
+        assert (out / name).is_file()
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["command"] == "demo" and saved["quick"] is True and saved["n_latents"] == 64  # config file values kept
+    models = {m["name"]: m for m in res["models"]}
+    assert {m["arch"] for m in res["models"]} == {"transformer", "mamba", "rwkv"}
+    assert {f"{n}-random-init" for n in DEMO_MODELS} <= set(models)
+    assert [(p["a"], p["b"]) for p in res["pairs"]] == [("transformer", "mamba"), ("transformer", "rwkv"), ("mamba", "rwkv")]
+    for p in res["pairs"]:
+        assert {"random-init floor", "SAE-seed skyline"} <= set(p["references"])
+        n_a, n_b = models[p["a"]]["n_layers"], models[p["b"]]["n_layers"]
+        assert np.asarray(p["grid"]["values"]).shape == (n_a, n_b)
+    assert "model-seed skyline" in res["pairs"][0]["references"]
+    assert res["families"]["hosts"] == list(DEMO_MODELS)
+    assert sorted(e["kind"] for e in res["seed_overlap"]) == ["relu", "topk"]
+    assert [e["model"] for e in res["induction"]] == list(DEMO_MODELS)
+    for e in res["write_lag"]:
+        assert len(e["layers"]) == models[e["model"]]["n_layers"]
+        for layer in e["layers"]:
+            assert min(layer["effect"]) >= 0 and abs(sum(layer["effect"]) - 1) < 1e-6
+            assert layer["peak"] == int(np.argmax(layer["effect"]))
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(list((out / "figures").glob("*.png")))
+
+
+def _pearson_mppc_f64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    na, nb = np.linalg.norm(a, axis=0), np.linalg.norm(b, axis=0)
+    live_a, live_b = na > 0, nb > 0
+    r = (a[:, live_a].T @ b[:, live_b]) / np.outer(na[live_a], nb[live_b])
+    return r.max(axis=1)
+
+
+def test_demo_mppc_matches_float64_reference(demo_run):
+    _, out, res, _ = demo_run
+    p = res["pairs"][0]
+    codes = []
+    for name, layer in ((p["a"], p["layer_a"]), (p["b"], p["layer_b"])):
+        hook = f"blocks.{layer}.resid_post"
+        store = ActivationStore(out / "stages" / f"acts-{name}")
+        coder = sae.load(out / "stages" / f"sae-{name}-{hook}-topk-s0")
+        rows = store.mask.reshape(-1).nonzero().squeeze(1)
+        with torch.no_grad():
+            codes.append(coder.encode(store.read(hook)[rows]).double().numpy())
+    ref = _pearson_mppc_f64(*codes)
+    assert p["a_to_b"]["n"] == ref.size
+    assert p["a_to_b"]["mean"] == pytest.approx(float(ref.mean()), abs=1e-6)
+    assert p["a_to_b"]["median"] == pytest.approx(float(np.median(ref)), abs=1e-6)
+
+
+def test_rerun_skips_every_stage_and_gives_the_same_numbers(demo_run):
+    _, _, first, second = demo_run
+    assert first["timings"] and all(v["status"] == "ran" for v in first["timings"].values() if v["status"] != "skipped")
+    assert {v["status"] for v in second["timings"].values()} == {"skipped"}
+    for key in ("pairs", "families", "seed_overlap", "induction", "write_lag"):
+        assert second[key] == first[key]
+
+
+def test_cache_and_train_commands(demo_run, tmp_path):
+    home, _, _, _ = demo_run
+    model = next(home.rglob("transformer/config.json")).parent
+    store_dir, sae_dir = tmp_path / "store", tmp_path / "sae"
+    assert main(["cache", str(model), "--hook", "blocks.0.resid_post", "--tokens", "256", "--seq-len", "32",
+                 "--out", str(store_dir), "--quiet"]) == 0
+    store = ActivationStore(store_dir)
+    assert store.n_rows >= 256
+    assert main(["train", str(store_dir), "--hook", "blocks.0.resid_post", "--n-latents", "32", "--k", "4",
+                 "--n-tokens", "1024", "--batch-size", "128", "--out", str(sae_dir), "--quiet"]) == 0
+    coder = sae.load(sae_dir)
+    x = store.read("blocks.0.resid_post", masked=True)
+    with torch.no_grad():
+        codes = coder.encode(x[:50])
+    assert codes.shape == (50, 32)
+    assert int((codes != 0).sum(1).max()) <= 4  # TopK keeps at most k active latents
+
+
+def test_compare_command_with_random_init_floor(demo_run, tmp_path):
+    home, _, _, _ = demo_run
+    a = next(home.rglob("transformer/config.json")).parent
+    b = next(home.rglob("transformer-seed1/config.json")).parent
+    out = tmp_path / "cmp"
+    assert main(["compare", str(a), str(b), "--names", "t0,t1", "--n-tokens", "1024", "--n-latents", "32", "--k", "4",
+                 "--n-boot", "0", "--sae-epochs", "1", "--layers", "1", "--out", str(out), "--quiet"]) == 0
+    res = reports.load_results(out)
+    (pair,) = res["pairs"]
+    assert (pair["a"], pair["b"]) == ("t0", "t1")
+    assert set(pair["references"]) == {"random-init floor", "SAE-seed skyline"}
+    assert (out / "stages" / "random-init-t1" / "config.json").is_file()
+    roles = {m["name"]: m["role"] for m in res["models"]}
+    assert roles == {"t0": "model", "t1": "model", "t1-random-init": "random-init floor"}
+    # the random-init copy has the architecture of t1 but other weights
+    fps = {m["name"]: m["fingerprint"] for m in res["models"]}
+    assert fps["t1-random-init"] != fps["t1"]
+    assert json.loads((out / "config.json").read_text())["names"] == ["t0", "t1"]
