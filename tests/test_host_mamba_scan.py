@@ -180,3 +180,18 @@ def test_rms_norm_kernel_matches_formula_and_gradcheck():
     for a, b in zip(torch.autograd.grad(out, (x, w), grad_out), torch.autograd.grad(ref, (x, w), grad_out)):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
     assert torch.autograd.gradcheck(lambda x, w: _RMSNormC.apply(x, w, 1e-5), (x[:2, :3].detach().requires_grad_(), w))
+
+
+@needs_c
+@pytest.mark.parametrize("batch", [1, 3])  # 1: threads split channels (partial sums); 3: threads own batch rows
+def test_c_kernel_threaded_with_strided_B_C(batch):
+    torch.set_num_threads(2)
+    x, dt, A, _, _, D = _inputs(b=batch, t=300, d=48, n=5)  # large enough for the two-thread path
+    BC = torch.randn(batch, 300, 13, dtype=torch.float64, generator=torch.Generator().manual_seed(6), requires_grad=True)
+    B, C = BC[..., 3:8], BC[..., 8:]  # strided views, as split off x_proj's output
+    y_c = ss.selective_scan(x, dt, A, B, C, D, backend="c")
+    y_t = ss.selective_scan_torch(x, dt, A, B, C, D)
+    torch.testing.assert_close(y_c, y_t, rtol=1e-10, atol=1e-10)
+    grad_out = torch.randn_like(y_c)
+    for a, b in zip(torch.autograd.grad(y_c, (x, dt, A, BC, D), grad_out), torch.autograd.grad(y_t, (x, dt, A, BC, D), grad_out)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)

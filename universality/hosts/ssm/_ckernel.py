@@ -73,10 +73,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for suffix in ("f32", "f64"):
         fwd = getattr(lib, f"scan_fwd_{suffix}")
-        fwd.argtypes = [p] * 7 + [i64] + [p] * 3 + [i64] * 4 + [i32]
+        fwd.argtypes = [p] * 5 + [i64, i64] + [p] * 2 + [i64] + [p] * 3 + [i64] * 4 + [i32]
         fwd.restype = None
         bwd = getattr(lib, f"scan_bwd_{suffix}")
-        bwd.argtypes = [p] * 7 + [i64] + [p] * 8 + [i64] * 4 + [i32]
+        bwd.argtypes = [p] * 5 + [i64, i64] + [p] * 2 + [i64] + [p] * 8 + [i64] * 4 + [i32]
         bwd.restype = None
         cfwd = getattr(lib, f"conv_silu_fwd_{suffix}")
         cfwd.argtypes = [p, i64, p, p, p] + [i64] * 4 + [i32]

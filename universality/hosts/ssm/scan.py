@@ -135,6 +135,14 @@ def _gate_rows(z: torch.Tensor | None, d_pad: int) -> tuple[torch.Tensor | None,
     return _pad_channels(z, d_pad), d_pad
 
 
+def _rows(v: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``v`` [b, t, n] (or a contiguous copy) with evenly strided rows and unit last stride, and its row stride."""
+    b, t, n = v.shape
+    if v.stride(2) == 1 and (b == 1 or v.stride(0) == t * v.stride(1)):
+        return v, v.stride(1)
+    return v.contiguous(), n
+
+
 def _c_forward(lib, x, dt, A, B, C, D, z=None, want_y=True, want_states=False):
     """Run the C forward; returns ``(y, y * silu(z), states)`` with ``None`` for what was not asked."""
     b, t, d = x.shape
@@ -143,11 +151,11 @@ def _c_forward(lib, x, dt, A, B, C, D, z=None, want_y=True, want_states=False):
     xp, dtp, Dp = _pad_channels(x, dp), _pad_channels(dt, dp), _pad_channels(D, dp)
     zp, zs = _gate_rows(z, dp)
     At = _pad_channels(A.t(), dp)
-    B, C = B.contiguous(), C.contiguous()
+    (B, bs), (C, cs) = _rows(B), _rows(C)
     y = x.new_empty(b, t, dp) if want_y else None
     yg = x.new_empty(b, t, dp) if z is not None else None
     states = x.new_empty(b, t, dp, n) if want_states else None
-    _fn(lib, "fwd", x.dtype)(_ptr(xp), _ptr(dtp), _ptr(At), _ptr(B), _ptr(C), _ptr(Dp), _ptr(zp), zs, _ptr(y), _ptr(yg),
+    _fn(lib, "fwd", x.dtype)(_ptr(xp), _ptr(dtp), _ptr(At), _ptr(B), _ptr(C), bs, cs, _ptr(Dp), _ptr(zp), zs, _ptr(y), _ptr(yg),
                              _ptr(states), b, t, dp, n, kernel_threads(b * t * dp * n))
     if dp != d:
         y = y[..., :d] if y is not None else None
@@ -165,17 +173,21 @@ def _c_backward(lib, x, dt, A, B, C, D, z, dy):
     xp, dtp, Dp, dyp = (_pad_channels(v, dp) for v in (x, dt, D, dy))
     zp, zs = _gate_rows(z, dp)
     At = _pad_channels(A.t(), dp)
-    B, C = B.contiguous(), C.contiguous()
+    (B, bs), (C, cs) = _rows(B), _rows(C)
     dx, ddt = x.new_empty(b, t, dp), x.new_empty(b, t, dp)
     dz = x.new_empty(b, t, dp) if z is not None else None
     dAt = x.new_zeros(nt, n, dp)
-    dB = x.new_zeros(nt, b, t, n)
-    dC = x.new_zeros(nt, b, t, n)
     dD = x.new_zeros(nt, dp)
-    _fn(lib, "bwd", x.dtype)(_ptr(xp), _ptr(dtp), _ptr(At), _ptr(B), _ptr(C), _ptr(Dp), _ptr(zp), zs, _ptr(dyp), _ptr(dx),
-                             _ptr(ddt), _ptr(dz), _ptr(dAt), _ptr(dB), _ptr(dC), _ptr(dD), b, t, dp, n, nt)
+    rows_mode = b >= nt  # threads own whole batch rows: dB/dC written in place (see selective_scan.c)
+    dB = x.new_empty(b, t, n) if rows_mode else x.new_zeros(nt, b, t, n)
+    dC = x.new_empty(b, t, n) if rows_mode else x.new_zeros(nt, b, t, n)
+    _fn(lib, "bwd", x.dtype)(_ptr(xp), _ptr(dtp), _ptr(At), _ptr(B), _ptr(C), bs, cs, _ptr(Dp), _ptr(zp), zs, _ptr(dyp),
+                             _ptr(dx), _ptr(ddt), _ptr(dz), _ptr(dAt), _ptr(dB), _ptr(dC), _ptr(dD), b, t, dp, n, nt)
+    if not rows_mode:
+        dB, dC = dB.sum(0), dC.sum(0)
     dz = dz[..., :d] if dz is not None else None
-    return dx[..., :d], ddt[..., :d], dAt.sum(0)[:, :d].t(), dB.sum(0), dC.sum(0), dD.sum(0)[:d], dz
+    dA = (dAt[0] if nt == 1 else dAt.sum(0))[:, :d].t()
+    return dx[..., :d], ddt[..., :d], dA, dB, dC, (dD[0] if nt == 1 else dD.sum(0))[:d], dz
 
 
 class _SelectiveScanC(torch.autograd.Function):

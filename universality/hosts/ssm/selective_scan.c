@@ -6,7 +6,7 @@
  *   z, dz                 : [b, t, d] or NULL; z rows may be strided (zs): optional gate,
  *                           yg = y * silu(z) is then written/differentiated in the same pass
  *   At                    : [n, d]        (A transposed, so a block of channels is contiguous)
- *   Bm, Cm                : [b, t, n]
+ *   Bm, Cm                : [b, t, n]     (rows may be strided: bs, cs)
  *   Dv                    : [d] or NULL
  *   states                : [b, t, d, n] or NULL (written only when asked)
  *
@@ -22,8 +22,9 @@
  * a job first recomputes the states and decays into per-thread buffers
  * [t, n, BLK] (256 KiB each for t = 256, n = 16), then runs the adjoint
  * recurrence in reverse time. Reductions over channels (dB, dC) are summed
- * lane-wise per batch row and reduced once per row; reductions over the batch
- * (dA, dD) go into per-thread partial buffers that the caller sums.
+ * lane-wise per batch row and reduced once per row (threads own whole rows
+ * when b >= nthreads); reductions over the batch (dA, dD) go into per-thread
+ * partial buffers that the caller sums.
  *
  * The same code is instantiated for float (with a vectorised polynomial exp,
  * ~2 ulp) and for double (libm exp per lane; used by the float64 references).
@@ -77,168 +78,188 @@ static inline int thread_id(void) {
 #endif
 }
 
-#define DEFINE_SCAN(T, V, SUF, EXPV)                                                                         \
-static inline V load_##SUF(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }                           \
-static inline void store_##SUF(T *p, V v) { memcpy(p, &v, sizeof v); }                                       \
-static inline T hsum_##SUF(V v) { T s = 0; for (int i = 0; i < BLK; i++) s += v[i]; return s; }              \
-static inline V sigmoid_##SUF(V v) { const V zero = {0}; return (zero + 1) / (zero + 1 + EXPV(-v)); }        \
-                                                                                                             \
-static void fwd_job_##SUF(const T *x, const T *dt, const V *A, const T *Bm, const T *Cm, const T *Dv,        \
-                          const T *z, int64_t zs, T *y, T *yg, T *states, int64_t bi, int64_t d0,            \
-                          int64_t t, int64_t d, int64_t n, V *h) {                                           \
-    const V zero = {0};                                                                                      \
-    for (int64_t j = 0; j < n; j++) h[j] = zero;                                                             \
-    const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                          \
-    for (int64_t ti = 0; ti < t; ti++) {                                                                     \
-        const int64_t row = bi * t + ti;                                                                     \
-        const V xv = load_##SUF(x + row * d + d0), dv = load_##SUF(dt + row * d + d0);                       \
-        const V dx = dv * xv;                                                                                \
-        const T *Br = Bm + row * n, *Cr = Cm + row * n;                                                      \
-        V acc = Dvec * xv;                                                                                   \
-        for (int64_t j = 0; j < n; j++) {                                                                    \
-            const V hv = EXPV(dv * A[j]) * h[j] + dx * Br[j];                                                \
-            h[j] = hv;                                                                                       \
-            acc += hv * Cr[j];                                                                               \
-        }                                                                                                    \
-        if (states) {                                                                                        \
-            T *sr = states + (row * d + d0) * n;                                                             \
-            for (int k = 0; k < BLK; k++)                                                                    \
-                for (int64_t j = 0; j < n; j++) sr[k * n + j] = h[j][k];                                     \
-        }                                                                                                    \
-        if (y) store_##SUF(y + row * d + d0, acc);                                                           \
-        if (yg) {                                                                                            \
-            const V zv = load_##SUF(z + row * zs + d0);                                                      \
-            store_##SUF(yg + row * d + d0, acc * zv * sigmoid_##SUF(zv));                                    \
-        }                                                                                                    \
-    }                                                                                                        \
-}                                                                                                            \
-                                                                                                             \
-void scan_fwd_##SUF(const T *x, const T *dt, const T *At, const T *Bm, const T *Cm, const T *Dv,             \
-                    const T *z, int64_t zs, T *y, T *yg, T *states, int64_t b, int64_t t, int64_t d,         \
-                    int64_t n, int nthreads) {                                                               \
-    const int64_t nblk = d / BLK;                                                                            \
-    _Pragma("omp parallel num_threads(nthreads)")                                                            \
-    {                                                                                                        \
-        V *h = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                \
-        V *A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                \
-        int64_t loaded = -1;                                                                                 \
-        _Pragma("omp for schedule(static)")                                                                  \
-        for (int64_t job = 0; job < b * nblk; job++) {                                                       \
-            const int64_t bi = job / nblk, d0 = (job % nblk) * BLK;                                          \
-            if (loaded != d0) {                                                                              \
-                for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0);                          \
-                loaded = d0;                                                                                 \
-            }                                                                                                \
-            fwd_job_##SUF(x, dt, A, Bm, Cm, Dv, z, zs, y, yg, states, bi, d0, t, d, n, h);                   \
-        }                                                                                                    \
-        free(h); free(A);                                                                                    \
-    }                                                                                                        \
-}                                                                                                            \
-                                                                                                             \
-static void bwd_job_##SUF(const T *x, const T *dt, const V *A, const T *Bm, const T *Cm, const T *Dv,        \
-                          const T *z, int64_t zs, const T *dy, T *dxo, T *ddto, T *dzo, T *dAp, T *dDp,      \
-                          int64_t bi, int64_t d0, int64_t t, int64_t d, int64_t n, V *H, V *Ad, V *g,        \
-                          V *dAacc, V *LB, V *LC) {                                                          \
-    const V zero = {0};                                                                                      \
-    /* 1. recompute states and decays of this job: H[ti * n + j], Ad[ti * n + j] */                          \
-    for (int64_t ti = 0; ti < t; ti++) {                                                                     \
-        const int64_t row = bi * t + ti;                                                                     \
-        const V xv = load_##SUF(x + row * d + d0), dv = load_##SUF(dt + row * d + d0);                       \
-        const V dx = dv * xv;                                                                                \
-        const T *Br = Bm + row * n;                                                                          \
-        V *Hc = H + ti * n, *Ac = Ad + ti * n;                                                               \
-        for (int64_t j = 0; j < n; j++) {                                                                    \
-            const V a = EXPV(dv * A[j]);                                                                     \
-            Ac[j] = a;                                                                                       \
-            Hc[j] = ti > 0 ? a * Hc[j - n] + dx * Br[j] : dx * Br[j];                                        \
-        }                                                                                                    \
-    }                                                                                                        \
-    /* 2. adjoint recurrence in reverse time; g carries dL/dh_t back through the decay */                    \
-    for (int64_t j = 0; j < n; j++) { g[j] = zero; dAacc[j] = zero; }                                        \
-    const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                          \
-    V dDacc = zero;                                                                                          \
-    for (int64_t ti = t - 1; ti >= 0; ti--) {                                                                \
-        const int64_t row = bi * t + ti;                                                                     \
-        const V xv = load_##SUF(x + row * d + d0), dv = load_##SUF(dt + row * d + d0);                       \
-        V dyv = load_##SUF(dy + row * d + d0);                                                               \
-        const V dx = dv * xv;                                                                                \
-        const T *Br = Bm + row * n, *Cr = Cm + row * n;                                                      \
-        const V *Hc = H + ti * n, *Ac = Ad + ti * n;                                                         \
-        if (z) { /* gated output yg = y * silu(z): recompute y, emit dz, turn dyg into dy */                 \
-            V yv = Dvec * xv;                                                                                \
-            for (int64_t j = 0; j < n; j++) yv += Hc[j] * Cr[j];                                             \
-            const V zv = load_##SUF(z + row * zs + d0), s = sigmoid_##SUF(zv);                               \
-            store_##SUF(dzo + row * d + d0, dyv * yv * s * (1 + zv * (1 - s)));                              \
-            dyv = dyv * zv * s;                                                                              \
-        }                                                                                                    \
-        V dxa = zero, ddta = zero;                                                                           \
-        V *LBr = LB + ti * n, *LCr = LC + ti * n;                                                            \
-        for (int64_t j = 0; j < n; j++) {                                                                    \
-            const V gk = g[j] + dyv * Cr[j];                                                                 \
-            const V a = Ac[j];                                                                               \
-            const V ga = ti > 0 ? gk * Hc[j - n] * a : zero;                                                 \
-            LCr[j] += dyv * Hc[j];                                                                           \
-            LBr[j] += gk * dx;                                                                               \
-            ddta += ga * A[j] + gk * xv * Br[j];                                                             \
-            dxa += gk * dv * Br[j];                                                                          \
-            dAacc[j] += ga * dv;                                                                             \
-            g[j] = gk * a;                                                                                   \
-        }                                                                                                    \
-        store_##SUF(dxo + row * d + d0, dxa + Dvec * dyv);                                                   \
-        store_##SUF(ddto + row * d + d0, ddta);                                                              \
-        dDacc += dyv * xv;                                                                                   \
-    }                                                                                                        \
-    for (int64_t j = 0; j < n; j++) store_##SUF(dAp + j * d + d0, load_##SUF(dAp + j * d + d0) + dAacc[j]);  \
-    store_##SUF(dDp + d0, load_##SUF(dDp + d0) + dDacc);                                                     \
-}                                                                                                            \
-                                                                                                             \
-static void flush_lanes_##SUF(const V *LB, const V *LC, T *dBp, T *dCp, int64_t bi, int64_t t, int64_t n) {  \
-    for (int64_t i = 0; i < t * n; i++) {                                                                    \
-        dBp[bi * t * n + i] += hsum_##SUF(LB[i]);                                                            \
-        dCp[bi * t * n + i] += hsum_##SUF(LC[i]);                                                            \
-    }                                                                                                        \
-}                                                                                                            \
-                                                                                                             \
-void scan_bwd_##SUF(const T *x, const T *dt, const T *At, const T *Bm, const T *Cm, const T *Dv,             \
-                    const T *z, int64_t zs, const T *dy, T *dx, T *ddt, T *dz, T *dAt_part, T *dB_part,      \
-                    T *dC_part, T *dD_part, int64_t b, int64_t t, int64_t d, int64_t n, int nthreads) {      \
-    /* *_part buffers have a leading [nthreads] axis and must be zeroed by the caller. dB and dC are         \
-       first summed lane-wise per batch row (LB, LC), then reduced once per row into the partials. */        \
-    const int64_t nblk = d / BLK;                                                                            \
-    _Pragma("omp parallel num_threads(nthreads)")                                                            \
-    {                                                                                                        \
-        const int tid = thread_id();                                                                         \
-        V *H = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                          \
-        V *Ad = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                         \
-        V *LB = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                         \
-        V *LC = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                         \
-        V *g = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                \
-        V *dAacc = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                            \
-        V *A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                \
-        int64_t loaded = -1, row_b = -1;                                                                     \
-        T *dAp = dAt_part + (int64_t)tid * n * d;                                                            \
-        T *dBp = dB_part + (int64_t)tid * b * t * n;                                                         \
-        T *dCp = dC_part + (int64_t)tid * b * t * n;                                                         \
-        T *dDp = dD_part + (int64_t)tid * d;                                                                 \
-        _Pragma("omp for schedule(static)")                                                                  \
-        for (int64_t job = 0; job < b * nblk; job++) {                                                       \
-            const int64_t bi = job / nblk, d0 = (job % nblk) * BLK;                                          \
-            if (loaded != d0) {                                                                              \
-                for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0);                          \
-                loaded = d0;                                                                                 \
-            }                                                                                                \
-            if (bi != row_b) {                                                                               \
-                if (row_b >= 0) flush_lanes_##SUF(LB, LC, dBp, dCp, row_b, t, n);                            \
-                memset(LB, 0, sizeof(V) * (size_t)(t * n));                                                  \
-                memset(LC, 0, sizeof(V) * (size_t)(t * n));                                                  \
-                row_b = bi;                                                                                  \
-            }                                                                                                \
-            bwd_job_##SUF(x, dt, A, Bm, Cm, Dv, z, zs, dy, dx, ddt, dz, dAp, dDp, bi, d0, t, d, n, H, Ad, g, \
-                          dAacc, LB, LC);                                                                    \
-        }                                                                                                    \
-        if (row_b >= 0) flush_lanes_##SUF(LB, LC, dBp, dCp, row_b, t, n);                                    \
-        free(H); free(Ad); free(LB); free(LC); free(g); free(dAacc); free(A);                                \
-    }                                                                                                        \
+#define DEFINE_SCAN(T, V, SUF, EXPV)                                                                                             \
+static inline V load_##SUF(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }                                               \
+static inline void store_##SUF(T *p, V v) { memcpy(p, &v, sizeof v); }                                                           \
+static inline T hsum_##SUF(V v) { T s = 0; for (int i = 0; i < BLK; i++) s += v[i]; return s; }                                  \
+static inline V sigmoid_##SUF(V v) { const V zero = {0}; return (zero + 1) / (zero + 1 + EXPV(-v)); }                            \
+                                                                                                                                 \
+static void fwd_job_##SUF(const T *x, const T *dt, const V *A, const T *Bm, const T *Cm, int64_t bs,                             \
+                          int64_t cs, const T *Dv, const T *z, int64_t zs, T *y, T *yg, T *states, int64_t bi, int64_t d0,       \
+                          int64_t t, int64_t d, int64_t n, V *h) {                                                               \
+    const V zero = {0};                                                                                                          \
+    for (int64_t j = 0; j < n; j++) h[j] = zero;                                                                                 \
+    const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                                              \
+    for (int64_t ti = 0; ti < t; ti++) {                                                                                         \
+        const int64_t row = bi * t + ti;                                                                                         \
+        const V xv = load_##SUF(x + row * d + d0), dv = load_##SUF(dt + row * d + d0);                                           \
+        const V dx = dv * xv;                                                                                                    \
+        const T *Br = Bm + row * bs, *Cr = Cm + row * cs;                                                                        \
+        V acc = Dvec * xv;                                                                                                       \
+        for (int64_t j = 0; j < n; j++) {                                                                                        \
+            const V hv = EXPV(dv * A[j]) * h[j] + dx * Br[j];                                                                    \
+            h[j] = hv;                                                                                                           \
+            acc += hv * Cr[j];                                                                                                   \
+        }                                                                                                                        \
+        if (states) {                                                                                                            \
+            T *sr = states + (row * d + d0) * n;                                                                                 \
+            for (int k = 0; k < BLK; k++)                                                                                        \
+                for (int64_t j = 0; j < n; j++) sr[k * n + j] = h[j][k];                                                         \
+        }                                                                                                                        \
+        if (y) store_##SUF(y + row * d + d0, acc);                                                                               \
+        if (yg) {                                                                                                                \
+            const V zv = load_##SUF(z + row * zs + d0);                                                                          \
+            store_##SUF(yg + row * d + d0, acc * zv * sigmoid_##SUF(zv));                                                        \
+        }                                                                                                                        \
+    }                                                                                                                            \
+}                                                                                                                                \
+                                                                                                                                 \
+void scan_fwd_##SUF(const T *x, const T *dt, const T *At, const T *Bm, const T *Cm, int64_t bs,                                  \
+                    int64_t cs, const T *Dv, const T *z, int64_t zs, T *y, T *yg, T *states, int64_t b, int64_t t, int64_t d,    \
+                    int64_t n, int nthreads) {                                                                                   \
+    const int64_t nblk = d / BLK;                                                                                                \
+    _Pragma("omp parallel num_threads(nthreads)")                                                                                \
+    {                                                                                                                            \
+        V *h = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                    \
+        V *A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                    \
+        int64_t loaded = -1;                                                                                                     \
+        _Pragma("omp for schedule(static)")                                                                                      \
+        for (int64_t job = 0; job < b * nblk; job++) {                                                                           \
+            const int64_t bi = job / nblk, d0 = (job % nblk) * BLK;                                                              \
+            if (loaded != d0) {                                                                                                  \
+                for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0);                                              \
+                loaded = d0;                                                                                                     \
+            }                                                                                                                    \
+            fwd_job_##SUF(x, dt, A, Bm, Cm, bs, cs, Dv, z, zs, y, yg, states, bi, d0, t, d, n, h);                               \
+        }                                                                                                                        \
+        free(h); free(A);                                                                                                        \
+    }                                                                                                                            \
+}                                                                                                                                \
+                                                                                                                                 \
+static void bwd_job_##SUF(const T *x, const T *dt, const V *A, const T *Bm, const T *Cm, int64_t bs,                             \
+                          int64_t cs, const T *Dv, const T *z, int64_t zs, const T *dy, T *dxo, T *ddto, T *dzo, T *dAp, T *dDp, \
+                          int64_t bi, int64_t d0, int64_t t, int64_t d, int64_t n, V *H, V *Ad, V *g,                            \
+                          V *dAacc, V *LB, V *LC) {                                                                              \
+    const V zero = {0};                                                                                                          \
+    /* 1. recompute states and decays of this job: H[ti * n + j], Ad[ti * n + j] */                                              \
+    for (int64_t ti = 0; ti < t; ti++) {                                                                                         \
+        const int64_t row = bi * t + ti;                                                                                         \
+        const V xv = load_##SUF(x + row * d + d0), dv = load_##SUF(dt + row * d + d0);                                           \
+        const V dx = dv * xv;                                                                                                    \
+        const T *Br = Bm + row * bs;                                                                                             \
+        V *Hc = H + ti * n, *Ac = Ad + ti * n;                                                                                   \
+        for (int64_t j = 0; j < n; j++) {                                                                                        \
+            const V a = EXPV(dv * A[j]);                                                                                         \
+            Ac[j] = a;                                                                                                           \
+            Hc[j] = ti > 0 ? a * Hc[j - n] + dx * Br[j] : dx * Br[j];                                                            \
+        }                                                                                                                        \
+    }                                                                                                                            \
+    /* 2. adjoint recurrence in reverse time; g carries dL/dh_t back through the decay */                                        \
+    for (int64_t j = 0; j < n; j++) { g[j] = zero; dAacc[j] = zero; }                                                            \
+    const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                                              \
+    V dDacc = zero;                                                                                                              \
+    for (int64_t ti = t - 1; ti >= 0; ti--) {                                                                                    \
+        const int64_t row = bi * t + ti;                                                                                         \
+        const V xv = load_##SUF(x + row * d + d0), dv = load_##SUF(dt + row * d + d0);                                           \
+        V dyv = load_##SUF(dy + row * d + d0);                                                                                   \
+        const V dx = dv * xv;                                                                                                    \
+        const T *Br = Bm + row * bs, *Cr = Cm + row * cs;                                                                        \
+        const V *Hc = H + ti * n, *Ac = Ad + ti * n;                                                                             \
+        if (z) { /* gated output yg = y * silu(z): recompute y, emit dz, turn dyg into dy */                                     \
+            V yv = Dvec * xv;                                                                                                    \
+            for (int64_t j = 0; j < n; j++) yv += Hc[j] * Cr[j];                                                                 \
+            const V zv = load_##SUF(z + row * zs + d0), s = sigmoid_##SUF(zv);                                                   \
+            store_##SUF(dzo + row * d + d0, dyv * yv * s * (1 + zv * (1 - s)));                                                  \
+            dyv = dyv * zv * s;                                                                                                  \
+        }                                                                                                                        \
+        V dxa = zero, ddta = zero;                                                                                               \
+        V *LBr = LB + ti * n, *LCr = LC + ti * n;                                                                                \
+        for (int64_t j = 0; j < n; j++) {                                                                                        \
+            const V gk = g[j] + dyv * Cr[j];                                                                                     \
+            const V a = Ac[j];                                                                                                   \
+            const V ga = ti > 0 ? gk * Hc[j - n] * a : zero;                                                                     \
+            LCr[j] += dyv * Hc[j];                                                                                               \
+            LBr[j] += gk * dx;                                                                                                   \
+            ddta += ga * A[j] + gk * xv * Br[j];                                                                                 \
+            dxa += gk * dv * Br[j];                                                                                              \
+            dAacc[j] += ga * dv;                                                                                                 \
+            g[j] = gk * a;                                                                                                       \
+        }                                                                                                                        \
+        store_##SUF(dxo + row * d + d0, dxa + Dvec * dyv);                                                                       \
+        store_##SUF(ddto + row * d + d0, ddta);                                                                                  \
+        dDacc += dyv * xv;                                                                                                       \
+    }                                                                                                                            \
+    for (int64_t j = 0; j < n; j++) store_##SUF(dAp + j * d + d0, load_##SUF(dAp + j * d + d0) + dAacc[j]);                      \
+    store_##SUF(dDp + d0, load_##SUF(dDp + d0) + dDacc);                                                                         \
+}                                                                                                                                \
+                                                                                                                                 \
+static void flush_lanes_##SUF(const V *LB, const V *LC, T *dBp, T *dCp, int64_t bi, int64_t t, int64_t n,                        \
+                              int assign) {                                                                                      \
+    for (int64_t i = 0; i < t * n; i++) {                                                                                        \
+        const T sb = hsum_##SUF(LB[i]), sc = hsum_##SUF(LC[i]);                                                                  \
+        if (assign) { dBp[bi * t * n + i] = sb; dCp[bi * t * n + i] = sc; }                                                      \
+        else { dBp[bi * t * n + i] += sb; dCp[bi * t * n + i] += sc; }                                                           \
+    }                                                                                                                            \
+}                                                                                                                                \
+                                                                                                                                 \
+void scan_bwd_##SUF(const T *x, const T *dt, const T *At, const T *Bm, const T *Cm, int64_t bs, int64_t cs,                      \
+                    const T *Dv, const T *z, int64_t zs, const T *dy, T *dx, T *ddt, T *dz, T *dAt_part,                         \
+                    T *dB_out, T *dC_out, T *dD_part, int64_t b, int64_t t, int64_t d, int64_t n, int nthreads) {                \
+    /* dAt_part and dD_part have a leading [nthreads] axis and must be zeroed by the caller.                                     \
+       With b >= nthreads every thread owns whole batch rows and writes dB_out, dC_out ([b, t, n])                               \
+       directly; otherwise they are zeroed per-thread partials [nthreads, b, t, n] summed by the                                 \
+       caller. Either way dB and dC are first summed lane-wise per row (LB, LC) and reduced once. */                             \
+    const int64_t nblk = d / BLK;                                                                                                \
+    const int rows_mode = b >= nthreads;                                                                                         \
+    _Pragma("omp parallel num_threads(nthreads)")                                                                                \
+    {                                                                                                                            \
+        const int tid = thread_id();                                                                                             \
+        V *H = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                                              \
+        V *Ad = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                                             \
+        V *LB = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                                             \
+        V *LC = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                                             \
+        V *g = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                    \
+        V *dAacc = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                \
+        V *A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                    \
+        T *dAp = dAt_part + (int64_t)tid * n * d;                                                                                \
+        T *dDp = dD_part + (int64_t)tid * d;                                                                                     \
+        if (rows_mode) {                                                                                                         \
+            _Pragma("omp for schedule(static)")                                                                                  \
+            for (int64_t bi = 0; bi < b; bi++) {                                                                                 \
+                memset(LB, 0, sizeof(V) * (size_t)(t * n));                                                                      \
+                memset(LC, 0, sizeof(V) * (size_t)(t * n));                                                                      \
+                for (int64_t blk = 0; blk < nblk; blk++) {                                                                       \
+                    const int64_t d0 = blk * BLK;                                                                                \
+                    for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0);                                          \
+                    bwd_job_##SUF(x, dt, A, Bm, Cm, bs, cs, Dv, z, zs, dy, dx, ddt, dz, dAp, dDp, bi, d0, t, d, n,               \
+                                  H, Ad, g, dAacc, LB, LC);                                                                      \
+                }                                                                                                                \
+                flush_lanes_##SUF(LB, LC, dB_out, dC_out, bi, t, n, 1);                                                          \
+            }                                                                                                                    \
+        } else {                                                                                                                 \
+            int64_t loaded = -1, row_b = -1;                                                                                     \
+            T *dBp = dB_out + (int64_t)tid * b * t * n;                                                                          \
+            T *dCp = dC_out + (int64_t)tid * b * t * n;                                                                          \
+            _Pragma("omp for schedule(static)")                                                                                  \
+            for (int64_t job = 0; job < b * nblk; job++) {                                                                       \
+                const int64_t bi = job / nblk, d0 = (job % nblk) * BLK;                                                          \
+                if (loaded != d0) {                                                                                              \
+                    for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0);                                          \
+                    loaded = d0;                                                                                                 \
+                }                                                                                                                \
+                if (bi != row_b) {                                                                                               \
+                    if (row_b >= 0) flush_lanes_##SUF(LB, LC, dBp, dCp, row_b, t, n, 0);                                         \
+                    memset(LB, 0, sizeof(V) * (size_t)(t * n));                                                                  \
+                    memset(LC, 0, sizeof(V) * (size_t)(t * n));                                                                  \
+                    row_b = bi;                                                                                                  \
+                }                                                                                                                \
+                bwd_job_##SUF(x, dt, A, Bm, Cm, bs, cs, Dv, z, zs, dy, dx, ddt, dz, dAp, dDp, bi, d0, t, d, n,                   \
+                              H, Ad, g, dAacc, LB, LC);                                                                          \
+            }                                                                                                                    \
+            if (row_b >= 0) flush_lanes_##SUF(LB, LC, dBp, dCp, row_b, t, n, 0);                                                 \
+        }                                                                                                                        \
+        free(H); free(Ad); free(LB); free(LC); free(g); free(dAacc); free(A);                                                    \
+    }                                                                                                                            \
 }
 
 DEFINE_SCAN(float, vf, f32, exp_vf)
