@@ -207,3 +207,13 @@ def test_early_stop_and_bad_tokens(host, tokens):
     assert logits is None and set(cache) == {"blocks.0.resid_post"}
     with pytest.raises(UniversalityError, match="outside this model's vocabulary"):
         host(torch.tensor([[0, VOCAB]]))
+
+
+def test_in_place_hooks_with_gradients(host, tokens):
+    def zero_position_3(x):
+        x[:, 3] = 0  # in place, returns None
+
+    with torch.no_grad():
+        ref = host.run_with_hooks(tokens, {"blocks.0.ssm.in_x": lambda x: torch.cat([x[:, :3], 0 * x[:, 3:4], x[:, 4:]], 1)})
+    logits = host.run_with_hooks(tokens, {"blocks.0.ssm.in_x": zero_position_3})  # grad mode on
+    torch.testing.assert_close(logits.detach(), ref, rtol=0, atol=1e-6)

@@ -195,3 +195,16 @@ def test_c_kernel_threaded_with_strided_B_C(batch):
     grad_out = torch.randn_like(y_c)
     for a, b in zip(torch.autograd.grad(y_c, (x, dt, A, BC, D), grad_out), torch.autograd.grad(y_t, (x, dt, A, BC, D), grad_out)):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_two_headed_linear_gradcheck():
+    from universality.hosts.ssm.ops import two_headed_linear
+
+    gen = torch.Generator().manual_seed(7)
+    u = torch.randn(2, 3, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(10, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(10, generator=gen, dtype=torch.float64, requires_grad=True)
+    x, z = two_headed_linear(u, w, bias, 4)
+    torch.testing.assert_close(torch.cat([x, z], -1), torch.nn.functional.linear(u, w, bias))
+    assert torch.autograd.gradcheck(lambda u, w, b: two_headed_linear(u, w, b, 4), (u, w, bias))
+    assert torch.autograd.gradcheck(lambda u, w: two_headed_linear(u, w, None, 6)[1], (u, w))  # one half unused

@@ -35,7 +35,7 @@ from .base import Host
 from .hookrun import HookRun
 from .registry import register_host
 from .ssm.conv import conv_act
-from .ssm.ops import rms_norm, upcast_residual
+from .ssm.ops import rms_norm, two_headed_linear, upcast_residual
 from .ssm.scan import BACKENDS, patched_states, readout, scan_states, selective_scan
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -101,9 +101,13 @@ class MambaHost(Host):
 
         d_inner, n, rank = m.intermediate_size, m.ssm_state_size, m.time_step_rank
         w, bias = m.in_proj.weight, m.in_proj.bias
-        # two products instead of one split: the backward then needs no [b, t, 2 d_inner] scatter
-        x = run(p + "ssm.in_x", F.linear(u, w[:d_inner], bias[:d_inner] if bias is not None else None))
-        z = run(p + "ssm.gate", F.linear(u, w[d_inner:], bias[d_inner:] if bias is not None else None))
+        if p + "ssm.in_x" in run.hooks or p + "ssm.gate" in run.hooks:  # hooks may edit in place: plain tensors
+            x = F.linear(u, w[:d_inner], bias[:d_inner] if bias is not None else None)
+            z = F.linear(u, w[d_inner:], bias[d_inner:] if bias is not None else None)
+        else:  # strided views of one product, with a backward that builds no scatter buffers
+            x, z = two_headed_linear(u, w, bias, d_inner)
+        x = run(p + "ssm.in_x", x)
+        z = run(p + "ssm.gate", z)
         x = run(p + "ssm.conv_out", conv_act(x, m.conv1d.weight, m.conv1d.bias, m.act, m.activation, use_kernel=use_kernels))
 
         dt_low, B, C = torch.split(F.linear(x, m.x_proj.weight), [rank, n, n], dim=-1)

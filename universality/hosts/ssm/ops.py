@@ -104,3 +104,38 @@ def gated_rms_norm(y: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, ep
 def upcast_residual(h: torch.Tensor, residual_in_fp32: bool) -> torch.Tensor:
     """The residual stream HF adds the mixer output to: float32 for half inputs when ``residual_in_fp32``."""
     return h.float() if residual_in_fp32 and h.dtype in _LOW_PRECISION else h
+
+
+class _TwoHeadedLinear(torch.autograd.Function):
+    """``u @ W.T (+ bias)`` returned as two column views ``[..., :k]`` and ``[..., k:]``.
+
+    One product forward; the backward writes both halves of ``dW`` in place and adds the
+    two input gradients with one ``addmm``, so no zero-filled scatter buffers are made.
+    """
+
+    @staticmethod
+    def forward(ctx, u, weight, bias, k):
+        u2 = u.reshape(-1, u.shape[-1])
+        out = F.linear(u2, weight, bias).view(*u.shape[:-1], weight.shape[0])
+        ctx.save_for_backward(u2, weight)
+        ctx.k, ctx.has_bias, ctx.lead = k, bias is not None, u.shape[:-1]
+        return out[..., :k], out[..., k:]
+
+    @staticmethod
+    def backward(ctx, g1, g2):
+        u2, weight = ctx.saved_tensors
+        k, rows = ctx.k, u2.shape[0]
+        g1 = torch.zeros(rows, k, dtype=u2.dtype, device=u2.device) if g1 is None else g1.reshape(rows, k)
+        g2 = (torch.zeros(rows, weight.shape[0] - k, dtype=u2.dtype, device=u2.device) if g2 is None
+              else g2.reshape(rows, -1))
+        du = torch.addmm(g1 @ weight[:k], g2, weight[k:]).view(*ctx.lead, u2.shape[1])
+        dw = torch.empty_like(weight)
+        torch.mm(g1.t(), u2, out=dw[:k])
+        torch.mm(g2.t(), u2, out=dw[k:])
+        db = torch.cat([g1.sum(0), g2.sum(0)]) if ctx.has_bias else None
+        return du, dw, db, None
+
+
+def two_headed_linear(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k: int):
+    """``F.linear(u, weight, bias)`` split after output column ``k``: ``([..., :k], [..., k:])`` as views of one product."""
+    return _TwoHeadedLinear.apply(u, weight, bias, k)
