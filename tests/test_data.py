@@ -117,6 +117,14 @@ def test_hf_dataset_from_disk(tmp_path):
     datasets.Dataset.from_dict({"text": ["one doc", "two doc"], "n": [1, 2]}).save_to_disk(str(tmp_path / "ds"))
     c = load_corpus(tmp_path / "ds")
     assert [d.text for d in c.documents] == ["one doc", "two doc"]
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"body": ["a b", "c d"]}),
+                               "validation": datasets.Dataset.from_dict({"body": ["e f"]})})
+    dd.save_to_disk(str(tmp_path / "dd"))
+    assert [d.text for d in load_corpus(tmp_path / "dd", text_field="body", hf_split="validation").documents] == ["e f"]
+    with pytest.raises(UniversalityError, match="no column 'text'"):
+        load_corpus(tmp_path / "dd")
+    with pytest.raises(UniversalityError, match="no split 'test'"):
+        load_corpus(tmp_path / "dd", text_field="body", hf_split="test")
 
 
 # ----- token streams ---------------------------------------------------------------------

@@ -239,7 +239,9 @@ def _from_jsonl(path: Path, cfg: CorpusConfig) -> Corpus:
 
 
 def _texts_from_dataset(ds, cfg: CorpusConfig, where: str) -> list[Document]:
-    if hasattr(ds, "keys") and not hasattr(ds, "column_names"):  # DatasetDict
+    import datasets
+
+    if isinstance(ds, (datasets.DatasetDict, dict)):
         if cfg.hf_split not in ds:
             raise UniversalityError(f"dataset '{where}' has no split '{cfg.hf_split}'; available: {', '.join(ds.keys())}")
         ds = ds[cfg.hf_split]
