@@ -69,7 +69,7 @@ class StepOut(NamedTuple):
     aux: float
     """AuxK loss value (0 when not used)."""
     fired: torch.Tensor
-    """Latent ids that fired at least once in the batch (LongTensor)."""
+    """Ids of latents that fired in the batch (LongTensor; may repeat)."""
 
 
 class SparseCoder(nn.Module):

@@ -69,7 +69,7 @@ class _SparseSelectCoder(SparseCoder):
             loss = loss + self.cfg.aux_coefficient * aux
         with torch.no_grad():
             on = acts > 0
-            fired = torch.unique(cols[on])
+            fired = cols[on]  # may repeat ids: used only to index-assign
             l0 = float(on.sum()) / b
         return StepOut(loss, recon.detach(), sq, l0, float(aux), fired)
 

@@ -31,6 +31,7 @@ class SelectedPreacts(torch.autograd.Function):
     def forward(ctx, x, W_enc, b_enc, rows, cols, values):  # noqa: D102
         ctx.save_for_backward(x, W_enc, rows, cols)
         ctx.n_latents = W_enc.shape[0]
+        ctx.k = row_width(rows, x.shape[0])
         return values.clone()
 
     @staticmethod
@@ -44,7 +45,7 @@ class SelectedPreacts(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_b = torch.zeros(n, dtype=grad.dtype, device=grad.device).index_add_(0, cols, grad)
         if ctx.needs_input_grad[0]:
-            grad_x = bag_sum(cols, rows, grad, W_enc, b)
+            grad_x = bag_sum(cols, rows, grad, W_enc, b, ctx.k)
         return grad_x, grad_W, grad_b, None, None, None
 
 
@@ -54,10 +55,30 @@ def bag_offsets(rows: torch.Tensor, n_rows: int) -> torch.Tensor:
     return torch.cumsum(counts, 0) - counts
 
 
-def bag_sum(cols: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, table: torch.Tensor, n_rows: int) -> torch.Tensor:
-    """``out[r] = sum_j weights[j] * table[cols[j]]`` over ``j`` with ``rows[j] == r`` → [n_rows, table.shape[1]]."""
-    offsets = bag_offsets(rows, n_rows)
-    return F.embedding_bag(cols, table, offsets, mode="sum", per_sample_weights=weights.to(table.dtype))
+def bag_sum(cols: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, table: torch.Tensor, n_rows: int, k: int | None = None) -> torch.Tensor:
+    """``out[r] = sum_j weights[j] * table[cols[j]]`` over ``j`` with ``rows[j] == r`` → [n_rows, table.shape[1]].
+
+    ``k`` (or a ``rows`` tensor made by :func:`uniform_rows`) says every row has
+    exactly ``k`` consecutive entries, so the bags need no offsets.
+    """
+    k = k or row_width(rows, n_rows)
+    w = weights.to(table.dtype)
+    if k:
+        return F.embedding_bag(cols.view(n_rows, k), table, mode="sum", per_sample_weights=w.view(n_rows, k))
+    return F.embedding_bag(cols, table, bag_offsets(rows, n_rows), mode="sum", per_sample_weights=w)
+
+
+def uniform_rows(n_rows: int, k: int, device) -> torch.Tensor:
+    """``arange(n_rows).repeat_interleave(k)`` [n_rows*k], tagged so that bags over it need no offsets."""
+    rows = torch.arange(n_rows, device=device).repeat_interleave(k)
+    rows._uniform_k = k  # type: ignore[attr-defined]
+    return rows
+
+
+def row_width(rows: torch.Tensor, n_rows: int) -> int | None:
+    """The ``k`` of a :func:`uniform_rows` tensor with ``n_rows`` rows, else ``None``."""
+    k = getattr(rows, "_uniform_k", None)
+    return k if k is not None and rows.numel() == n_rows * k else None
 
 
 def sparse_decode(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, W_dec: torch.Tensor, n_rows: int) -> torch.Tensor:
@@ -66,7 +87,7 @@ def sparse_decode(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, 
     ``rows`` [m] ascending, ``cols`` [m] latent ids, ``values`` [m] activations.
     Gradients flow into ``values`` and ``W_dec`` (only the used rows are non-zero).
     """
-    return bag_sum(cols, rows, values, W_dec, n_rows)
+    return bag_sum(cols, rows, values, W_dec, n_rows, row_width(rows, n_rows))
 
 
 def topk_pairs(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -75,6 +96,5 @@ def topk_pairs(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, t
     Values are the raw pre-activations (the caller applies the ReLU).
     """
     vals, idx = pre.topk(k, dim=1, sorted=False)
-    b = pre.shape[0]
-    rows = torch.arange(b, device=pre.device).repeat_interleave(k)
+    rows = uniform_rows(pre.shape[0], k, pre.device)
     return rows, idx.reshape(-1), vals.reshape(-1)
