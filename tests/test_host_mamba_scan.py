@@ -184,9 +184,9 @@ def test_rms_norm_kernel_matches_formula_and_gradcheck():
 
 @needs_c
 @pytest.mark.parametrize("batch", [1, 3])  # 1: threads split channels (partial sums); 3: threads own batch rows
-def test_c_kernel_threaded_with_strided_B_C(batch):
-    torch.set_num_threads(2)
-    x, dt, A, _, _, D = _inputs(b=batch, t=300, d=48, n=5)  # large enough for the two-thread path
+def test_c_kernel_threaded_with_strided_B_C(batch, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the two-thread kernel path, whatever the setting
+    x, dt, A, _, _, D = _inputs(b=batch, t=300, d=48, n=5)  # large enough (> 65k elements) for two threads
     BC = torch.randn(batch, 300, 13, dtype=torch.float64, generator=torch.Generator().manual_seed(6), requires_grad=True)
     B, C = BC[..., 3:8], BC[..., 8:]  # strided views, as split off x_proj's output
     y_c = ss.selective_scan(x, dt, A, B, C, D, backend="c")
