@@ -157,8 +157,14 @@ def read_config_file(path: str) -> dict:
         raise UniversalityError(f"config file '{path}' does not exist")
     text = p.read_text(encoding="utf-8")
     if p.suffix == ".toml":
-        import tomllib
-
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            try:
+                import tomli as tomllib
+            except ImportError:
+                raise UniversalityError(f"config file '{path}' is TOML, which needs Python 3.11 or the 'tomli' package; "
+                                        "use a YAML file instead") from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
