@@ -20,6 +20,7 @@ import threading
 import warnings
 from pathlib import Path
 
+from ..._errors import UniversalityError
 from ..._io import ensure_writable_dir
 
 _SOURCE = Path(__file__).with_name("selective_scan.c")
@@ -44,12 +45,19 @@ def _cpu_signature() -> str:
         return platform.processor() + platform.machine()
 
 
-def _library_path() -> Path:
+def _library_name() -> str:
     key = hashlib.sha256()
     key.update(_SOURCE.read_bytes())
     key.update(" ".join(_FLAGS).encode())
     key.update(_cpu_signature().encode())
-    return kernel_home() / f"selective_scan_{key.hexdigest()[:16]}.so"
+    return f"selective_scan_{key.hexdigest()[:16]}.so"
+
+
+def _load_or_build(folder: Path) -> ctypes.CDLL:
+    target = folder / _library_name()
+    if not target.is_file():
+        _compile(target)
+    return _bind(ctypes.CDLL(str(target)))
 
 
 def _compile(target: Path) -> None:
@@ -111,14 +119,16 @@ def load_kernel() -> ctypes.CDLL | None:
     with _LOCK:
         if "lib" in _STATE:
             return _STATE["lib"]  # type: ignore[return-value]
-        lib = None
-        try:
-            target = _library_path()
-            if not target.is_file():
-                _compile(target)
-            lib = _bind(ctypes.CDLL(str(target)))
-        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-            warnings.warn(f"universality: the C selective-scan kernel is unavailable ({e}); using the slower pure-torch scan",
-                          RuntimeWarning, stacklevel=2)
+        lib, errors = None, []
+        # the cache folder, then a private temp folder when the cache is not writable
+        for folder in (kernel_home(), Path(tempfile.gettempdir()) / f"universality-kernels-{os.getuid()}"):
+            try:
+                lib = _load_or_build(folder)
+                break
+            except (OSError, RuntimeError, UniversalityError, subprocess.SubprocessError) as e:
+                errors.append(str(e))
+        if lib is None:
+            warnings.warn(f"universality: the C Mamba kernels are unavailable ({'; '.join(errors)}); using the slower "
+                          "pure-torch path", RuntimeWarning, stacklevel=2)
         _STATE["lib"] = lib
         return lib
