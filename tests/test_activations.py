@@ -99,6 +99,7 @@ def test_deterministic_and_different_jobs_refused(tmp_path, host, stream):
         cache_activations(host, ["embed"], stream, tmp_path / "a", shard_sequences=5)
     store = cache_activations(host, ["embed"], stream, tmp_path / "a", shard_sequences=5, overwrite=True)
     assert store.hooks == ["embed"]
+    assert not list((tmp_path / "a" / "blocks.0.resid_post").glob("*.safetensors"))
 
 
 _KILL_SCRIPT = textwrap.dedent("""

@@ -103,6 +103,9 @@ def cache_activations(host: Any, hooks: Sequence[str] | str, stream: TokenStream
                 f"'{out}' already holds an activation store of a different job (other host, stream, hooks or settings); "
                 "choose another folder or pass overwrite=True"
             )
+        for shard in manifest.get("shards", []):  # drop the old job's shards so none is left behind
+            for entry in shard.get("files", {}).values():
+                (out / entry["file"]).unlink(missing_ok=True)
         manifest = None
     if manifest is None:
         tokens_file = out / "tokens.safetensors"
