@@ -128,3 +128,35 @@ def test_compare_command_with_random_init_floor(demo_run, tmp_path):
     fps = {m["name"]: m["fingerprint"] for m in res["models"]}
     assert fps["t1-random-init"] != fps["t1"]
     assert json.loads((out / "config.json").read_text())["names"] == ["t0", "t1"]
+
+
+def _shared_at(enc_a, enc_b, dec_a, dec_b, t):
+    from scipy.optimize import linear_sum_assignment
+
+    def matched_cos(x, y):
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        y = y / np.linalg.norm(y, axis=1, keepdims=True)
+        sim = x @ y.T
+        r, c = linear_sum_assignment(-sim)
+        out = np.full(x.shape[0], np.nan)
+        out[r] = sim[r, c]
+        return out
+
+    e, d = matched_cos(enc_a, enc_b), matched_cos(dec_a, dec_b)
+    return float(np.mean((e > t) & (d > t)))
+
+
+def test_seeds_command_against_scipy_hungarian(demo_run, tmp_path):
+    home, _, _, _ = demo_run
+    model = next(home.rglob("transformer/config.json")).parent
+    out = tmp_path / "seeds"
+    assert main(["seeds", str(model), "--seeds", "0,1", "--kinds", "topk", "--n-latents", "32", "--k", "4", "--n-tokens", "1024",
+                 "--sae-epochs", "2", "--out", str(out), "--quiet"]) == 0
+    res = reports.load_results(out)
+    (entry,) = res["seed_overlap"]
+    assert sum(entry["n_seed_hist"]) == 32
+    coders = [sae.load(out / "stages" / f"sae-{model.name}-{entry['hook']}-topk-n32-s{s}") for s in (0, 1)]
+    mats = [(c.W_enc.detach().double().numpy(), c.W_dec.detach().double().numpy()) for c in coders]
+    for t, got in zip(entry["curve"]["thresholds"], entry["curve"]["shared_fraction"]):
+        assert got == pytest.approx(_shared_at(mats[0][0], mats[1][0], mats[0][1], mats[1][1], t), abs=1e-9)
+    assert entry["shared_fraction"] == pytest.approx(_shared_at(mats[0][0], mats[1][0], mats[0][1], mats[1][1], 0.7), abs=1e-9)
