@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--k", type=int)
     cp.add_argument("--sae-epochs", dest="sae_epochs", type=int)
     cp.add_argument("--n-boot", dest="n_boot", type=int)
+    cp.add_argument("--n-boot-refs", dest="n_boot_refs", type=int, help="bootstrap resamples for floor and skyline lines")
     cp.add_argument("--family-threshold", dest="family_threshold", type=float)
     cp.add_argument("--no-floor", dest="floor", action="store_false", help="skip the random-init floor")
     cp.add_argument("--floor-model", dest="floor_models", type=_pair, action="append", help="NAME=PATH of an untrained copy")

@@ -151,15 +151,15 @@ def run_compare(run: RunDir, cfg: CompareConfig, sides: list[Side], floors: dict
             refs = {}
             if b.label in floors:
                 fl = floors[b.label]
-                refs["random-init floor"] = mppc_summaries(ca, dictionary(fl, layer_at(fl.host, 0.5))[rows_b], cfg.n_boot, cfg.seed)[0]
+                refs["random-init floor"] = mppc_summaries(ca, dictionary(fl, layer_at(fl.host, 0.5))[rows_b], cfg.ref_boot, cfg.seed)[0]
             if cfg.sae_seed_skyline:
                 ra = a.mask_rows
                 refs["SAE-seed skyline"] = mppc_summaries(dictionary(a, la)[ra], dictionary(a, la, cfg.seed + 1)[ra],
-                                                          cfg.n_boot, cfg.seed)[0]
+                                                          cfg.ref_boot, cfg.seed)[0]
             if a.label in seeds:
                 sd, ra = seeds[a.label], a.mask_rows
                 refs["model-seed skyline"] = mppc_summaries(dictionary(a, la)[ra], dictionary(sd, layer_at(sd.host, 0.5))[ra],
-                                                            cfg.n_boot, cfg.seed)[0]
+                                                            cfg.ref_boot, cfg.seed)[0]
             grid_a, grid_b = layers_of(a), layers_of(b)
             values = [[float(matching.mppc(dictionary(a, i)[rows_a], dictionary(b, j)[rows_b]).summary("a_to_b").mean)
                        for j in grid_b] for i in grid_a]
@@ -171,7 +171,7 @@ def run_compare(run: RunDir, cfg: CompareConfig, sides: list[Side], floors: dict
         inputs = {"a": a.host_fp, "b": b.host_fp, "stream": [a.stream.fingerprint, b.stream.fingerprint],
                   "floor": floors[b.label].host_fp if b.label in floors else None,
                   "seed": seeds[a.label].host_fp if a.label in seeds else None,
-                  "cfg": {k: getattr(cfg, k) for k in ("hook", "layers", "kind", "n_latents", "k", "sae_epochs", "n_boot", "seed",
+                  "cfg": {k: getattr(cfg, k) for k in ("hook", "layers", "kind", "n_latents", "k", "sae_epochs", "n_boot", "ref_boot", "seed",
                                                         "sae_seed_skyline", "top_matches")}}
         pairs.append(run.stage(f"pair-{a.label}-{b.label}", inputs, pair_stats))
 

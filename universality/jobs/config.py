@@ -42,6 +42,9 @@ class CompareConfig:
     """Passes over the cached tokens when training each dictionary."""
     n_boot: int = 30
     """Bootstrap resamples over tokens for the confidence intervals (0: intervals over features only)."""
+    n_boot_refs: int | None = None
+    """Bootstrap resamples for the floor and skyline reference lines (``None``: a third of ``n_boot``, at least 5;
+    their intervals only frame the pair's, and each resample is an exact MPPC)."""
     family_threshold: float = 0.5
     """Minimum Pearson r of a mutual best match joining two features into an N-way family."""
     floor: bool = True
@@ -59,6 +62,13 @@ class CompareConfig:
     seed: int = 0
     """Seed of the token stream and the dictionaries."""
 
+    @property
+    def ref_boot(self) -> int:
+        """Resamples actually used for the reference lines (see ``n_boot_refs``)."""
+        if self.n_boot_refs is not None:
+            return self.n_boot_refs
+        return max(5, self.n_boot // 3) if self.n_boot else 0
+
     def __post_init__(self):
         if len(self.models) < 2:
             raise UniversalityError(f"compare needs at least two models, got {len(self.models)}")
@@ -73,6 +83,8 @@ class CompareConfig:
         for name in ("n_tokens", "seq_len", "n_latents", "k", "sae_epochs", "top_matches"):
             _pos_int(name, getattr(self, name))
         _pos_int("n_boot", self.n_boot, 0)
+        if self.n_boot_refs is not None:
+            _pos_int("n_boot_refs", self.n_boot_refs, 0)
         if self.k >= self.n_latents:
             raise UniversalityError(f"k {self.k} must be smaller than n_latents {self.n_latents}")
         if not -1 <= self.family_threshold <= 1:

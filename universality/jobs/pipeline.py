@@ -182,7 +182,7 @@ def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log:
     ccfg = CompareConfig(models=[paths[n] for n in names], names=names, hook="resid_post",
                          n_tokens=cfg.n_tokens or (4096 if cfg.quick else 16384), seq_len=64,
                          n_latents=cfg.n_latents or (128 if cfg.quick else 512), k=8 if cfg.quick else 16,
-                         sae_epochs=1 if cfg.quick else 4, n_boot=5 if cfg.quick else 30, corpus=cfg.corpus,
+                         sae_epochs=1 if cfg.quick else 4, n_boot=5 if cfg.quick else 20, corpus=cfg.corpus,
                          floor_models=floor_paths, seed_models=seed_paths)
     # seed stability on the Transformer's middle MLP output: TopK vs ReLU-L1
     t_host = hosts[names[0]]

@@ -71,7 +71,7 @@ class _SparseSelectCoder(SparseCoder):
             on = acts > 0
             fired = cols[on]  # may repeat ids: used only to index-assign
             l0 = float(on.sum()) / b
-        return StepOut(loss, recon.detach(), sq, l0, float(aux), fired)
+        return StepOut(loss, recon.detach(), sq, l0, float(aux.detach()) if torch.is_tensor(aux) else float(aux), fired)
 
 
 @register_kind
