@@ -17,8 +17,6 @@ nonlinearity; for gated MLPs act(gate)·up), ``mlp_out``, ``resid_post``.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -94,19 +92,14 @@ class _GPT2(_Family):
         return self.config.n_positions
 
 
-class _NeoX(_Family):
-    def __init__(self, model):
+class _RotaryPreNorm(_Family):
+    """Families with ``base.layers``, ``input_layernorm`` / ``post_attention_layernorm`` and ``base.rotary_emb``."""
+
+    def __init__(self, model, base, final_norm: str):
         super().__init__(model)
-        self.base = model.gpt_neox
-        self.blocks = self.base.layers
-        self.final_norm = self.base.final_layer_norm
-        self.head_dim = self.config.hidden_size // self.config.num_attention_heads
-
-    def embed(self, tokens, positions):
-        return self.base.embed_in(tokens)
-
-    def parallel_residual(self):
-        return bool(self.config.use_parallel_residual)
+        self.base = base
+        self.blocks = base.layers
+        self.final_norm = getattr(base, final_norm)
 
     def rotary(self, x, positions):
         return self.base.rotary_emb(x, positions)
@@ -117,14 +110,26 @@ class _NeoX(_Family):
     def ln2(self, blk, x):
         return blk.post_attention_layernorm(x)
 
+    def scale(self, layer):
+        return self.head_dim ** -0.5
+
+
+class _NeoX(_RotaryPreNorm):
+    def __init__(self, model):
+        super().__init__(model, model.gpt_neox, "final_layer_norm")
+        self.head_dim = self.config.hidden_size // self.config.num_attention_heads
+
+    def embed(self, tokens, positions):
+        return self.base.embed_in(tokens)
+
+    def parallel_residual(self):
+        return bool(self.config.use_parallel_residual)
+
     def qkv(self, blk, x):
         b, t, _ = x.shape
         fused = blk.attention.query_key_value(x).view(b, t, self.n_heads(), 3 * self.head_dim)
         q, k, v = fused.chunk(3, dim=-1)
         return q.reshape(b, t, -1), k.reshape(b, t, -1), v.reshape(b, t, -1)
-
-    def scale(self, layer):
-        return self.head_dim ** -0.5
 
     def attn_out(self, blk, z):
         return blk.attention.dense(z)
@@ -136,12 +141,9 @@ class _NeoX(_Family):
         return blk.mlp.dense_4h_to_h(a)
 
 
-class _Llama(_Family):
+class _Llama(_RotaryPreNorm):
     def __init__(self, model):
-        super().__init__(model)
-        self.base = model.model
-        self.blocks = self.base.layers
-        self.final_norm = self.base.norm
+        super().__init__(model, model.model, "norm")
         self.head_dim = getattr(self.config, "head_dim", None) or self.config.hidden_size // self.config.num_attention_heads
 
     def n_kv_heads(self):
@@ -150,21 +152,9 @@ class _Llama(_Family):
     def embed(self, tokens, positions):
         return self.base.embed_tokens(tokens)
 
-    def rotary(self, x, positions):
-        return self.base.rotary_emb(x, positions)
-
-    def ln1(self, blk, x):
-        return blk.input_layernorm(x)
-
-    def ln2(self, blk, x):
-        return blk.post_attention_layernorm(x)
-
     def qkv(self, blk, x):
         a = blk.self_attn
         return a.q_proj(x), a.k_proj(x), a.v_proj(x)
-
-    def scale(self, layer):
-        return self.head_dim ** -0.5
 
     def attn_out(self, blk, z):
         return blk.self_attn.o_proj(z)
@@ -272,4 +262,3 @@ def attention_scale(host: TransformerHost, layer: int) -> float:
 
 
 __all__ = ["TransformerHost", "attention_scale"]
-_ = math  # math kept for callers computing scales by hand
