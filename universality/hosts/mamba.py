@@ -31,14 +31,13 @@ import torch
 import torch.nn.functional as F
 
 from . import mamba2  # noqa: F401  (registers the "mamba2" host)
-from .base import Host
 from .hookrun import HookRun
 from .registry import register_host
 from .ssm.conv import conv_act
 from .ssm.ops import rms_norm, two_headed_linear, upcast_residual
+from .ssm.backbone import MambaBackboneHost
 from .ssm.scan import BACKENDS, patched_states, readout, scan_states, selective_scan
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def _state_hook_input(run: HookRun, name: str, states: torch.Tensor) -> torch.Tensor:
@@ -47,7 +46,7 @@ def _state_hook_input(run: HookRun, name: str, states: torch.Tensor) -> torch.Te
 
 
 @register_host("mamba")
-class MambaHost(Host):
+class MambaHost(MambaBackboneHost):
     """Mamba-1 (``MambaForCausalLM``) with the hook vocabulary above.
 
     Attributes:
@@ -56,17 +55,7 @@ class MambaHost(Host):
             (``"torch"`` also turns off the fused C conv+SiLU and RMS-norm kernels).
     """
 
-    arch = "mamba"
-    block_points = ("resid_pre", "mixer_in", "ssm.in_x", "ssm.gate", "ssm.conv_out", "ssm.dt", "ssm.B", "ssm.C",
-                    "ssm.state", "ssm.y", "mixer_out", "resid_post")
-    on_demand_points = ("ssm.state",)
     scan_backend: str = "auto"
-
-    def _n_layers(self) -> int:
-        return int(self.config.num_hidden_layers)
-
-    def _d_model(self) -> int:
-        return int(self.config.hidden_size)
 
     def set_scan_backend(self, backend: str) -> None:
         """Choose the selective-scan implementation (one of ``BACKENDS``)."""
@@ -76,19 +65,8 @@ class MambaHost(Host):
             raise UniversalityError(f"scan backend '{backend}' is not valid; use one of {', '.join(BACKENDS)}")
         self.scan_backend = backend
 
-    def _forward(self, tokens: torch.Tensor, run: HookRun) -> torch.Tensor | None:
-        backbone = self.model.backbone
-        h = run("embed", F.embedding(tokens, backbone.embeddings.weight))
-        for i, layer in enumerate(backbone.layers):
-            h = self._block(i, layer, h, run)
-            if self._stop_after(run, i):
-                return None
-        norm = backbone.norm_f
-        h = run("final_norm", rms_norm(h.to(norm.weight.dtype), norm.weight, norm.variance_epsilon,
-                                       use_kernel=self.scan_backend != "torch"))
-        head = self.model.lm_head
-        logits = F.linear(h.to(head.weight.dtype), head.weight, head.bias)
-        return logits.float() if logits.dtype in _LOW_PRECISION else logits
+    def _norm_kernel(self) -> bool:
+        return self.scan_backend != "torch"
 
     def _block(self, i: int, layer: torch.nn.Module, h: torch.Tensor, run: HookRun) -> torch.Tensor:
         p = f"blocks.{i}."

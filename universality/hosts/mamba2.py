@@ -25,48 +25,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Host
 from .hookrun import HookRun
 from .registry import register_host
+from .ssm.backbone import MambaBackboneHost
 from .ssm.conv import conv_act
 from .ssm.ops import gated_rms_norm, rms_norm, upcast_residual
 from .ssm.ssd import ssd_patched_states, ssd_readout, ssd_scan, ssd_states
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 @register_host("mamba2")
-class Mamba2Host(Host):
+class Mamba2Host(MambaBackboneHost):
     """Mamba-2 (``Mamba2ForCausalLM``) with the hook vocabulary above (pure-torch chunked scan).
 
     Attributes:
         chunk_size: positions per chunk of the chunked scan (memory ~ chunk_size² per head).
     """
 
-    arch = "mamba"
-    block_points = ("resid_pre", "mixer_in", "ssm.in_x", "ssm.gate", "ssm.conv_out", "ssm.dt", "ssm.B", "ssm.C",
-                    "ssm.state", "ssm.y", "mixer_out", "resid_post")
-    on_demand_points = ("ssm.state",)
     chunk_size: int = 64
-
-    def _n_layers(self) -> int:
-        return int(self.config.num_hidden_layers)
-
-    def _d_model(self) -> int:
-        return int(self.config.hidden_size)
-
-    def _forward(self, tokens: torch.Tensor, run: HookRun) -> torch.Tensor | None:
-        backbone = self.model.backbone
-        h = run("embed", F.embedding(tokens, backbone.embeddings.weight))
-        for i, layer in enumerate(backbone.layers):
-            h = self._block(i, layer, h, run)
-            if self._stop_after(run, i):
-                return None
-        norm = backbone.norm_f
-        h = run("final_norm", rms_norm(h.to(norm.weight.dtype), norm.weight, norm.variance_epsilon))
-        head = self.model.lm_head
-        logits = F.linear(h.to(head.weight.dtype), head.weight, head.bias)
-        return logits.float() if logits.dtype in _LOW_PRECISION else logits
 
     def _block(self, i: int, layer: torch.nn.Module, h: torch.Tensor, run: HookRun) -> torch.Tensor:
         p = f"blocks.{i}."

@@ -1,0 +1,54 @@
+"""The part Mamba-1 and Mamba-2 hosts share: the backbone pass around their blocks.
+
+``MambaBackboneHost._forward`` runs ``embed`` → each block (``_block``, per
+architecture) → the final RMS norm (``final_norm``) → the language-model head;
+subclasses supply ``_block`` and may switch the fused norm kernel on.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..base import Host
+from ..hookrun import HookRun
+from .ops import rms_norm
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+SSM_BLOCK_POINTS = ("resid_pre", "mixer_in", "ssm.in_x", "ssm.gate", "ssm.conv_out", "ssm.dt", "ssm.B", "ssm.C",
+                    "ssm.state", "ssm.y", "mixer_out", "resid_post")
+
+
+class MambaBackboneHost(Host):
+    """Base of the Mamba hosts: ``MambaForCausalLM``-style ``backbone.{embeddings, layers, norm_f}`` + ``lm_head``."""
+
+    arch = "mamba"
+    block_points = SSM_BLOCK_POINTS
+    on_demand_points = ("ssm.state",)
+
+    def _n_layers(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+    def _d_model(self) -> int:
+        return int(self.config.hidden_size)
+
+    def _norm_kernel(self) -> bool:
+        """Whether the fused C RMS-norm kernel may be used for the final norm (it falls back by itself)."""
+        return True
+
+    def _block(self, i: int, layer: torch.nn.Module, h: torch.Tensor, run: HookRun) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _forward(self, tokens: torch.Tensor, run: HookRun) -> torch.Tensor | None:
+        backbone = self.model.backbone
+        h = run("embed", F.embedding(tokens, backbone.embeddings.weight))
+        for i, layer in enumerate(backbone.layers):
+            h = self._block(i, layer, h, run)
+            if self._stop_after(run, i):
+                return None
+        norm = backbone.norm_f
+        h = run("final_norm", rms_norm(h.to(norm.weight.dtype), norm.weight, norm.variance_epsilon,
+                                       use_kernel=self._norm_kernel()))
+        head = self.model.lm_head
+        logits = F.linear(h.to(head.weight.dtype), head.weight, head.bias)
+        return logits.float() if logits.dtype in _LOW_PRECISION else logits
