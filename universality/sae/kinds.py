@@ -146,11 +146,16 @@ class ReLUCoder(SparseCoder):
         loss, sq = _recon_loss(recon, yn)
         l1 = (f * self.W_dec.norm(dim=1)).sum(1).mean() / yn.shape[1] ** 0.5
         loss = loss + sparsity_scale * self.cfg.l1_coefficient * l1
-        with torch.no_grad():
-            on = f > 0
-            fired = on.any(0).nonzero().squeeze(1)
-            l0 = float(on.sum()) / xn.shape[0]
-        return StepOut(loss, recon.detach(), sq, l0, 0.0, fired)
+        return _dense_step_out(loss, recon, sq, f)
+
+
+def _dense_step_out(loss, recon, sq, f) -> StepOut:
+    """StepOut of a dense-code kind: L0 and the latents that fired, from codes ``f`` [batch, n_latents]."""
+    with torch.no_grad():
+        on = f > 0
+        fired = on.any(0).nonzero().squeeze(1)
+        l0 = float(on.sum()) / f.shape[0]
+    return StepOut(loss, recon.detach(), sq, l0, 0.0, fired)
 
 
 class _JumpReLU(torch.autograd.Function):
@@ -219,11 +224,7 @@ class JumpReLUCoder(SparseCoder):
         loss, sq = _recon_loss(recon, yn)
         l0_ste = _Step.apply(pre, theta, self.cfg.jump_bandwidth).sum(1).mean()
         loss = loss + sparsity_scale * self.cfg.l0_coefficient * l0_ste
-        with torch.no_grad():
-            on = f > 0
-            fired = on.any(0).nonzero().squeeze(1)
-            l0 = float(on.sum()) / xn.shape[0]
-        return StepOut(loss, recon.detach(), sq, l0, 0.0, fired)
+        return _dense_step_out(loss, recon, sq, f)
 
 
 __all__ = ["TopKCoder", "BatchTopKCoder", "ReLUCoder", "JumpReLUCoder"]
