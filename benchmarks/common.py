@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+
+from universality._timing import best_time  # noqa: F401  (re-exported for the bench modules)
 
 
 @dataclass
@@ -57,15 +57,3 @@ class Figure:
         d = asdict(self)
         d.update(ratio=self.ratio, met=self.met)
         return d
-
-
-def best_time(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:
-    """Best wall-clock seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best

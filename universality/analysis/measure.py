@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .._timing import best_time
 from .induction import InductionConfig, induction, induction_sites
 from .patching import patch_sites
 from .tasks import induction_prompts
@@ -40,23 +41,14 @@ def _zoo_sized_hosts(folder: Path, archs: list[str]) -> dict:
     return hosts
 
 
-def _best(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def _batching_ratio(host, repeat: int) -> tuple[float, float, int]:
     """Seconds for the induction patching sweep with stacked sites vs one site per pass, and the site count."""
     cfg = InductionConfig()
     prompts = induction_prompts(cfg.n_prompts, cfg.seq_len, cfg.s, host.vocab_size, torch.Generator().manual_seed(0))
     sites = induction_sites(host, cfg)
     args = (host, prompts.clean, prompts.corrupted, prompts.targets, sites, cfg.metric)
-    stacked = _best(lambda: patch_sites(*args, max_rows=256), repeat)
-    single = _best(lambda: patch_sites(*args, max_rows=cfg.n_prompts), repeat)
+    stacked = best_time(lambda: patch_sites(*args, max_rows=256), repeat, warmup=0)
+    single = best_time(lambda: patch_sites(*args, max_rows=cfg.n_prompts), repeat, warmup=0)
     return stacked, single, len(sites)
 
 
@@ -80,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         print("|---|---|---|---|---|---|---|")
         tables = {}
         for name, host in hosts.items():
-            t_ind = _best(lambda: induction(host), 1)
+            t_ind = best_time(lambda: induction(host), 1, warmup=0)
             t0 = time.perf_counter()
             tables[name] = write_lag_all(host, name=name)
             t_wl = time.perf_counter() - t0
