@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from universality import UniversalityError
-from universality.matching import (bootstrap_mppc, compare_baselines, feature_families, mppc, mppc_grid,
+from universality.matching import (bias_bounded_interval, bootstrap_mppc, compare_baselines, feature_families, mppc, mppc_grid,
                                    summary_values)
 
 
@@ -29,7 +29,7 @@ def test_grid_cells_equal_individual_results_and_find_planted_depth_map():
     assert g.to_dict()["layers_a"] == ["L0", "L1", "L2"]
 
 
-def test_bootstrap_intervals_bracket_estimate_and_reflect_token_noise():
+def test_bootstrap_intervals_contain_estimate_and_reflect_token_noise():
     rng = np.random.default_rng(1)
     s = _sources(rng, 600, 12)
     a = s + 0.3 * _sources(rng, 600, 12)
@@ -45,6 +45,41 @@ def test_bootstrap_intervals_bracket_estimate_and_reflect_token_noise():
     weighted = mppc(a, b, weights=w.astype(float))
     explicit = mppc(np.repeat(a, w, axis=0), np.repeat(b, w, axis=0))
     np.testing.assert_allclose(weighted.a_to_b.max_r.numpy(), explicit.a_to_b.max_r.numpy(), atol=1e-10)
+
+
+def test_bias_bounded_intervals_cover_planted_truth_where_percentile_intervals_do_not():
+    # A's 20 features are independent sources; B holds noisy copies of the first 10 (known correlation
+    # rho_i = 1/sqrt(1 + c_i^2)) and 10 private ones. True a->b MPPC: rho_i for the first 10, 0 for the rest.
+    c = np.random.default_rng(123).uniform(0.3, 2.0, 10)
+    truth = (1 / np.sqrt(1 + c ** 2)).sum() / 20
+    hits = {"bias-bounded": 0, "percentile": 0}
+    for rep in range(50):
+        rng = np.random.default_rng(rep)
+        s = _sources(rng, 400, 20)
+        b = np.concatenate([s[:, :10] + c * _sources(rng, 400, 10), _sources(rng, 400, 10)], 1)
+        for method in hits:
+            iv = bootstrap_mppc(s, b, n_boot=40, level=0.9, seed=rep + 1000, interval=method)["a_to_b.mean"]
+            hits[method] += iv.low <= truth <= iv.high
+            assert iv.method == method
+            if method == "bias-bounded":
+                assert iv.bias > 0 and iv.low <= iv.estimate <= iv.high  # resampling reads high; estimate kept inside
+    assert hits["bias-bounded"] >= 40  # >= 80 % of nominal-90 % intervals contain the truth (observed 49/50)
+    assert hits["percentile"] <= 10  # the plain percentile interval sits above the truth (observed 0/50)
+
+
+def test_interval_rules_on_known_replicates():
+    reps = np.array([1.0, 2.0, 3.0, 4.0, 5.0] * 20)  # mean 3, estimate 2: b* = 1
+    pct = bias_bounded_interval(2.0, reps, 0.8, "percentile")
+    basic = bias_bounded_interval(2.0, reps, 0.8, "basic")
+    bounded = bias_bounded_interval(2.0, reps, 0.8)
+    q_lo, q_hi = np.quantile(reps - 3.0, [0.1, 0.9])
+    assert (pct.low, pct.high) == pytest.approx((3.0 + q_lo, 3.0 + q_hi))
+    assert (basic.low, basic.high) == pytest.approx((2 * 2.0 - pct.high, 2 * 2.0 - pct.low))
+    assert (bounded.low, bounded.high) == pytest.approx((2.0 - q_hi - (1 + np.sqrt(2)), 2.0 - q_lo))
+    below = bias_bounded_interval(4.0, reps, 0.8)  # b* < 0 (not a max effect): the basic interval
+    assert (below.low, below.high) == pytest.approx((8.0 - pct.high, 8.0 - pct.low))
+    with pytest.raises(UniversalityError, match="interval"):
+        bootstrap_mppc(np.eye(3), np.eye(3), interval="bca")
 
 
 def test_compare_baselines_normalises_between_floor_and_skyline():

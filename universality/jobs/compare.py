@@ -38,7 +38,9 @@ class Side:
 def mppc_summaries(ca: torch.Tensor, cb: torch.Tensor, n_boot: int, seed: int) -> tuple[dict, dict, Any]:
     """MPPC of codes ``ca`` ``[n, n_a]`` and ``cb`` ``[n, n_b]``: results.json summaries both ways and the raw result.
 
-    The interval of each mean is a bootstrap over tokens when ``n_boot`` > 0.
+    The interval of each mean is a bootstrap over tokens when ``n_boot`` > 0: the bias-bounded interval of
+    :func:`universality.matching.bias_bounded_interval`, which allows for MPPC's upward bias on finite tokens
+    (so it reaches further below the estimate than above it).
     """
     from .. import matching
 
@@ -53,7 +55,7 @@ def mppc_summaries(ca: torch.Tensor, cb: torch.Tensor, n_boot: int, seed: int) -
         iv = matching.bootstrap_mppc(ca, cb, n_boot=n_boot, seed=seed)
         for s, d in zip(out, ("a_to_b", "b_to_a")):
             s["ci"] = [iv[f"{d}.mean"].low, iv[f"{d}.mean"].high]
-            s["ci_method"] = "bootstrap over tokens"
+            s["ci_method"] = "bias-bounded bootstrap over tokens"
     return out[0], out[1], r
 
 

@@ -11,12 +11,12 @@ from .grid import LayerGrid, grid_from_results, mppc_grid
 from .mppc import MatchDirection, MPPCResult, MPPCSummary, PearsonAccumulator, mppc, pearson_matrix
 from .seeds import SeedOverlap, SeedPresence, seed_overlap, seed_presence
 from .similarity import Factored, cosine_factors, cosine_similarity, topk_candidates
-from .stats import BaselineComparison, Interval, bootstrap_mppc, compare_baselines, summary_values
+from .stats import BaselineComparison, Interval, bias_bounded_interval, bootstrap_mppc, compare_baselines, summary_values
 
 __all__ = [
     "Assignment", "BaselineComparison", "Factored", "Families", "GeometryScore", "Interval", "LayerGrid",
     "MPPCResult", "MPPCSummary", "MatchDirection", "PearsonAccumulator", "SeedOverlap", "SeedPresence", "assign",
-    "bootstrap_mppc", "compare_baselines", "cosine_factors", "cosine_similarity", "families_from_mppc",
+    "bias_bounded_interval", "bootstrap_mppc", "compare_baselines", "cosine_factors", "cosine_similarity", "families_from_mppc",
     "feature_families", "grid_from_results", "linear_cka", "mppc", "mppc_grid", "pearson_matrix", "rsa",
     "seed_overlap", "seed_presence", "summary_values", "svcca", "svcca_components", "topk_candidates",
 ]

@@ -28,6 +28,7 @@ from ._kernels import sparse_max_correlations
 
 _DENSE_BLOCK_ROWS = 1024
 _DENSE_CHUNK_ROWS = 8192
+_SMALL_PRODUCT = 1 << 24  # multiply-adds below which a chunk's Σab uses numpy
 
 
 class MatchDirection(NamedTuple):
@@ -197,8 +198,11 @@ class PearsonAccumulator:
         self._fold_marginals("b", wt @ b64, wt @ (b64 * b64), wt @ (b64 != 0).astype(np.float64))
         if self._cross is None:
             self._cross = np.zeros((a64.shape[1], b64.shape[1]))
-        ta = torch.from_numpy(a64 * wt[:, None] if w is not None else a64)
-        self._cross += (ta.T @ torch.from_numpy(b64)).numpy()
+        wa = a64 * wt[:, None] if w is not None else a64
+        if wa.size * b64.shape[1] < _SMALL_PRODUCT:  # small (bootstrap-sized): numpy, no thread-pool wake-up cost
+            self._cross += wa.T @ b64
+        else:
+            self._cross += (torch.from_numpy(wa).T @ torch.from_numpy(b64)).numpy()
         self._n += float(wt.sum())
 
     def result(self) -> MPPCResult:
@@ -232,31 +236,35 @@ def _inverse_scale(n: float, s: np.ndarray, sq: np.ndarray) -> tuple[np.ndarray,
 
 
 def _dense_max_correlations(cross, n, sa, inv_a, sb, inv_b):
-    """Row/column max and argmax of r from a dense Σab, evaluated in row blocks (float64)."""
+    """Row/column max and argmax of r from a dense Σab, evaluated in row blocks (float64).
+
+    numpy, not torch: its single-threaded reductions cost microseconds on the small matrices a bootstrap
+    recomputes hundreds of times, where a torch reduction can wait milliseconds on its thread pool.
+    """
     n_a, n_b = cross.shape
-    live_b = torch.from_numpy(inv_b != 0)
-    sb_t, inv_b_t = torch.from_numpy(sb), torch.from_numpy(inv_b)
+    dead_b = inv_b == 0
     row_max = np.full(n_a, np.nan)
     row_arg = np.full(n_a, -1, dtype=np.int64)
-    col_max = torch.full((n_b,), -torch.inf, dtype=torch.float64)
-    col_arg = torch.full((n_b,), -1, dtype=torch.int64)
+    col_max = np.full(n_b, -np.inf)
+    col_arg = np.full(n_b, -1, dtype=np.int64)
     for r0 in range(0, n_a, _DENSE_BLOCK_ROWS):
         r1 = min(n_a, r0 + _DENSE_BLOCK_ROWS)
-        r = torch.from_numpy(cross[r0:r1]).mul(n)
-        r.sub_(torch.from_numpy(sa[r0:r1])[:, None] * sb_t[None, :])
-        r.mul_(torch.from_numpy(inv_a[r0:r1])[:, None]).mul_(inv_b_t[None, :])
-        r[:, ~live_b] = -torch.inf
-        r[torch.from_numpy(inv_a[r0:r1] == 0)] = -torch.inf
-        best, arg = r.max(dim=1)
-        ok = torch.isfinite(best).numpy()
-        row_max[r0:r1][ok] = best.numpy()[ok]
-        row_arg[r0:r1][ok] = arg.numpy()[ok]
-        cbest, carg = r.max(dim=0)
+        r = cross[r0:r1] * n
+        r -= sa[r0:r1, None] * sb[None, :]
+        r *= inv_a[r0:r1, None]
+        r *= inv_b[None, :]
+        r[:, dead_b] = -np.inf
+        r[inv_a[r0:r1] == 0] = -np.inf
+        arg = r.argmax(axis=1)
+        best = r[np.arange(r1 - r0), arg]
+        ok = np.isfinite(best)
+        row_max[r0:r1][ok] = best[ok]
+        row_arg[r0:r1][ok] = arg[ok]
+        carg = r.argmax(axis=0)
+        cbest = r[carg, np.arange(n_b)]
         better = cbest > col_max
-        col_max = torch.where(better, cbest, col_max)
-        col_arg = torch.where(better, carg + r0, col_arg)
-    col_max = col_max.numpy().copy()
-    col_arg = col_arg.numpy().copy()
+        col_max[better] = cbest[better]
+        col_arg[better] = carg[better] + r0
     col_max[col_arg < 0] = np.nan
     return row_max, row_arg, col_max, col_arg
 
