@@ -89,14 +89,22 @@ class MambaHost(MambaBackboneHost):
         x = run(p + "ssm.conv_out", conv_act(x, m.conv1d.weight, m.conv1d.bias, m.act, m.activation, use_kernel=use_kernels))
 
         dt_low, B, C = torch.split(F.linear(x, m.x_proj.weight), [rank, n, n], dim=-1)
-        dt = run(p + "ssm.dt", F.softplus(F.linear(dt_low, m.dt_proj.weight, m.dt_proj.bias)))
+        # one fused scan pass gives y * silu(z) unless the states or y are read or written; unless Δ is too,
+        # dt_proj's bias and the softplus also run inside that pass (no full-tensor passes of their own)
+        fused = m.activation in ("silu", "swish") and not run.wants_any((p + "ssm.state", p + "ssm.y"))
+        fuse_dt = fused and not run.wants(p + "ssm.dt")
+        if fuse_dt:
+            dt = F.linear(dt_low, m.dt_proj.weight)
+        else:
+            dt = run(p + "ssm.dt", F.softplus(F.linear(dt_low, m.dt_proj.weight, m.dt_proj.bias)))
         B = run(p + "ssm.B", B)
         C = run(p + "ssm.C", C)
         A = -torch.exp(m.A_log.to(x.dtype))
         D = m.D.to(x.dtype)
 
-        if m.activation in ("silu", "swish") and not run.wants_any((p + "ssm.state", p + "ssm.y")):
-            gated = selective_scan(x, dt, A, B, C, D, z=z, backend=self.scan_backend)  # y * silu(z) in one pass
+        if fused:
+            gated = selective_scan(x, dt, A, B, C, D, z=z, backend=self.scan_backend,
+                                   dt_bias=m.dt_proj.bias if fuse_dt else None, dt_softplus=fuse_dt)
         else:
             y = run(p + "ssm.y", self._scan(p + "ssm.state", x, dt, A, B, C, D, run))
             gated = y * m.act(z)

@@ -5,11 +5,18 @@ The kernel is compiled once per source/flags/CPU combination with the system
 (default ``~/.cache/universality/kernels``) and loaded with :mod:`ctypes`.
 When no compiler is present or the build fails, :func:`load_kernel` returns
 ``None`` and callers fall back to the pure-torch scan.
+
+The library's file name carries a hash of the exact source bytes it was built from
+(the build compiles that snapshot, not the file as it may be by then), and before any
+signature is bound the library must report ``kernel_abi_version() == KERNEL_ABI``:
+a stale or mismatched build is deleted and refused rather than called with the
+wrong arguments.
 """
 
 from __future__ import annotations
 
 import ctypes
+import _ctypes
 import hashlib
 import os
 import platform
@@ -24,6 +31,7 @@ from ..._errors import UniversalityError
 from ..._io import ensure_writable_dir
 
 _SOURCE = Path(__file__).with_name("selective_scan.c")
+KERNEL_ABI = 2  # must equal KERNEL_ABI in selective_scan.c; bump both when an exported signature changes
 _FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}
@@ -45,46 +53,67 @@ def _cpu_signature() -> str:
         return platform.processor() + platform.machine()
 
 
-def _library_name() -> str:
+def _library_name(source: bytes) -> str:
+    """File name of the library built from ``source`` with our flags on this CPU."""
     key = hashlib.sha256()
-    key.update(_SOURCE.read_bytes())
+    key.update(source)
     key.update(" ".join(_FLAGS).encode())
     key.update(_cpu_signature().encode())
     return f"selective_scan_{key.hexdigest()[:16]}.so"
 
 
-def _load_or_build(folder: Path) -> ctypes.CDLL:
-    target = folder / _library_name()
+def _load_or_build(folder: Path, source: bytes | None = None) -> ctypes.CDLL:
+    """Load (building it first when absent) the library for ``source`` (default: the current
+    ``selective_scan.c``) from ``folder``, after checking its ABI version."""
+    source = _SOURCE.read_bytes() if source is None else source
+    target = folder / _library_name(source)
     if not target.is_file():
-        _compile(target)
-    return _bind(ctypes.CDLL(str(target)))
+        _compile(target, source)
+    lib = ctypes.CDLL(str(target))
+    _check_abi(lib, target)
+    return _bind(lib)
 
 
-def _compile(target: Path) -> None:
+def _check_abi(lib: ctypes.CDLL, path: Path) -> None:
+    """Raise (and delete ``path``) unless ``lib`` reports this module's :data:`KERNEL_ABI`."""
+    try:
+        fn = lib.kernel_abi_version
+        fn.argtypes, fn.restype = [], ctypes.c_int
+        found = int(fn())
+    except AttributeError:
+        found = None
+    if found != KERNEL_ABI:
+        _ctypes.dlclose(lib._handle)  # so that a rebuild at the same path is really loaded anew
+        path.unlink(missing_ok=True)  # never serve it again; the next load rebuilds from the source
+        raise RuntimeError(f"{path.name} has kernel ABI {found}, this universality expects {KERNEL_ABI} "
+                           "(a stale build, or selective_scan.c and _ckernel.py out of step)")
+
+
+def _compile(target: Path, source: bytes) -> None:
+    """Compile ``source`` (a snapshot of ``selective_scan.c``) into ``target`` atomically."""
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         raise RuntimeError("no C compiler (gcc) on PATH")
     folder = ensure_writable_dir(target.parent)
-    fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".so.tmp", dir=folder)
-    os.close(fd)
-    try:
-        proc = subprocess.run([cc, *_FLAGS, str(_SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True, timeout=120)
+    with tempfile.TemporaryDirectory(prefix=target.stem + ".", dir=folder) as work:
+        src, tmp = Path(work) / _SOURCE.name, Path(work) / target.name
+        src.write_bytes(source)  # compile the bytes that were hashed, even if the file changes meanwhile
+        proc = subprocess.run([cc, *_FLAGS, str(src), "-o", str(tmp), "-lm"], capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             raise RuntimeError(f"{cc} failed: {proc.stderr.strip()[:500]}")
         os.replace(tmp, target)  # atomic: concurrent builders write the same bytes
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for suffix in ("f32", "f64"):
         fwd = getattr(lib, f"scan_fwd_{suffix}")
-        fwd.argtypes = [p] * 5 + [i64, i64] + [p] * 2 + [i64] + [p] * 3 + [i64] * 4 + [i32]
+        # x, dt, dtb, softplus, At, B, C, bs, cs, D, z, zs, y, yg, states, b, t, d, n, nthreads
+        fwd.argtypes = [p] * 3 + [i32] + [p] * 3 + [i64, i64] + [p] * 2 + [i64] + [p] * 3 + [i64] * 4 + [i32]
         fwd.restype = None
         bwd = getattr(lib, f"scan_bwd_{suffix}")
-        bwd.argtypes = [p] * 5 + [i64, i64] + [p] * 2 + [i64] + [p] * 8 + [i64] * 4 + [i32]
+        # x, dt, dtb, softplus, At, B, C, bs, cs, D, z, zs, dy, dx, ddt, dz, dAt, dB, dC, dD, ddtb, b, t, d, n, nthreads
+        bwd.argtypes = [p] * 3 + [i32] + [p] * 3 + [i64, i64] + [p] * 2 + [i64] + [p] * 9 + [i64] * 4 + [i32]
         bwd.restype = None
         cfwd = getattr(lib, f"conv_silu_fwd_{suffix}")
         cfwd.argtypes = [p, i64, p, p, p] + [i64] * 4 + [i32]
@@ -125,7 +154,7 @@ def load_kernel() -> ctypes.CDLL | None:
             try:
                 lib = _load_or_build(folder)
                 break
-            except (OSError, RuntimeError, UniversalityError, subprocess.SubprocessError) as e:
+            except (OSError, RuntimeError, AttributeError, UniversalityError, subprocess.SubprocessError) as e:
                 errors.append(str(e))
         if lib is None:
             warnings.warn(f"universality: the C Mamba kernels are unavailable ({'; '.join(errors)}); using the slower "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 
 import torch
+import torch.nn.functional as F
 
 from ..._errors import UniversalityError
 from ._ckernel import kernel_threads, load_kernel
@@ -143,20 +144,23 @@ def _rows(v: torch.Tensor) -> tuple[torch.Tensor, int]:
     return v.contiguous(), n
 
 
-def _c_forward(lib, x, dt, A, B, C, D, z=None, want_y=True, want_states=False):
-    """Run the C forward; returns ``(y, y * silu(z), states)`` with ``None`` for what was not asked."""
+def _c_forward(lib, x, dt, A, B, C, D, z=None, want_y=True, want_states=False, dt_bias=None, dt_softplus=False):
+    """Run the C forward; returns ``(y, y * silu(z), states)`` with ``None`` for what was not asked.
+
+    The step size is ``dt`` (+ ``dt_bias``), passed through softplus when ``dt_softplus``.
+    """
     b, t, d = x.shape
     n = A.shape[1]
     dp = -(-d // _BLOCK) * _BLOCK
-    xp, dtp, Dp = _pad_channels(x, dp), _pad_channels(dt, dp), _pad_channels(D, dp)
+    xp, dtp, Dp, dtbp = _pad_channels(x, dp), _pad_channels(dt, dp), _pad_channels(D, dp), _pad_channels(dt_bias, dp)
     zp, zs = _gate_rows(z, dp)
     At = _pad_channels(A.t(), dp)
     (B, bs), (C, cs) = _rows(B), _rows(C)
     y = x.new_empty(b, t, dp) if want_y else None
     yg = x.new_empty(b, t, dp) if z is not None else None
     states = x.new_empty(b, t, dp, n) if want_states else None
-    _fn(lib, "fwd", x.dtype)(_ptr(xp), _ptr(dtp), _ptr(At), _ptr(B), _ptr(C), bs, cs, _ptr(Dp), _ptr(zp), zs, _ptr(y), _ptr(yg),
-                             _ptr(states), b, t, dp, n, kernel_threads(b * t * dp * n))
+    _fn(lib, "fwd", x.dtype)(_ptr(xp), _ptr(dtp), _ptr(dtbp), int(dt_softplus), _ptr(At), _ptr(B), _ptr(C), bs, cs, _ptr(Dp),
+                             _ptr(zp), zs, _ptr(y), _ptr(yg), _ptr(states), b, t, dp, n, kernel_threads(b * t * dp * n))
     if dp != d:
         y = y[..., :d] if y is not None else None
         yg = yg[..., :d] if yg is not None else None
@@ -164,13 +168,21 @@ def _c_forward(lib, x, dt, A, B, C, D, z=None, want_y=True, want_states=False):
     return y, yg, states
 
 
-def _c_backward(lib, x, dt, A, B, C, D, z, dy):
-    """C backward; ``dy`` is the gradient of ``y`` (or of ``y * silu(z)`` when ``z`` is given)."""
+def _summed(parts: torch.Tensor) -> torch.Tensor:
+    """Sum of per-thread partials over the leading axis (no copy for one thread)."""
+    return parts[0] if parts.shape[0] == 1 else parts.sum(0)
+
+
+def _c_backward(lib, x, dt, A, B, C, D, z, dy, dt_bias=None, dt_softplus=False):
+    """C backward; ``dy`` is the gradient of ``y`` (or of ``y * silu(z)`` when ``z`` is given).
+
+    Returns ``(dx, ddt, dA, dB, dC, dD, dz, ddt_bias)``; ``ddt`` is with respect to the raw ``dt`` input.
+    """
     b, t, d = x.shape
     n = A.shape[1]
     dp = -(-d // _BLOCK) * _BLOCK
     nt = kernel_threads(b * t * dp * n)
-    xp, dtp, Dp, dyp = (_pad_channels(v, dp) for v in (x, dt, D, dy))
+    xp, dtp, Dp, dyp, dtbp = (_pad_channels(v, dp) for v in (x, dt, D, dy, dt_bias))
     zp, zs = _gate_rows(z, dp)
     At = _pad_channels(A.t(), dp)
     (B, bs), (C, cs) = _rows(B), _rows(C)
@@ -178,47 +190,52 @@ def _c_backward(lib, x, dt, A, B, C, D, z, dy):
     dz = x.new_empty(b, t, dp) if z is not None else None
     dAt = x.new_zeros(nt, n, dp)
     dD = x.new_zeros(nt, dp)
+    ddtb = x.new_zeros(nt, dp) if dt_bias is not None else None
     rows_mode = b >= nt  # threads own whole batch rows: dB/dC written in place (see selective_scan.c)
     dB = x.new_empty(b, t, n) if rows_mode else x.new_zeros(nt, b, t, n)
     dC = x.new_empty(b, t, n) if rows_mode else x.new_zeros(nt, b, t, n)
-    _fn(lib, "bwd", x.dtype)(_ptr(xp), _ptr(dtp), _ptr(At), _ptr(B), _ptr(C), bs, cs, _ptr(Dp), _ptr(zp), zs, _ptr(dyp),
-                             _ptr(dx), _ptr(ddt), _ptr(dz), _ptr(dAt), _ptr(dB), _ptr(dC), _ptr(dD), b, t, dp, n, nt)
+    _fn(lib, "bwd", x.dtype)(_ptr(xp), _ptr(dtp), _ptr(dtbp), int(dt_softplus), _ptr(At), _ptr(B), _ptr(C), bs, cs, _ptr(Dp),
+                             _ptr(zp), zs, _ptr(dyp), _ptr(dx), _ptr(ddt), _ptr(dz), _ptr(dAt), _ptr(dB), _ptr(dC), _ptr(dD),
+                             _ptr(ddtb), b, t, dp, n, nt)
     if not rows_mode:
         dB, dC = dB.sum(0), dC.sum(0)
     dz = dz[..., :d] if dz is not None else None
-    dA = (dAt[0] if nt == 1 else dAt.sum(0))[:, :d].t()
-    return dx[..., :d], ddt[..., :d], dA, dB, dC, (dD[0] if nt == 1 else dD.sum(0))[:d], dz
+    ddtb = _summed(ddtb)[:d] if ddtb is not None else None
+    return dx[..., :d], ddt[..., :d], _summed(dAt)[:, :d].t(), dB, dC, _summed(dD)[:d], dz, ddtb
 
 
 class _SelectiveScanC(torch.autograd.Function):
     """Autograd wrapper: C forward, C backward (adjoint recurrence in reverse time).
 
     With a gate ``z`` the output is ``y * silu(z)`` computed and differentiated in
-    the same pass (``y`` itself is never stored).
+    the same pass (``y`` itself is never stored); the step size is
+    ``[softplus](dt + dt_bias)``, also inside the pass.
     """
 
     @staticmethod
-    def forward(ctx, x, dt, A, B, C, D, z):
-        y, yg, _ = _c_forward(load_kernel(), x, dt, A, B, C, D, z=z, want_y=z is None)
-        ctx.save_for_backward(x, dt, A, B, C, D, z)
-        ctx.has_D, ctx.has_z = D is not None, z is not None
+    def forward(ctx, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
+        y, yg, _ = _c_forward(load_kernel(), x, dt, A, B, C, D, z=z, want_y=z is None, dt_bias=dt_bias,
+                              dt_softplus=dt_softplus)
+        ctx.save_for_backward(x, dt, A, B, C, D, z, dt_bias)
+        ctx.has_D, ctx.has_z, ctx.dt_softplus = D is not None, z is not None, dt_softplus
         return yg if z is not None else y
 
     @staticmethod
     def backward(ctx, dy):
-        x, dt, A, B, C, D, z = ctx.saved_tensors
-        dx, ddt, dA, dB, dC, dD, dz = _c_backward(load_kernel(), x, dt, A, B, C, D, z, dy)
-        return dx, ddt, dA, dB, dC, (dD if ctx.has_D else None), (dz if ctx.has_z else None)
+        x, dt, A, B, C, D, z, dt_bias = ctx.saved_tensors
+        dx, ddt, dA, dB, dC, dD, dz, ddtb = _c_backward(load_kernel(), x, dt, A, B, C, D, z, dy, dt_bias, ctx.dt_softplus)
+        return dx, ddt, dA, dB, dC, (dD if ctx.has_D else None), (dz if ctx.has_z else None), ddtb, None
 
 
 # ----------------------------------------------------------------------------- CUDA
-def _mamba_ssm_scan(x, dt, A, B, C, D, z=None):
+def _mamba_ssm_scan(x, dt, A, B, C, D, z=None, dt_bias=None, dt_softplus=False):
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # lazy: optional extra
 
     y = selective_scan_fn(x.transpose(1, 2).contiguous(), dt.transpose(1, 2).contiguous(), A.float().contiguous(),
                           B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
                           D.float() if D is not None else None,
-                          z=z.transpose(1, 2).contiguous() if z is not None else None)
+                          z=z.transpose(1, 2).contiguous() if z is not None else None,
+                          delta_bias=dt_bias.float() if dt_bias is not None else None, delta_softplus=dt_softplus)
     return y.transpose(1, 2).to(x.dtype)
 
 
@@ -249,7 +266,7 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> s
     return "torch"
 
 
-def selective_scan(x, dt, A, B, C, D=None, z=None, backend: str = "auto"):
+def selective_scan(x, dt, A, B, C, D=None, z=None, backend: str = "auto", dt_bias=None, dt_softplus: bool = False):
     """Selective scan output ``y`` [b, t, d] (including the ``D`` skip), or ``y * silu(z)`` when a gate is given.
 
     Gradients flow to every input.
@@ -259,14 +276,19 @@ def selective_scan(x, dt, A, B, C, D=None, z=None, backend: str = "auto"):
         z: optional gate [b, t, d] (Mamba's z half of in_proj), fused into the pass.
         backend: ``"auto"`` (mamba-ssm on CUDA when importable, else the C kernel
             on CPU, else torch), ``"c"``, ``"cuda"`` or ``"torch"``.
+        dt_bias, dt_softplus: the step size used is ``softplus(dt + dt_bias)`` when
+            ``dt_softplus`` (else ``dt + dt_bias``); ``dt_bias`` [d] or None. Mamba's
+            dt_proj bias and activation, applied inside the pass by the C and CUDA kernels.
     """
     if x.dtype in (torch.float16, torch.bfloat16):  # scan in float32, as HF does for half models
         up = [v.float() if v is not None else None for v in (x, dt, A, B, C, D, z)]
-        return selective_scan(*up, backend=backend).to(x.dtype)
+        bias = dt_bias.float() if dt_bias is not None else None
+        return selective_scan(*up, backend=backend, dt_bias=bias, dt_softplus=dt_softplus).to(x.dtype)
     which = resolve_backend(backend, x.device, x.dtype)
     if which == "c":
-        return _SelectiveScanC.apply(x, dt, A, B, C, D, z)
+        return _SelectiveScanC.apply(x, dt, A, B, C, D, z, dt_bias, bool(dt_softplus))
     if which == "cuda":
-        return _mamba_ssm_scan(x, dt, A, B, C, D, z)
-    y = selective_scan_torch(x, dt, A, B, C, D)
-    return y if z is None else y * torch.nn.functional.silu(z)
+        return _mamba_ssm_scan(x, dt, A, B, C, D, z, dt_bias, dt_softplus)
+    dt = dt + dt_bias if dt_bias is not None else dt
+    y = selective_scan_torch(x, F.softplus(dt) if dt_softplus else dt, A, B, C, D)
+    return y if z is None else y * F.silu(z)

@@ -7,11 +7,14 @@
  *                           yg = y * silu(z) is then written/differentiated in the same pass
  *   At                    : [n, d]        (A transposed, so a block of channels is contiguous)
  *   Bm, Cm                : [b, t, n]     (rows may be strided: bs, cs)
- *   Dv                    : [d] or NULL
+ *   Dv, dtb               : [d] or NULL
  *   states                : [b, t, d, n] or NULL (written only when asked)
  *
- * Recurrence per channel c and state slot j:
- *   h_t[c,j] = exp(dt_t[c] * A[c,j]) * h_{t-1}[c,j] + dt_t[c] * x_t[c] * B_t[j]
+ * The step size is the dt input plus the optional bias dtb, passed through softplus when
+ * the softplus flag is set (Mamba's dt_proj bias and activation, fused so that neither
+ * needs a pass of its own; ddt is then the gradient with respect to the raw dt input).
+ * Recurrence per channel c and state slot j, with s_t = [softplus](dt_t + dtb):
+ *   h_t[c,j] = exp(s_t[c] * A[c,j]) * h_{t-1}[c,j] + s_t[c] * x_t[c] * B_t[j]
  *   y_t[c]   = sum_j h_t[c,j] * C_t[j] + D[c] * x_t[c]
  *
  * Work is split into jobs (one batch row x one block of BLK = 16 channels;
@@ -27,7 +30,7 @@
  * partial buffers that the caller sums.
  *
  * The same code is instantiated for float (with a vectorised polynomial exp,
- * ~2 ulp) and for double (libm exp per lane; used by the float64 references).
+ * ~2 ulp, scaled by vscalefps on AVX-512) and for double (libm exp per lane; used by the float64 references).
  */
 #include <math.h>
 #include <stdint.h>
@@ -36,15 +39,49 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+/* Version of the exported functions' signatures. _ckernel.py refuses a library whose
+   kernel_abi_version() differs from its own KERNEL_ABI: bump both whenever an exported
+   signature changes. */
+#define KERNEL_ABI 2
+
+int kernel_abi_version(void) { return KERNEL_ABI; }
 
 #define BLK 16
+#define PF 8 /* rows fetched ahead by the scan jobs */
 
 typedef float vf __attribute__((vector_size(BLK * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(BLK * sizeof(int32_t))));
 typedef double vd __attribute__((vector_size(BLK * sizeof(double))));
 
+/* exp(r) for |r| <= ln2/2 by a degree-6 polynomial (~1 ulp). */
+static inline vf exp_reduced_vf(vf r) {
+    vf p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    return p * r * r + r + 1.0f;
+}
+
+#if defined(__AVX512F__)
 static inline vf exp_vf(vf v) {
-    /* exp(v) lane-wise for v clamped to [-87, 88]: v = k ln2 + r, |r| <= ln2/2, exp(r) by a degree-6 polynomial. */
+    /* exp(v) lane-wise: v = k ln2 + r with k = round(v / ln2), exp(r) by the polynomial, then
+       scaled by 2^k with vscalefps (which also gives 0 / inf outside the float range). The clamp only
+       keeps k*ln2 exact enough; every v below -104 or above 89 is already 0 or inf. */
+    __m512 w = _mm512_min_ps(_mm512_max_ps((__m512)v, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(89.0f));
+    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(w, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    w = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), w);
+    w = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.42860682030941723e-6f), w);
+    return (vf)_mm512_scalef_ps((__m512)exp_reduced_vf((vf)w), k);
+}
+#else
+static inline vf exp_vf(vf v) {
+    /* exp(v) lane-wise for v clamped to [-87, 88]: v = k ln2 + r, |r| <= ln2/2, exp(r) by the polynomial. */
     const vf zero = {0};
     const vf lo = zero - 87.0f, hi = zero + 88.0f;
     vi below = v < lo, above = v > hi;
@@ -54,19 +91,35 @@ static inline vf exp_vf(vf v) {
     vf k = (v * 1.44269504088896341f + magic) - magic;
     vf r = v - k * 0.693145751953125f;
     r = r - k * 1.42860682030941723e-6f;
-    vf p = r * 1.9875691500e-4f + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
     vi bits = (__builtin_convertvector(k, vi) + 127) << 23;
-    return p * (vf)bits;
+    return exp_reduced_vf(r) * (vf)bits;
+}
+#endif
+
+static inline vf softplus_vf(vf v) {
+    /* log(1 + exp(v)) = max(v, 0) + log1p(u), u = exp(-|v|) in (0, 1]; log1p(u) = 2 atanh(s) with
+       s = u / (2 + u) <= 1/3, summed as 2 s (1 + s^2/3 + ... + s^12/13) (relative error < 2e-8). */
+    const vf av = (vf)((vi)v & 0x7fffffff);
+    const vf u = exp_vf(-av);
+    const vf s = u / (u + 2.0f), s2 = s * s;
+    vf p = s2 * (1.0f / 13) + 1.0f / 11;
+    p = p * s2 + 1.0f / 9;
+    p = p * s2 + 1.0f / 7;
+    p = p * s2 + 1.0f / 5;
+    p = p * s2 + 1.0f / 3;
+    p = p * s2 + 1.0f;
+    return (v + av) * 0.5f + 2.0f * s * p;
 }
 
 static inline vd exp_vd(vd v) {
     vd out;
     for (int i = 0; i < BLK; i++) out[i] = exp(v[i]);
+    return out;
+}
+
+static inline vd softplus_vd(vd v) {
+    vd out;
+    for (int i = 0; i < BLK; i++) out[i] = v[i] > 0 ? v[i] + log1p(exp(-v[i])) : log1p(exp(v[i]));
     return out;
 }
 
@@ -78,192 +131,244 @@ static inline int thread_id(void) {
 #endif
 }
 
-#define DEFINE_SCAN(T, V, SUF, EXPV)                                                                                             \
-static inline V load_##SUF(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }                                               \
-static inline void store_##SUF(T *p, V v) { memcpy(p, &v, sizeof v); }                                                           \
-static inline T hsum_##SUF(V v) { T s = 0; for (int i = 0; i < BLK; i++) s += v[i]; return s; }                                  \
-static inline V sigmoid_##SUF(V v) { const V zero = {0}; return (zero + 1) / (zero + 1 + EXPV(-v)); }                            \
-                                                                                                                                 \
-static void fwd_job_##SUF(const T *x, const T *dt, const V *A, const T *Bm, const T *Cm, int64_t bs,                             \
-                          int64_t cs, const T *Dv, const T *z, int64_t zs, T *y, T *yg, T *states, int64_t bi, int64_t d0,       \
-                          int64_t t, int64_t d, int64_t n, V *h) {                                                               \
-    const V zero = {0};                                                                                                          \
-    for (int64_t j = 0; j < n; j++) h[j] = zero;                                                                                 \
-    const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                                              \
-    for (int64_t ti = 0; ti < t; ti++) {                                                                                         \
-        const int64_t row = bi * t + ti;                                                                                         \
-        const V xv = load_##SUF(x + row * d + d0), dv = load_##SUF(dt + row * d + d0);                                           \
-        const V dx = dv * xv;                                                                                                    \
-        const T *Br = Bm + row * bs, *Cr = Cm + row * cs;                                                                        \
-        V acc = Dvec * xv;                                                                                                       \
-        for (int64_t j = 0; j < n; j++) {                                                                                        \
-            const V hv = EXPV(dv * A[j]) * h[j] + dx * Br[j];                                                                    \
-            h[j] = hv;                                                                                                           \
-            acc += hv * Cr[j];                                                                                                   \
-        }                                                                                                                        \
-        if (states) {                                                                                                            \
-            T *sr = states + (row * d + d0) * n;                                                                                 \
-            for (int k = 0; k < BLK; k++)                                                                                        \
-                for (int64_t j = 0; j < n; j++) sr[k * n + j] = h[j][k];                                                         \
-        }                                                                                                                        \
-        if (y) store_##SUF(y + row * d + d0, acc);                                                                               \
-        if (yg) {                                                                                                                \
-            const V zv = load_##SUF(z + row * zs + d0);                                                                          \
-            store_##SUF(yg + row * d + d0, acc * zv * sigmoid_##SUF(zv));                                                        \
-        }                                                                                                                        \
-    }                                                                                                                            \
-}                                                                                                                                \
-                                                                                                                                 \
-void scan_fwd_##SUF(const T *x, const T *dt, const T *At, const T *Bm, const T *Cm, int64_t bs,                                  \
-                    int64_t cs, const T *Dv, const T *z, int64_t zs, T *y, T *yg, T *states, int64_t b, int64_t t, int64_t d,    \
-                    int64_t n, int nthreads) {                                                                                   \
-    const int64_t nblk = d / BLK;                                                                                                \
-    _Pragma("omp parallel num_threads(nthreads)")                                                                                \
-    {                                                                                                                            \
-        V *h = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                    \
-        V *A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                    \
-        int64_t loaded = -1;                                                                                                     \
-        _Pragma("omp for schedule(static)")                                                                                      \
-        for (int64_t job = 0; job < b * nblk; job++) {                                                                           \
-            const int64_t bi = job / nblk, d0 = (job % nblk) * BLK;                                                              \
-            if (loaded != d0) {                                                                                                  \
-                for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0);                                              \
-                loaded = d0;                                                                                                     \
-            }                                                                                                                    \
-            fwd_job_##SUF(x, dt, A, Bm, Cm, bs, cs, Dv, z, zs, y, yg, states, bi, d0, t, d, n, h);                               \
-        }                                                                                                                        \
-        free(h); free(A);                                                                                                        \
-    }                                                                                                                            \
-}                                                                                                                                \
-                                                                                                                                 \
-static void bwd_job_##SUF(const T *x, const T *dt, const V *A, const T *Bm, const T *Cm, int64_t bs,                             \
-                          int64_t cs, const T *Dv, const T *z, int64_t zs, const T *dy, T *dxo, T *ddto, T *dzo, T *dAp, T *dDp, \
-                          int64_t bi, int64_t d0, int64_t t, int64_t d, int64_t n, V *H, V *Ad, V *g,                            \
-                          V *dAacc, V *LB, V *LC) {                                                                              \
-    const V zero = {0};                                                                                                          \
-    /* 1. recompute states and decays of this job: H[ti * n + j], Ad[ti * n + j] */                                              \
-    for (int64_t ti = 0; ti < t; ti++) {                                                                                         \
-        const int64_t row = bi * t + ti;                                                                                         \
-        const V xv = load_##SUF(x + row * d + d0), dv = load_##SUF(dt + row * d + d0);                                           \
-        const V dx = dv * xv;                                                                                                    \
-        const T *Br = Bm + row * bs;                                                                                             \
-        V *Hc = H + ti * n, *Ac = Ad + ti * n;                                                                                   \
-        for (int64_t j = 0; j < n; j++) {                                                                                        \
-            const V a = EXPV(dv * A[j]);                                                                                         \
-            Ac[j] = a;                                                                                                           \
-            Hc[j] = ti > 0 ? a * Hc[j - n] + dx * Br[j] : dx * Br[j];                                                            \
-        }                                                                                                                        \
-    }                                                                                                                            \
-    /* 2. adjoint recurrence in reverse time; g carries dL/dh_t back through the decay */                                        \
-    for (int64_t j = 0; j < n; j++) { g[j] = zero; dAacc[j] = zero; }                                                            \
-    const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                                              \
-    V dDacc = zero;                                                                                                              \
-    for (int64_t ti = t - 1; ti >= 0; ti--) {                                                                                    \
-        const int64_t row = bi * t + ti;                                                                                         \
-        const V xv = load_##SUF(x + row * d + d0), dv = load_##SUF(dt + row * d + d0);                                           \
-        V dyv = load_##SUF(dy + row * d + d0);                                                                                   \
-        const V dx = dv * xv;                                                                                                    \
-        const T *Br = Bm + row * bs, *Cr = Cm + row * cs;                                                                        \
-        const V *Hc = H + ti * n, *Ac = Ad + ti * n;                                                                             \
-        if (z) { /* gated output yg = y * silu(z): recompute y, emit dz, turn dyg into dy */                                     \
-            V yv = Dvec * xv;                                                                                                    \
-            for (int64_t j = 0; j < n; j++) yv += Hc[j] * Cr[j];                                                                 \
-            const V zv = load_##SUF(z + row * zs + d0), s = sigmoid_##SUF(zv);                                                   \
-            store_##SUF(dzo + row * d + d0, dyv * yv * s * (1 + zv * (1 - s)));                                                  \
-            dyv = dyv * zv * s;                                                                                                  \
-        }                                                                                                                        \
-        V dxa = zero, ddta = zero;                                                                                               \
-        V *LBr = LB + ti * n, *LCr = LC + ti * n;                                                                                \
-        for (int64_t j = 0; j < n; j++) {                                                                                        \
-            const V gk = g[j] + dyv * Cr[j];                                                                                     \
-            const V a = Ac[j];                                                                                                   \
-            const V ga = ti > 0 ? gk * Hc[j - n] * a : zero;                                                                     \
-            LCr[j] += dyv * Hc[j];                                                                                               \
-            LBr[j] += gk * dx;                                                                                                   \
-            ddta += ga * A[j] + gk * xv * Br[j];                                                                                 \
-            dxa += gk * dv * Br[j];                                                                                              \
-            dAacc[j] += ga * dv;                                                                                                 \
-            g[j] = gk * a;                                                                                                       \
-        }                                                                                                                        \
-        store_##SUF(dxo + row * d + d0, dxa + Dvec * dyv);                                                                       \
-        store_##SUF(ddto + row * d + d0, ddta);                                                                                  \
-        dDacc += dyv * xv;                                                                                                       \
-    }                                                                                                                            \
-    for (int64_t j = 0; j < n; j++) store_##SUF(dAp + j * d + d0, load_##SUF(dAp + j * d + d0) + dAacc[j]);                      \
-    store_##SUF(dDp + d0, load_##SUF(dDp + d0) + dDacc);                                                                         \
-}                                                                                                                                \
-                                                                                                                                 \
-static void flush_lanes_##SUF(const V *LB, const V *LC, T *dBp, T *dCp, int64_t bi, int64_t t, int64_t n,                        \
-                              int assign) {                                                                                      \
-    for (int64_t i = 0; i < t * n; i++) {                                                                                        \
-        const T sb = hsum_##SUF(LB[i]), sc = hsum_##SUF(LC[i]);                                                                  \
-        if (assign) { dBp[bi * t * n + i] = sb; dCp[bi * t * n + i] = sc; }                                                      \
-        else { dBp[bi * t * n + i] += sb; dCp[bi * t * n + i] += sc; }                                                           \
-    }                                                                                                                            \
-}                                                                                                                                \
-                                                                                                                                 \
-void scan_bwd_##SUF(const T *x, const T *dt, const T *At, const T *Bm, const T *Cm, int64_t bs, int64_t cs,                      \
-                    const T *Dv, const T *z, int64_t zs, const T *dy, T *dx, T *ddt, T *dz, T *dAt_part,                         \
-                    T *dB_out, T *dC_out, T *dD_part, int64_t b, int64_t t, int64_t d, int64_t n, int nthreads) {                \
-    /* dAt_part and dD_part have a leading [nthreads] axis and must be zeroed by the caller.                                     \
-       With b >= nthreads every thread owns whole batch rows and writes dB_out, dC_out ([b, t, n])                               \
-       directly; otherwise they are zeroed per-thread partials [nthreads, b, t, n] summed by the                                 \
-       caller. Either way dB and dC are first summed lane-wise per row (LB, LC) and reduced once. */                             \
-    const int64_t nblk = d / BLK;                                                                                                \
-    const int rows_mode = b >= nthreads;                                                                                         \
-    _Pragma("omp parallel num_threads(nthreads)")                                                                                \
-    {                                                                                                                            \
-        const int tid = thread_id();                                                                                             \
-        V *H = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                                              \
-        V *Ad = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                                             \
-        V *LB = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                                             \
-        V *LC = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                                             \
-        V *g = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                    \
-        V *dAacc = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                \
-        V *A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                    \
-        T *dAp = dAt_part + (int64_t)tid * n * d;                                                                                \
-        T *dDp = dD_part + (int64_t)tid * d;                                                                                     \
-        if (rows_mode) {                                                                                                         \
-            _Pragma("omp for schedule(static)")                                                                                  \
-            for (int64_t bi = 0; bi < b; bi++) {                                                                                 \
-                memset(LB, 0, sizeof(V) * (size_t)(t * n));                                                                      \
-                memset(LC, 0, sizeof(V) * (size_t)(t * n));                                                                      \
-                for (int64_t blk = 0; blk < nblk; blk++) {                                                                       \
-                    const int64_t d0 = blk * BLK;                                                                                \
-                    for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0);                                          \
-                    bwd_job_##SUF(x, dt, A, Bm, Cm, bs, cs, Dv, z, zs, dy, dx, ddt, dz, dAp, dDp, bi, d0, t, d, n,               \
-                                  H, Ad, g, dAacc, LB, LC);                                                                      \
-                }                                                                                                                \
-                flush_lanes_##SUF(LB, LC, dB_out, dC_out, bi, t, n, 1);                                                          \
-            }                                                                                                                    \
-        } else {                                                                                                                 \
-            int64_t loaded = -1, row_b = -1;                                                                                     \
-            T *dBp = dB_out + (int64_t)tid * b * t * n;                                                                          \
-            T *dCp = dC_out + (int64_t)tid * b * t * n;                                                                          \
-            _Pragma("omp for schedule(static)")                                                                                  \
-            for (int64_t job = 0; job < b * nblk; job++) {                                                                       \
-                const int64_t bi = job / nblk, d0 = (job % nblk) * BLK;                                                          \
-                if (loaded != d0) {                                                                                              \
-                    for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0);                                          \
-                    loaded = d0;                                                                                                 \
-                }                                                                                                                \
-                if (bi != row_b) {                                                                                               \
-                    if (row_b >= 0) flush_lanes_##SUF(LB, LC, dBp, dCp, row_b, t, n, 0);                                         \
-                    memset(LB, 0, sizeof(V) * (size_t)(t * n));                                                                  \
-                    memset(LC, 0, sizeof(V) * (size_t)(t * n));                                                                  \
-                    row_b = bi;                                                                                                  \
-                }                                                                                                                \
-                bwd_job_##SUF(x, dt, A, Bm, Cm, bs, cs, Dv, z, zs, dy, dx, ddt, dz, dAp, dDp, bi, d0, t, d, n,                   \
-                              H, Ad, g, dAacc, LB, LC);                                                                          \
-            }                                                                                                                    \
-            if (row_b >= 0) flush_lanes_##SUF(LB, LC, dBp, dCp, row_b, t, n, 0);                                                 \
-        }                                                                                                                        \
-        free(H); free(Ad); free(LB); free(LC); free(g); free(dAacc); free(A);                                                    \
-    }                                                                                                                            \
+#define DEFINE_SCAN(T, V, SUF, EXPV, SOFTPLUSV)                                                                              \
+static inline V load_##SUF(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }                                           \
+static inline void store_##SUF(T *p, V v) { memcpy(p, &v, sizeof v); }                                                       \
+static inline T hsum_##SUF(V v) { T s = 0; for (int i = 0; i < BLK; i++) s += v[i]; return s; }                              \
+static inline V sigmoid_##SUF(V v) { const V zero = {0}; return (zero + 1) / (zero + 1 + EXPV(-v)); }                        \
+                                                                                                                             \
+/* Step size of one row of a job: dt (+ bias) (-> softplus); *slope = d step / d dt (1 without softplus). */                 \
+static inline V step_##SUF(const T *dt, const T *dtb, int64_t d0, int softplus, V *slope) {                                  \
+    const V zero = {0};                                                                                                      \
+    V raw = load_##SUF(dt);                                                                                                  \
+    if (dtb) raw += load_##SUF(dtb + d0);                                                                                    \
+    if (!softplus) { *slope = zero + 1; return raw; }                                                                        \
+    *slope = sigmoid_##SUF(raw);                                                                                             \
+    return SOFTPLUSV(raw);                                                                                                   \
+}                                                                                                                            \
+                                                                                                                             \
+static void fwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const V *A, const T *Bm, const T *Cm,         \
+                          int64_t bs, int64_t cs, const T *Dv, const T *z, int64_t zs, T *y, T *yg, T *states,               \
+                          int64_t bi, int64_t d0, int64_t t, int64_t d, int64_t n, V *h) {                                   \
+    const V zero = {0};                                                                                                      \
+    for (int64_t j = 0; j < n; j++) h[j] = zero;                                                                             \
+    const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                                          \
+    const V dtbv = dtb ? load_##SUF(dtb + d0) : zero;                                                                        \
+    for (int64_t ti = 0; ti < t; ti++) {                                                                                     \
+        const int64_t row = bi * t + ti;                                                                                     \
+        if (ti + PF < t) { /* rows are d apart: fetch ahead by hand, the hardware prefetchers do not */                      \
+            const int64_t ahead = row + PF;                                                                                  \
+            __builtin_prefetch(x + ahead * d + d0); __builtin_prefetch(dt + ahead * d + d0);                                 \
+            __builtin_prefetch(Bm + ahead * bs); __builtin_prefetch(Cm + ahead * cs);                                        \
+            if (z) __builtin_prefetch(z + ahead * zs + d0);                                                                  \
+        }                                                                                                                    \
+        const V xv = load_##SUF(x + row * d + d0);                                                                           \
+        V dv = load_##SUF(dt + row * d + d0) + dtbv;                                                                         \
+        if (softplus) dv = SOFTPLUSV(dv);                                                                                    \
+        const V dx = dv * xv;                                                                                                \
+        const T *Br = Bm + row * bs, *Cr = Cm + row * cs;                                                                    \
+        V acc = Dvec * xv;                                                                                                   \
+        for (int64_t j = 0; j < n; j++) {                                                                                    \
+            const V hv = EXPV(dv * A[j]) * h[j] + dx * Br[j];                                                                \
+            h[j] = hv;                                                                                                       \
+            acc += hv * Cr[j];                                                                                               \
+        }                                                                                                                    \
+        if (states) {                                                                                                        \
+            T *sr = states + (row * d + d0) * n;                                                                             \
+            for (int k = 0; k < BLK; k++)                                                                                    \
+                for (int64_t j = 0; j < n; j++) sr[k * n + j] = h[j][k];                                                     \
+        }                                                                                                                    \
+        if (y) store_##SUF(y + row * d + d0, acc);                                                                           \
+        if (yg) {                                                                                                            \
+            const V zv = load_##SUF(z + row * zs + d0);                                                                      \
+            store_##SUF(yg + row * d + d0, acc * zv * sigmoid_##SUF(zv));                                                    \
+        }                                                                                                                    \
+    }                                                                                                                        \
+}                                                                                                                            \
+                                                                                                                             \
+void scan_fwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T *At, const T *Bm, const T *Cm,              \
+                    int64_t bs, int64_t cs, const T *Dv, const T *z, int64_t zs, T *y, T *yg, T *states, int64_t b,          \
+                    int64_t t, int64_t d, int64_t n, int nthreads) {                                                         \
+    const int64_t nblk = d / BLK;                                                                                            \
+    _Pragma("omp parallel num_threads(nthreads)")                                                                            \
+    {                                                                                                                        \
+        V *h = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                \
+        V *A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                \
+        int64_t loaded = -1;                                                                                                 \
+        _Pragma("omp for schedule(static)")                                                                                  \
+        for (int64_t job = 0; job < b * nblk; job++) {                                                                       \
+            const int64_t bi = job / nblk, d0 = (job % nblk) * BLK;                                                          \
+            if (loaded != d0) {                                                                                              \
+                for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0);                                          \
+                loaded = d0;                                                                                                 \
+            }                                                                                                                \
+            fwd_job_##SUF(x, dt, dtb, softplus, A, Bm, Cm, bs, cs, Dv, z, zs, y, yg, states, bi, d0, t, d, n, h);            \
+        }                                                                                                                    \
+        free(h); free(A);                                                                                                    \
+    }                                                                                                                        \
+}                                                                                                                            \
+                                                                                                                             \
+/* Per-thread scratch of the backward: states and decays [t, n], lane-wise dB/dC sums [t, n],                                \
+   step sizes and their slopes [t], adjoint and dA accumulators [n], the job's A [n]. */                                     \
+typedef struct {                                                                                                             \
+    V *H, *Ad, *LB, *LC, *DV, *SL, *g, *dAacc, *A;                                                                           \
+} bwd_scratch_##SUF;                                                                                                         \
+                                                                                                                             \
+static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T *Bm, const T *Cm, int64_t bs,         \
+                          int64_t cs, const T *Dv, const T *z, int64_t zs, const T *dy, T *dxo, T *ddto, T *dzo,             \
+                          T *dAp, T *dDp, T *ddtbp, int64_t bi, int64_t d0, int64_t t, int64_t d, int64_t n,                 \
+                          const bwd_scratch_##SUF *s) {                                                                      \
+    const V zero = {0};                                                                                                      \
+    V *H = s->H, *Ad = s->Ad, *g = s->g, *dAacc = s->dAacc, *LB = s->LB, *LC = s->LC;                                        \
+    const V *A = s->A;                                                                                                       \
+    /* 1. recompute step sizes, states and decays of this job: DV[ti], H[ti * n + j], Ad[ti * n + j] */                      \
+    for (int64_t ti = 0; ti < t; ti++) {                                                                                     \
+        const int64_t row = bi * t + ti;                                                                                     \
+        if (ti + PF < t) {                                                                                                   \
+            const int64_t ahead = row + PF;                                                                                  \
+            __builtin_prefetch(x + ahead * d + d0); __builtin_prefetch(dt + ahead * d + d0);                                 \
+            __builtin_prefetch(Bm + ahead * bs);                                                                             \
+        }                                                                                                                    \
+        const V xv = load_##SUF(x + row * d + d0);                                                                           \
+        const V dv = step_##SUF(dt + row * d + d0, dtb, d0, softplus, &s->SL[ti]);                                           \
+        s->DV[ti] = dv;                                                                                                      \
+        const V dx = dv * xv;                                                                                                \
+        const T *Br = Bm + row * bs;                                                                                         \
+        V *Hc = H + ti * n, *Ac = Ad + ti * n;                                                                               \
+        for (int64_t j = 0; j < n; j++) {                                                                                    \
+            const V a = EXPV(dv * A[j]);                                                                                     \
+            Ac[j] = a;                                                                                                       \
+            Hc[j] = ti > 0 ? a * Hc[j - n] + dx * Br[j] : dx * Br[j];                                                        \
+        }                                                                                                                    \
+    }                                                                                                                        \
+    /* 2. adjoint recurrence in reverse time; g carries dL/dh_t back through the decay */                                    \
+    for (int64_t j = 0; j < n; j++) { g[j] = zero; dAacc[j] = zero; }                                                        \
+    const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                                          \
+    V dDacc = zero, dbacc = zero;                                                                                            \
+    for (int64_t ti = t - 1; ti >= 0; ti--) {                                                                                \
+        const int64_t row = bi * t + ti;                                                                                     \
+        if (ti >= PF) {                                                                                                      \
+            const int64_t ahead = row - PF;                                                                                  \
+            __builtin_prefetch(x + ahead * d + d0); __builtin_prefetch(dy + ahead * d + d0);                                 \
+            __builtin_prefetch(Bm + ahead * bs); __builtin_prefetch(Cm + ahead * cs);                                        \
+            __builtin_prefetch(dxo + ahead * d + d0, 1); __builtin_prefetch(ddto + ahead * d + d0, 1);                       \
+            if (z) { __builtin_prefetch(z + ahead * zs + d0); __builtin_prefetch(dzo + ahead * d + d0, 1); }                 \
+        }                                                                                                                    \
+        const V xv = load_##SUF(x + row * d + d0), dv = s->DV[ti];                                                           \
+        V dyv = load_##SUF(dy + row * d + d0);                                                                               \
+        const V dx = dv * xv;                                                                                                \
+        const T *Br = Bm + row * bs, *Cr = Cm + row * cs;                                                                    \
+        const V *Hc = H + ti * n, *Ac = Ad + ti * n;                                                                         \
+        V zv = zero, sg = zero, dyg = zero;                                                                                  \
+        if (z) { /* gated output yg = y * silu(z): dy = dyg * silu(z); dz needs y, summed in the loop below */               \
+            zv = load_##SUF(z + row * zs + d0);                                                                              \
+            sg = sigmoid_##SUF(zv);                                                                                          \
+            dyg = dyv;                                                                                                       \
+            dyv = dyv * zv * sg;                                                                                             \
+        }                                                                                                                    \
+        V gB = zero, ddta = zero, yv = Dvec * xv;                                                                            \
+        V *LBr = LB + ti * n, *LCr = LC + ti * n;                                                                            \
+        for (int64_t j = 0; j < n; j++) {                                                                                    \
+            const V gk = g[j] + dyv * Cr[j];                                                                                 \
+            const V a = Ac[j], hv = Hc[j];                                                                                   \
+            const V ga = ti > 0 ? gk * Hc[j - n] * a : zero;                                                                 \
+            yv += hv * Cr[j];                                                                                                \
+            LCr[j] += dyv * hv;                                                                                              \
+            LBr[j] += gk * dx;                                                                                               \
+            ddta += ga * A[j];                                                                                               \
+            gB += gk * Br[j];                                                                                                \
+            dAacc[j] += ga * dv;                                                                                             \
+            g[j] = gk * a;                                                                                                   \
+        }                                                                                                                    \
+        if (z) store_##SUF(dzo + row * d + d0, dyg * yv * sg * (1 + zv * (1 - sg)));                                         \
+        store_##SUF(dxo + row * d + d0, gB * dv + Dvec * dyv);                                                               \
+        const V graw = (ddta + gB * xv) * s->SL[ti];                                                                         \
+        store_##SUF(ddto + row * d + d0, graw);                                                                              \
+        dbacc += graw;                                                                                                       \
+        dDacc += dyv * xv;                                                                                                   \
+    }                                                                                                                        \
+    for (int64_t j = 0; j < n; j++) store_##SUF(dAp + j * d + d0, load_##SUF(dAp + j * d + d0) + dAacc[j]);                  \
+    store_##SUF(dDp + d0, load_##SUF(dDp + d0) + dDacc);                                                                     \
+    if (ddtbp) store_##SUF(ddtbp + d0, load_##SUF(ddtbp + d0) + dbacc);                                                      \
+}                                                                                                                            \
+                                                                                                                             \
+static void flush_lanes_##SUF(const V *LB, const V *LC, T *dBp, T *dCp, int64_t bi, int64_t t, int64_t n,                    \
+                              int assign) {                                                                                  \
+    for (int64_t i = 0; i < t * n; i++) {                                                                                    \
+        const T sb = hsum_##SUF(LB[i]), sc = hsum_##SUF(LC[i]);                                                              \
+        if (assign) { dBp[bi * t * n + i] = sb; dCp[bi * t * n + i] = sc; }                                                  \
+        else { dBp[bi * t * n + i] += sb; dCp[bi * t * n + i] += sc; }                                                       \
+    }                                                                                                                        \
+}                                                                                                                            \
+                                                                                                                             \
+void scan_bwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T *At, const T *Bm, const T *Cm,              \
+                    int64_t bs, int64_t cs, const T *Dv, const T *z, int64_t zs, const T *dy, T *dx, T *ddt, T *dz,          \
+                    T *dAt_part, T *dB_out, T *dC_out, T *dD_part, T *ddtb_part, int64_t b, int64_t t, int64_t d,            \
+                    int64_t n, int nthreads) {                                                                               \
+    /* dAt_part, dD_part and ddtb_part (when dtb is given) have a leading [nthreads] axis and must be                        \
+       zeroed by the caller. With b >= nthreads every thread owns whole batch rows and writes dB_out,                        \
+       dC_out ([b, t, n]) directly; otherwise they are zeroed per-thread partials [nthreads, b, t, n]                        \
+       summed by the caller. Either way dB and dC are first summed lane-wise per row (LB, LC) and                            \
+       reduced once. ddt is the gradient with respect to the dt input (before bias and softplus). */                         \
+    const int64_t nblk = d / BLK;                                                                                            \
+    const int rows_mode = b >= nthreads;                                                                                     \
+    _Pragma("omp parallel num_threads(nthreads)")                                                                            \
+    {                                                                                                                        \
+        const int tid = thread_id();                                                                                         \
+        bwd_scratch_##SUF s;                                                                                                 \
+        s.H = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                                           \
+        s.Ad = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                                          \
+        s.LB = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                                          \
+        s.LC = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                                          \
+        s.DV = (V *)aligned_alloc(64, sizeof(V) * (size_t)t);                                                                \
+        s.SL = (V *)aligned_alloc(64, sizeof(V) * (size_t)t);                                                                \
+        s.g = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                 \
+        s.dAacc = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                             \
+        s.A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                 \
+        T *dAp = dAt_part + (int64_t)tid * n * d;                                                                            \
+        T *dDp = dD_part + (int64_t)tid * d;                                                                                 \
+        T *ddtbp = dtb ? ddtb_part + (int64_t)tid * d : NULL;                                                                \
+        if (rows_mode) {                                                                                                     \
+            _Pragma("omp for schedule(static)")                                                                              \
+            for (int64_t bi = 0; bi < b; bi++) {                                                                             \
+                memset(s.LB, 0, sizeof(V) * (size_t)(t * n));                                                                \
+                memset(s.LC, 0, sizeof(V) * (size_t)(t * n));                                                                \
+                for (int64_t blk = 0; blk < nblk; blk++) {                                                                   \
+                    const int64_t d0 = blk * BLK;                                                                            \
+                    for (int64_t j = 0; j < n; j++) s.A[j] = load_##SUF(At + j * d + d0);                                    \
+                    bwd_job_##SUF(x, dt, dtb, softplus, Bm, Cm, bs, cs, Dv, z, zs, dy, dx, ddt, dz, dAp, dDp, ddtbp,         \
+                                  bi, d0, t, d, n, &s);                                                                      \
+                }                                                                                                            \
+                flush_lanes_##SUF(s.LB, s.LC, dB_out, dC_out, bi, t, n, 1);                                                  \
+            }                                                                                                                \
+        } else {                                                                                                             \
+            int64_t loaded = -1, row_b = -1;                                                                                 \
+            T *dBp = dB_out + (int64_t)tid * b * t * n;                                                                      \
+            T *dCp = dC_out + (int64_t)tid * b * t * n;                                                                      \
+            _Pragma("omp for schedule(static)")                                                                              \
+            for (int64_t job = 0; job < b * nblk; job++) {                                                                   \
+                const int64_t bi = job / nblk, d0 = (job % nblk) * BLK;                                                      \
+                if (loaded != d0) {                                                                                          \
+                    for (int64_t j = 0; j < n; j++) s.A[j] = load_##SUF(At + j * d + d0);                                    \
+                    loaded = d0;                                                                                             \
+                }                                                                                                            \
+                if (bi != row_b) {                                                                                           \
+                    if (row_b >= 0) flush_lanes_##SUF(s.LB, s.LC, dBp, dCp, row_b, t, n, 0);                                 \
+                    memset(s.LB, 0, sizeof(V) * (size_t)(t * n));                                                            \
+                    memset(s.LC, 0, sizeof(V) * (size_t)(t * n));                                                            \
+                    row_b = bi;                                                                                              \
+                }                                                                                                            \
+                bwd_job_##SUF(x, dt, dtb, softplus, Bm, Cm, bs, cs, Dv, z, zs, dy, dx, ddt, dz, dAp, dDp, ddtbp,             \
+                              bi, d0, t, d, n, &s);                                                                          \
+            }                                                                                                                \
+            if (row_b >= 0) flush_lanes_##SUF(s.LB, s.LC, dBp, dCp, row_b, t, n, 0);                                         \
+        }                                                                                                                    \
+        free(s.H); free(s.Ad); free(s.LB); free(s.LC); free(s.DV); free(s.SL); free(s.g); free(s.dAacc); free(s.A);          \
+    }                                                                                                                        \
 }
 
-DEFINE_SCAN(float, vf, f32, exp_vf)
-DEFINE_SCAN(double, vd, f64, exp_vd)
+DEFINE_SCAN(float, vf, f32, exp_vf, softplus_vf)
+DEFINE_SCAN(double, vd, f64, exp_vd, softplus_vd)
 
 int scan_block_size(void) { return BLK; }
 
