@@ -149,22 +149,24 @@ static inline V step_##SUF(const T *dt, const T *dtb, int64_t d0, int softplus, 
                                                                                                                              \
 static void fwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const V *A, const T *Bm, const T *Cm,         \
                           int64_t bs, int64_t cs, const T *Dv, const T *z, int64_t zs, T *y, T *yg, T *states,               \
-                          int64_t bi, int64_t d0, int64_t t, int64_t d, int64_t n, V *h) {                                   \
+                          int64_t bi, int64_t d0, int64_t t, int64_t d, int64_t n, V *h, V *DV) {                            \
     const V zero = {0};                                                                                                      \
     for (int64_t j = 0; j < n; j++) h[j] = zero;                                                                             \
     const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                                          \
-    const V dtbv = dtb ? load_##SUF(dtb + d0) : zero;                                                                        \
+    /* step sizes first, in a loop of independent rows: their latency (softplus) then overlaps */                            \
+    for (int64_t ti = 0; ti < t; ti++) {                                                                                     \
+        V slope;                                                                                                             \
+        DV[ti] = step_##SUF(dt + (bi * t + ti) * d + d0, dtb, d0, softplus, &slope);                                         \
+    }                                                                                                                        \
     for (int64_t ti = 0; ti < t; ti++) {                                                                                     \
         const int64_t row = bi * t + ti;                                                                                     \
         if (ti + PF < t) { /* rows are d apart: fetch ahead by hand, the hardware prefetchers do not */                      \
             const int64_t ahead = row + PF;                                                                                  \
-            __builtin_prefetch(x + ahead * d + d0); __builtin_prefetch(dt + ahead * d + d0);                                 \
+            __builtin_prefetch(x + ahead * d + d0);                                                                          \
             __builtin_prefetch(Bm + ahead * bs); __builtin_prefetch(Cm + ahead * cs);                                        \
             if (z) __builtin_prefetch(z + ahead * zs + d0);                                                                  \
         }                                                                                                                    \
-        const V xv = load_##SUF(x + row * d + d0);                                                                           \
-        V dv = load_##SUF(dt + row * d + d0) + dtbv;                                                                         \
-        if (softplus) dv = SOFTPLUSV(dv);                                                                                    \
+        const V xv = load_##SUF(x + row * d + d0), dv = DV[ti];                                                              \
         const V dx = dv * xv;                                                                                                \
         const T *Br = Bm + row * bs, *Cr = Cm + row * cs;                                                                    \
         V acc = Dvec * xv;                                                                                                   \
@@ -194,6 +196,7 @@ void scan_fwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
     {                                                                                                                        \
         V *h = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                \
         V *A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                \
+        V *DV = (V *)aligned_alloc(64, sizeof(V) * (size_t)t);                                                               \
         int64_t loaded = -1;                                                                                                 \
         _Pragma("omp for schedule(static)")                                                                                  \
         for (int64_t job = 0; job < b * nblk; job++) {                                                                       \
@@ -202,9 +205,9 @@ void scan_fwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
                 for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0);                                          \
                 loaded = d0;                                                                                                 \
             }                                                                                                                \
-            fwd_job_##SUF(x, dt, dtb, softplus, A, Bm, Cm, bs, cs, Dv, z, zs, y, yg, states, bi, d0, t, d, n, h);            \
+            fwd_job_##SUF(x, dt, dtb, softplus, A, Bm, Cm, bs, cs, Dv, z, zs, y, yg, states, bi, d0, t, d, n, h, DV);        \
         }                                                                                                                    \
-        free(h); free(A);                                                                                                    \
+        free(h); free(A); free(DV);                                                                                          \
     }                                                                                                                        \
 }                                                                                                                            \
                                                                                                                              \
@@ -221,17 +224,16 @@ static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, c
     const V zero = {0};                                                                                                      \
     V *H = s->H, *Ad = s->Ad, *g = s->g, *dAacc = s->dAacc, *LB = s->LB, *LC = s->LC;                                        \
     const V *A = s->A;                                                                                                       \
-    /* 1. recompute step sizes, states and decays of this job: DV[ti], H[ti * n + j], Ad[ti * n + j] */                      \
+    /* 1. recompute step sizes DV[ti] (and slopes SL[ti]), then states and decays H[ti * n + j], Ad[ti * n + j] */           \
+    for (int64_t ti = 0; ti < t; ti++) s->DV[ti] = step_##SUF(dt + (bi * t + ti) * d + d0, dtb, d0, softplus, &s->SL[ti]);   \
     for (int64_t ti = 0; ti < t; ti++) {                                                                                     \
         const int64_t row = bi * t + ti;                                                                                     \
         if (ti + PF < t) {                                                                                                   \
             const int64_t ahead = row + PF;                                                                                  \
-            __builtin_prefetch(x + ahead * d + d0); __builtin_prefetch(dt + ahead * d + d0);                                 \
+            __builtin_prefetch(x + ahead * d + d0);                                                                          \
             __builtin_prefetch(Bm + ahead * bs);                                                                             \
         }                                                                                                                    \
-        const V xv = load_##SUF(x + row * d + d0);                                                                           \
-        const V dv = step_##SUF(dt + row * d + d0, dtb, d0, softplus, &s->SL[ti]);                                           \
-        s->DV[ti] = dv;                                                                                                      \
+        const V xv = load_##SUF(x + row * d + d0), dv = s->DV[ti];                                                           \
         const V dx = dv * xv;                                                                                                \
         const T *Br = Bm + row * bs;                                                                                         \
         V *Hc = H + ti * n, *Ac = Ad + ti * n;                                                                               \
