@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,7 +25,7 @@ from typing import Any, Sequence
 import torch
 
 from .._errors import UniversalityError
-from .._io import atomic_save_tensors, atomic_write_json, ensure_writable_dir, fingerprint, sha256_file
+from .._io import atomic_write_bytes, atomic_write_json, ensure_writable_dir, fingerprint, sha256_bytes, sha256_file
 from .._progress import progress
 from ..data.stream import TokenStream, context_length
 from .fingerprint import host_fingerprint
@@ -153,23 +154,38 @@ class _Writer:
         todo = [k for k in range(n_shards) if k not in done]
         if todo:
             self.manifest["complete"] = False
-        for k in progress(todo, desc="caching activations", unit="shard"):
-            lo, hi = k * per, min(n, (k + 1) * per)
-            files = {}
-            acts = self._compute(lo, hi)
-            for h in self.hooks:
-                rel = f"{hook_dir_name(h)}/shard-{k:05d}.safetensors"
-                # one metadata key: safetensors writes several keys in a random order, which would break byte-identity
-                meta = json.dumps({"hook": h, "shard": k, "sequences": [lo, hi], "job": self.manifest["job_fingerprint"]},
-                                  sort_keys=True)
-                atomic_save_tensors(self.out / rel, {"acts": acts[h]}, {"universality": meta})
-                files[h] = {"file": rel, "sha256": sha256_file(self.out / rel), "rows": int(acts[h].shape[0])}
-            self.manifest["shards"].append({"index": k, "sequences": [lo, hi], "files": files})
-            self.manifest["shards"].sort(key=lambda s: s["index"])
-            atomic_write_json(self.out / "manifest.json", self.manifest)
+        # one writer thread: shard k is serialised, hashed and written while shard k + 1 is computed;
+        # at most one write is pending, so memory stays at two shards
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer") as pool:
+            pending = None
+            for k in progress(todo, desc="caching activations", unit="shard"):
+                lo, hi = k * per, min(n, (k + 1) * per)
+                acts = self._compute(lo, hi)
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(self._write_shard, k, lo, hi, acts)
+            if pending is not None:
+                pending.result()
         if todo or not self.manifest.get("complete"):
             self.manifest["complete"] = True
             atomic_write_json(self.out / "manifest.json", self.manifest)
+
+    def _write_shard(self, k: int, lo: int, hi: int, acts: dict[str, torch.Tensor]) -> None:
+        """Write shard ``k`` (one file per hook, atomically), then record it in the manifest (atomically)."""
+        from safetensors.torch import save
+
+        files = {}
+        for h in self.hooks:
+            rel = f"{hook_dir_name(h)}/shard-{k:05d}.safetensors"
+            # one metadata key: safetensors writes several keys in a random order, which would break byte-identity
+            meta = json.dumps({"hook": h, "shard": k, "sequences": [lo, hi], "job": self.manifest["job_fingerprint"]},
+                              sort_keys=True)
+            data = save({"acts": acts[h]}, metadata={"universality": meta})
+            atomic_write_bytes(self.out / rel, data)
+            files[h] = {"file": rel, "sha256": sha256_bytes(data), "rows": int(acts[h].shape[0])}
+        self.manifest["shards"].append({"index": k, "sequences": [lo, hi], "files": files})
+        self.manifest["shards"].sort(key=lambda s: s["index"])
+        atomic_write_json(self.out / "manifest.json", self.manifest)
 
     def _shard_intact(self, shard: dict) -> bool:
         for h in self.hooks:
@@ -191,8 +207,10 @@ class _Writer:
 
     @torch.no_grad()
     def _compute(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
-        parts: dict[str, list[torch.Tensor]] = {h: [] for h in self.hooks}
+        """Activations of sequences [lo, hi): hook → [(hi - lo) * seq_len, d] in the storage dtype (one copy per batch)."""
+        out: dict[str, torch.Tensor] = {}
         t = self.stream.seq_len
+        converted = self._dtype != torch.float32
         for b0 in range(lo, hi, self.config.batch_size):
             b1 = min(hi, b0 + self.config.batch_size)
             tokens = self.stream.tokens[b0:b1].to(self.host.device)
@@ -205,15 +223,21 @@ class _Writer:
                 if self.config.check_finite:
                     _check_finite(h, x, b0, t)
                 self.manifest["hooks"].setdefault(h, {"d": int(x.shape[1]), "shape": list(cache[h].shape[2:])})
-                parts[h].append(x.to(device="cpu", dtype=self._dtype))
-        out = {h: torch.cat(v) for h, v in parts.items()}
-        if self.config.check_finite and self._dtype != torch.float32:
-            for h, x in out.items():
-                _check_finite(h, x, lo, t, why=f" after conversion to {self.config.dtype}")
+                if h not in out:
+                    out[h] = torch.empty((hi - lo) * t, x.shape[1], dtype=self._dtype)
+                rows = out[h][(b0 - lo) * t:(b1 - lo) * t]
+                rows.copy_(x)
+                if self.config.check_finite and converted:
+                    _check_finite(h, rows, b0, t, why=f" after conversion to {self.config.dtype}")
         return out
 
 
 def _check_finite(hook: str, x: torch.Tensor, first_seq: int, t: int, why: str = "") -> None:
+    """Raise naming hook, sequence and position when ``x`` [rows, d] holds NaN/inf (rows start at ``first_seq``)."""
+    # fast path: one float32 reduction is finite when every entry is (NaN/inf propagate through a sum);
+    # a finite sum overflowing to inf only sends us to the exact check below
+    if bool(torch.isfinite(x.sum(dtype=torch.float32))):
+        return
     bad = ~torch.isfinite(x)
     if bool(bad.any()):
         row = int(bad.any(dim=1).nonzero()[0])
