@@ -399,14 +399,13 @@ static inline V conv_pre_##SUF(const T *xb, int64_t xs, const T *Wt, const T *bi
                                                                                                        \
 void conv_silu_fwd_##SUF(const T *x, int64_t xs, const T *Wt, const T *bias, T *out, int64_t b,        \
                          int64_t t, int64_t d, int64_t k, int nthreads) {                              \
-    const V zero = {0}, ones = zero + 1;                                                                                 \
     _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                                 \
     for (int64_t row = 0; row < b * t; row++) {                                                        \
         const int64_t bi = row / t, ti = row % t;                                                      \
         const T *xb = x + bi * t * xs;                                                                 \
         for (int64_t c = 0; c < d; c += BLK) {                                                         \
             const V pre = conv_pre_##SUF(xb, xs, Wt, bias, ti, c, d, k);                               \
-            store_##SUF(out + row * d + c, pre / (ones + EXPV(-pre)));                              \
+            store_##SUF(out + row * d + c, pre * sigmoid_##SUF(pre));                              \
         }                                                                                              \
     }                                                                                                  \
 }                                                                                                      \
@@ -414,7 +413,6 @@ void conv_silu_fwd_##SUF(const T *x, int64_t xs, const T *Wt, const T *bias, T *
 void conv_silu_bwd_##SUF(const T *x, int64_t xs, const T *Wt, const T *bias, const T *dout, T *dx,     \
                          T *dW_part, T *db_part, int64_t b, int64_t t, int64_t d, int64_t k,           \
                          int nthreads) {                                                               \
-    const V zero = {0}, ones = zero + 1;                                                                                 \
     _Pragma("omp parallel num_threads(nthreads)")                                                      \
     {                                                                                                  \
         const int tid = thread_id();                                                                   \
@@ -426,7 +424,7 @@ void conv_silu_bwd_##SUF(const T *x, int64_t xs, const T *Wt, const T *bias, con
             for (int64_t ti = 0; ti < t; ti++) {                                                       \
                 for (int64_t c = 0; c < d; c += BLK) {                                                 \
                     const V pre = conv_pre_##SUF(xb, xs, Wt, bias, ti, c, d, k);                       \
-                    const V s = ones / (ones + EXPV(-pre));                                    \
+                    const V s = sigmoid_##SUF(pre);                                            \
                     const V g = load_##SUF(dout + (bi * t + ti) * d + c) * (s + pre * s * (1 - s));   \
                     store_##SUF(dpre + ti * d + c, g);                                                 \
                     store_##SUF(db + c, load_##SUF(db + c) + g);                                       \
