@@ -405,7 +405,7 @@ void conv_silu_fwd_##SUF(const T *x, int64_t xs, const T *Wt, const T *bias, T *
         const T *xb = x + bi * t * xs;                                                                 \
         for (int64_t c = 0; c < d; c += BLK) {                                                         \
             const V pre = conv_pre_##SUF(xb, xs, Wt, bias, ti, c, d, k);                               \
-            store_##SUF(out + row * d + c, pre * sigmoid_##SUF(pre));                              \
+            store_##SUF(out + row * d + c, pre / (1 + EXPV(-pre)));                                \
         }                                                                                              \
     }                                                                                                  \
 }                                                                                                      \
