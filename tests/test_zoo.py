@@ -24,7 +24,8 @@ def corpus():
 
 def _preset(**kw):
     members = (ModelSpec("transformer", "gpt_neox", 0, True), ModelSpec("transformer-untrained", "gpt_neox", 0, False))
-    return dataclasses.replace(PRESETS["test"], **{"steps": 12, "checkpoint_every": 4, "models": members, **kw})
+    # bf16 on: the Transformer trains under bfloat16 autocast, as in the default preset
+    return dataclasses.replace(PRESETS["test"], **{"steps": 12, "checkpoint_every": 4, "bf16": True, "models": members, **kw})
 
 
 @pytest.fixture(scope="module")

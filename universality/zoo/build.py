@@ -33,7 +33,7 @@ from .models import init_model
 from .presets import ZooPreset, get_preset
 from .train import TrainData, clock, cpu_seconds, evaluate, train_model
 
-ZOO_VERSION = 1
+ZOO_VERSION = 2  # 2: tied embeddings, width 192, bfloat16 autocast
 
 
 def zoo_home(home: str | os.PathLike | None = None) -> Path:

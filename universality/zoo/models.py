@@ -15,13 +15,13 @@ def hf_config(arch: str, p: ZooPreset, vocab_size: int, eos_id: int, pad_id: int
 
         return GPTNeoXConfig(hidden_size=p.d_model, num_hidden_layers=p.n_layers, num_attention_heads=p.n_heads,
                              intermediate_size=4 * p.d_model, max_position_embeddings=p.seq_len, rotary_pct=0.25,
-                             use_parallel_residual=True, tie_word_embeddings=False, hidden_dropout=0.0,
+                             use_parallel_residual=True, tie_word_embeddings=True, hidden_dropout=0.0,
                              attention_dropout=0.0, **common)
     if arch == "mamba":
         from transformers import MambaConfig
 
         return MambaConfig(hidden_size=p.d_model, num_hidden_layers=p.n_ssm_layers, state_size=16, expand=2,
-                           conv_kernel=4, use_cache=False, **common)
+                           conv_kernel=4, use_cache=False, tie_word_embeddings=True, **common)
     if arch == "mamba2":
         from transformers import Mamba2Config
 
@@ -34,7 +34,7 @@ def hf_config(arch: str, p: ZooPreset, vocab_size: int, eos_id: int, pad_id: int
 
         return RwkvConfig(hidden_size=p.d_model, num_hidden_layers=p.n_layers, attention_hidden_size=p.d_model,
                           intermediate_size=4 * p.d_model, context_length=p.seq_len, rescale_every=0,
-                          tie_word_embeddings=False, use_cache=False, **common)
+                          tie_word_embeddings=True, use_cache=False, **common)
     raise ValueError(arch)
 
 

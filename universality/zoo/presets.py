@@ -67,6 +67,8 @@ class ZooPreset:
     """Share of the repeated segments made of uniform random tokens (the rest repeat a piece of text)."""
     eval_sequences: int = 48
     """Held-out sequences for the loss, and repeated random sequences for the induction score."""
+    bf16: bool = False
+    """Train the Transformer and RWKV under bfloat16 autocast (mixed precision; weights stay float32)."""
     checkpoint_every: int = 100
     """Steps between training checkpoints (an interrupt loses at most this many)."""
     models: tuple[ModelSpec, ...] = field(default_factory=tuple)
@@ -96,11 +98,11 @@ PRESETS: dict[str, ZooPreset] = {
     "test": ZooPreset("test", vocab_size=320, tokenizer_chars=200_000, d_model=32, n_layers=2, n_ssm_layers=2, n_heads=2,
                       seq_len=32, batch_size=8, steps=30, lr=3e-3, eval_sequences=8, checkpoint_every=10,
                       models=_members(ARCHS, ("gpt_neox", "mamba"))),
-    "default": ZooPreset("default", vocab_size=2048, tokenizer_chars=3_000_000, batch_size=8, steps=500, lr=4e-3,
-                         repeat_fraction=0.5, repeat_random_share=0.75, checkpoint_every=50,
+    "default": ZooPreset("default", vocab_size=2048, tokenizer_chars=3_000_000, d_model=192, n_heads=6, batch_size=8,
+                         steps=450, lr=4e-3, repeat_fraction=0.5, repeat_random_share=0.75, bf16=True, checkpoint_every=50,
                          models=_members(ARCHS, ("gpt_neox", "mamba"))),
     "large": ZooPreset("large", vocab_size=8192, tokenizer_chars=20_000_000, d_model=256, n_layers=6, n_ssm_layers=12,
-                       n_heads=8, seq_len=256, batch_size=32, steps=4000, lr=2e-3, eval_sequences=128,
+                       n_heads=8, seq_len=256, batch_size=32, steps=4000, lr=2e-3, eval_sequences=128, bf16=True,
                        checkpoint_every=250, models=_members(ARCHS, ("gpt_neox", "mamba", "mamba2", "rwkv"))),
 }
 
