@@ -198,7 +198,7 @@ void scan_fwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
         V *A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                \
         V *DV = (V *)aligned_alloc(64, sizeof(V) * (size_t)t);                                                               \
         int64_t loaded = -1;                                                                                                 \
-        _Pragma("omp for schedule(static)")                                                                                  \
+        _Pragma("omp for schedule(dynamic, 4)")                                                                              \
         for (int64_t job = 0; job < b * nblk; job++) {                                                                       \
             const int64_t bi = job / nblk, d0 = (job % nblk) * BLK;                                                          \
             if (loaded != d0) {                                                                                              \
@@ -331,7 +331,7 @@ void scan_bwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
         T *dDp = dD_part + (int64_t)tid * d;                                                                                 \
         T *ddtbp = dtb ? ddtb_part + (int64_t)tid * d : NULL;                                                                \
         if (rows_mode) {                                                                                                     \
-            _Pragma("omp for schedule(static)")                                                                              \
+            _Pragma("omp for schedule(dynamic, 1)")                                                                          \
             for (int64_t bi = 0; bi < b; bi++) {                                                                             \
                 memset(s.LB, 0, sizeof(V) * (size_t)(t * n));                                                                \
                 memset(s.LC, 0, sizeof(V) * (size_t)(t * n));                                                                \
@@ -399,7 +399,7 @@ static inline V conv_pre_##SUF(const T *xb, int64_t xs, const T *Wt, const T *bi
                                                                                                        \
 void conv_silu_fwd_##SUF(const T *x, int64_t xs, const T *Wt, const T *bias, T *out, int64_t b,        \
                          int64_t t, int64_t d, int64_t k, int nthreads) {                              \
-    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                                 \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(dynamic, 64)")                            \
     for (int64_t row = 0; row < b * t; row++) {                                                        \
         const int64_t bi = row / t, ti = row % t;                                                      \
         const T *xb = x + bi * t * xs;                                                                 \
@@ -418,7 +418,7 @@ void conv_silu_bwd_##SUF(const T *x, int64_t xs, const T *Wt, const T *bias, con
         const int tid = thread_id();                                                                   \
         T *dpre = (T *)aligned_alloc(64, sizeof(T) * (size_t)(t * d));                                 \
         T *dW = dW_part + (int64_t)tid * k * d, *db = db_part + (int64_t)tid * d;                      \
-        _Pragma("omp for schedule(static)")                                                            \
+        _Pragma("omp for schedule(dynamic, 1)")                                                        \
         for (int64_t bi = 0; bi < b; bi++) {                                                           \
             const T *xb = x + bi * t * xs;                                                             \
             for (int64_t ti = 0; ti < t; ti++) {                                                       \
@@ -463,7 +463,7 @@ DEFINE_CONV(double, vd, f64, exp_vd)
 #define DEFINE_RMS(T, V, SUF)                                                                          \
 void rms_fwd_##SUF(const T *x, const T *w, double eps, T *y, T *rstd, int64_t rows, int64_t d,        \
                    int nthreads) {                                                                     \
-    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                                 \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(dynamic, 64)")                            \
     for (int64_t r = 0; r < rows; r++) {                                                               \
         const T *xr = x + r * d;                                                                       \
         V acc = {0};                                                                                   \
@@ -480,7 +480,7 @@ void rms_bwd_##SUF(const T *x, const T *w, const T *rstd, const T *dy, T *dx, T 
     _Pragma("omp parallel num_threads(nthreads)")                                                      \
     {                                                                                                  \
         T *dw = dw_part + (int64_t)thread_id() * d;                                                    \
-        _Pragma("omp for schedule(static)")                                                            \
+        _Pragma("omp for schedule(dynamic, 64)")                                                       \
         for (int64_t r = 0; r < rows; r++) {                                                           \
             const T *xr = x + r * d, *dyr = dy + r * d;                                                \
             const T s = rstd[r];                                                                       \
