@@ -32,9 +32,9 @@ def test_sparse_topk_backward_matches_dense_autograd():
     xc = x - b_dec
     with torch.no_grad():
         pre = xc @ W_enc.T + b_enc
-        rows, cols, vals = topk_pairs(pre, k)
-    acts = SelectedPreacts.apply(xc, W_enc, b_enc, rows, cols, vals).relu()
-    recon = sparse_decode(rows, cols, acts, W_dec, b) + b_dec
+        pairs, vals = topk_pairs(pre, k)
+    acts = SelectedPreacts.apply(xc, W_enc, b_enc, pairs, vals).relu()
+    recon = sparse_decode(pairs, acts, W_dec) + b_dec
     (recon - x).pow(2).sum().backward()
     for got, want in zip((W_enc, b_enc, W_dec, b_dec), ref):
         torch.testing.assert_close(got.grad, want.grad, rtol=1e-9, atol=1e-9)
@@ -236,7 +236,8 @@ def test_batchtopk_keeps_k_per_token_on_average_and_learns_a_threshold():
     coder = sae.fit(x, kind="batchtopk", n_latents=64, k=3, seed=1, batch_size=256, n_tokens=256 * 150, device="cpu")
     xn = x[:256] * coder.cfg.input_scale
     coder.train()
-    rows, cols, vals = coder.select(coder.preacts(xn).detach())
+    pairs, vals = coder.select(coder.preacts(xn).detach())
+    rows = pairs.rows
     assert rows.numel() == 3 * 256 and bool((rows[1:] >= rows[:-1]).all())
     coder.eval()
     assert float(coder.threshold) > 0

@@ -22,7 +22,7 @@ from torch import nn
 
 from .._errors import UniversalityError
 from .config import CoderConfig
-from .sparse_ops import sparse_decode
+from .sparse_ops import Pairs, sparse_decode
 
 _REGISTRY: dict[str, type["SparseCoder"]] = {}
 
@@ -82,6 +82,8 @@ class SparseCoder(nn.Module):
     """
 
     kind: ClassVar[str] = ""
+    encoder_init_scale: ClassVar[float] = 1.0
+    """Initial encoder rows are the decoder rows times this (autoencoders)."""
 
     def __init__(self, cfg: CoderConfig):
         super().__init__()
@@ -90,10 +92,10 @@ class SparseCoder(nn.Module):
         W_dec = torch.randn(cfg.n_latents, cfg.d_out, generator=gen)
         W_dec /= W_dec.norm(dim=1, keepdim=True)
         if cfg.d_out == cfg.d_in and not cfg.transcoder:
-            W_enc = W_dec.clone()
+            W_enc = W_dec * self.encoder_init_scale
         else:
             W_enc = torch.randn(cfg.n_latents, cfg.d_in, generator=gen)
-            W_enc /= W_enc.norm(dim=1, keepdim=True)
+            W_enc *= self.encoder_init_scale / W_enc.norm(dim=1, keepdim=True)
         self.W_enc = nn.Parameter(W_enc)
         self.b_enc = nn.Parameter(torch.zeros(cfg.n_latents))
         self.W_dec = nn.Parameter(W_dec)
@@ -164,7 +166,7 @@ class SparseCoder(nn.Module):
         if nnz * 16 < flat.numel():
             # sparse codes: sum the active decoder rows instead of a dense matmul
             rows, cols = flat.nonzero(as_tuple=True)
-            out = sparse_decode(rows, cols, flat[rows, cols], self.W_dec, flat.shape[0])
+            out = sparse_decode(Pairs(rows, cols, flat.shape[0], self.cfg.n_latents), flat[rows, cols], self.W_dec)
         else:
             out = flat @ self.W_dec
         return ((out + self.b_dec) / self.cfg.output_scale).reshape(*lead, self.cfg.d_out)
@@ -193,7 +195,7 @@ class SparseCoder(nn.Module):
         if self.cfg.unit_norm_decoder and self.W_dec.grad is not None:
             with torch.no_grad():
                 w, g = self.W_dec, self.W_dec.grad
-                g -= (g * w).sum(dim=1, keepdim=True) * w
+                g.addcmul_(w, torch.linalg.vecdot(g, w).unsqueeze(1), value=-1)
 
     def save(self, path) -> "Path":
         """Write the dictionary to folder ``path`` (``cfg.json`` + ``sae.safetensors``); see :func:`universality.sae.load`."""

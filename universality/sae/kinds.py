@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .coder import SparseCoder, StepOut, register_kind
-from .sparse_ops import SelectedPreacts, sparse_decode, topk_pairs
+from .sparse_ops import Pairs, SelectedPreacts, bf16_ranking_pays, preact_topk, sparse_decode, topk_pairs
 
 
 def _recon_loss(recon: torch.Tensor, yn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,25 +24,32 @@ def _recon_loss(recon: torch.Tensor, yn: torch.Tensor) -> tuple[torch.Tensor, to
 class _SparseSelectCoder(SparseCoder):
     """Shared training path of kinds that select a few latents per token (TopK, BatchTopK)."""
 
-    def select(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Chosen ``(rows, cols, values)`` from pre-activations [b, n]; rows ascending."""
+    encoder_init_scale = 0.5
+
+    def select(self, pre: torch.Tensor) -> tuple[Pairs, torch.Tensor]:
+        """Chosen ``(pairs, values [m])`` from pre-activations [b, n]; pair rows ascending."""
         raise NotImplementedError
 
-    def _auxk(self, pre: torch.Tensor, dead: torch.Tensor | None, xc: torch.Tensor, resid: torch.Tensor) -> torch.Tensor:
+    def select_from_input(self, xc: torch.Tensor) -> tuple[Pairs, torch.Tensor]:
+        """Chosen ``(pairs, values [m])`` for encoder inputs ``xc`` [b, d_in] (values are exact float32 pre-activations)."""
+        return self.select(torch.addmm(self.b_enc, xc, self.W_enc.t()))
+
+    def _auxk(self, dead: torch.Tensor | None, xc: torch.Tensor, resid: torch.Tensor) -> torch.Tensor:
         """AuxK loss: how well the top ``aux_k`` dead latents reconstruct the residual ``resid`` [b, d_out]."""
         cfg = self.cfg
         if dead is None or cfg.aux_coefficient == 0:
-            return pre.new_zeros(())
+            return xc.new_zeros(())
         dead_ids = dead.nonzero().squeeze(1)
         n_dead = int(dead_ids.numel())
         if n_dead == 0:
-            return pre.new_zeros(())
+            return xc.new_zeros(())
         ka = min(cfg.aux_k, n_dead)
-        sub = pre.index_select(1, dead_ids)
-        rows, sub_cols, vals = topk_pairs(sub, ka)
-        cols = dead_ids[sub_cols]
-        acts = SelectedPreacts.apply(xc, self.W_enc, self.b_enc, rows, cols, vals).relu()
-        e_hat = sparse_decode(rows, cols, acts, self.W_dec, pre.shape[0])
+        with torch.no_grad():  # pre-activations of the dead latents only
+            sub = torch.addmm(self.b_enc[dead_ids], xc, self.W_enc[dead_ids].t())
+            sub_pairs, vals = topk_pairs(sub, ka)
+        pairs = Pairs(sub_pairs.rows, dead_ids[sub_pairs.cols], xc.shape[0], cfg.n_latents, ka)
+        acts = SelectedPreacts.apply(xc, self.W_enc, self.b_enc, pairs, vals).relu()
+        e_hat = sparse_decode(pairs, acts, self.W_dec)
         # the residual's total variance over the *global* batch: under torchrun each process holds a
         # share, and scaling by the world size makes the averaged gradients equal the 1-process ones
         stats = torch.cat([resid.sum(0), resid.pow(2).sum().reshape(1), resid.new_tensor([resid.shape[0]])]).double()
@@ -59,17 +66,16 @@ class _SparseSelectCoder(SparseCoder):
         b = xn.shape[0]
         xc = self.encoder_input(xn)
         with torch.no_grad():
-            pre = torch.addmm(self.b_enc, xc, self.W_enc.t())
-            rows, cols, vals = self.select(pre)
-        acts = SelectedPreacts.apply(xc, self.W_enc, self.b_enc, rows, cols, vals).relu()
-        recon = sparse_decode(rows, cols, acts, self.W_dec, b) + self.b_dec + self.skip_term(xn)
+            pairs, vals = self.select_from_input(xc)
+        acts = SelectedPreacts.apply(xc, self.W_enc, self.b_enc, pairs, vals).relu()
+        recon = sparse_decode(pairs, acts, self.W_dec) + self.b_dec + self.skip_term(xn)
         loss, sq = _recon_loss(recon, yn)
-        aux = self._auxk(pre, dead, xc, (yn - recon).detach())
+        aux = self._auxk(dead, xc, (yn - recon).detach())
         if self.cfg.aux_coefficient:
             loss = loss + self.cfg.aux_coefficient * aux
         with torch.no_grad():
             on = acts > 0
-            fired = cols[on]  # may repeat ids: used only to index-assign
+            fired = pairs.cols[on]  # may repeat ids: used only to index-assign
             l0 = float(on.sum()) / b
         return StepOut(loss, recon.detach(), sq, l0, float(aux.detach()) if torch.is_tensor(aux) else float(aux), fired)
 
@@ -82,6 +88,11 @@ class TopKCoder(_SparseSelectCoder):
 
     def select(self, pre):  # noqa: D102
         return topk_pairs(pre, self.cfg.k)
+
+    def select_from_input(self, xc):  # noqa: D102
+        if bf16_ranking_pays(xc, self.cfg.n_latents, self.cfg.k):
+            return preact_topk(xc, self.W_enc, self.b_enc, self.cfg.k, margin=self.cfg.k)
+        return super().select_from_input(xc)
 
     def activate(self, pre):  # noqa: D102
         vals, idx = pre.topk(self.cfg.k, dim=1, sorted=False)
@@ -113,8 +124,7 @@ class BatchTopKCoder(_SparseSelectCoder):
         flat_vals, flat_pos = cand_vals.reshape(-1).topk(self.cfg.k * b, sorted=False)
         flat_pos, order = flat_pos.sort()
         vals = flat_vals[order]
-        rows = flat_pos // kc
-        cols = cand_idx.reshape(-1)[flat_pos]
+        pairs = Pairs(flat_pos // kc, cand_idx.reshape(-1)[flat_pos], b, n)
         if self.training:
             pos = vals[vals > 0]
             if pos.numel():
@@ -122,7 +132,7 @@ class BatchTopKCoder(_SparseSelectCoder):
                 rate = max(1.0 / (int(self.threshold_steps) + 1), 0.01)
                 self.threshold.mul_(1 - rate).add_(rate * pos.min())
                 self.threshold_steps.add_(1)
-        return rows, cols, vals
+        return pairs, vals
 
     def activate(self, pre):  # noqa: D102
         return pre * (pre > self.threshold.clamp_min(0))
