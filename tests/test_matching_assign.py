@@ -109,6 +109,64 @@ def test_gromov_equals_pot_and_recovers_rotated_permuted_points():
     assert (m.cols.numpy() == np.argsort(perm)).mean() >= 0.9
 
 
+def _planted_and_random(n, d, noise, seed=0):
+    rng = np.random.default_rng(seed)
+    wa = rng.standard_normal((n, d))
+    perm = rng.permutation(n)
+    return wa, wa[perm] + noise * rng.standard_normal((n, d)), rng.standard_normal((n, d)), np.argsort(perm)
+
+
+def _optimum(wa, wb):
+    sim = cosine_similarity(wa, wb).numpy()
+    r, c = linear_sum_assignment(sim, maximize=True)
+    return sim[r, c].sum()
+
+
+@pytest.mark.parametrize("search", ["bf16", "ivf"])
+def test_fast_searches_reach_scipy_optimum_on_planted(search):
+    wa, wb, _, partner = _planted_and_random(2100, 64, 0.5)
+    m = assign(cosine_factors(wa, wb), "sparse-hungarian", k=16, search=search)
+    assert m.search.search == search and not m.fallback
+    assert m.total == pytest.approx(_optimum(wa, wb), rel=1e-5)
+    assert (m.cols.numpy() == partner).mean() > 0.99
+    # scores are the float64 cosines of the matched pairs, whatever precision picked the candidates
+    ref = cosine_similarity(wa, wb).numpy()[m.rows.numpy(), m.cols.numpy()]
+    np.testing.assert_allclose(m.scores.numpy(), ref, atol=1e-6)
+
+
+def test_auto_search_keeps_ivf_on_structure_and_falls_back_to_bf16_on_random():
+    wa, wb, wr, _ = _planted_and_random(2100, 64, 0.5)
+    planted = assign(cosine_factors(wa, wb), "sparse-hungarian", k=16)
+    assert planted.search.tried == ("ivf",) and planted.search.sampled_recall == 1.0
+    assert planted.search.n_sampled == 512
+    rand = assign(cosine_factors(wa, wr), "sparse-hungarian", k=32)
+    assert rand.search.tried == ("ivf", "bf16") and rand.search.sampled_recall < 0.9  # IVF misses are seen
+    assert rand.total >= _optimum(wa, wr) * (1 - 1e-4)
+    small = assign(cosine_factors(wa[:500], wr[:500]), "sparse-hungarian", k=8)
+    assert small.search.search == "exact"
+
+
+def test_bf16_candidates_are_nearly_the_exact_topk_with_exact_values():
+    from universality.matching.candidates import bf16_candidates, sampled_best_recall
+
+    rng = np.random.default_rng(3)
+    f = cosine_factors(rng.standard_normal((700, 96)), rng.standard_normal((500, 96)))
+    cand = bf16_candidates(f, 10, block_rows=128)
+    sim = (f.left.double() @ f.right.double().T).numpy()
+    np.testing.assert_allclose(cand.values, sim[cand.rows, cand.cols], atol=1e-6)
+    got = set(zip(cand.rows.tolist(), cand.cols.tolist()))
+    top = np.argsort(-sim, axis=1)[:, :10]
+    found = np.mean([(i, int(j)) in got for i in range(700) for j in top[i]])
+    assert found > 0.95  # bfloat16 only swaps near-ties at the k-th place (margin k // 8 absorbs most)
+    assert sampled_best_recall(f, cand, 200)[0] == 1.0
+    # drop every row's best edge: the sampled check must see it
+    best = sim.argmax(1)
+    keep = cand.cols != best[cand.rows]
+    pruned = type(cand)(cand.rows[keep], cand.cols[keep], cand.values[keep])
+    recall, checked = sampled_best_recall(f, pruned, 200)
+    assert checked == 400 and recall <= 0.6
+
+
 def test_assign_bad_inputs():
     with pytest.raises(UniversalityError, match="method must be one of"):
         assign(np.eye(3), "greedy")
@@ -120,6 +178,10 @@ def test_assign_bad_inputs():
         assign(np.eye(3), "sparse-hungarian", k=0)
     with pytest.raises(UniversalityError, match="same width"):
         cosine_factors(np.eye(3), np.eye(4))
+    with pytest.raises(UniversalityError, match="search must be one of"):
+        assign(np.eye(3), "sparse-hungarian", search="lsh")
+    with pytest.raises(UniversalityError, match="Factored"):
+        assign(np.eye(3), "sparse-hungarian", search="ivf")
 
 
 @pytest.mark.parametrize("order", ["random", "ascending"])

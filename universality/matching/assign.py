@@ -3,9 +3,9 @@
 ``assign(similarity, method=...)`` maximises total similarity:
 
 - ``"hungarian"``: exact, :func:`scipy.optimize.linear_sum_assignment` on the dense matrix.
-- ``"sparse-hungarian"``: exact on a top-k candidate graph (rows' and columns' k best partners, built by
-  blocked matmul), solved with :func:`scipy.sparse.csgraph.min_weight_full_bipartite_matching`; when that
-  graph has no full matching, the identity pairs are added as extra edges (with their true similarity),
+- ``"sparse-hungarian"``: exact on a top-k candidate graph (rows' and columns' k best partners, found by an
+  exact, bfloat16 or inverted-file search with exactly rescored edges — see :mod:`.candidates`), solved with
+  :func:`scipy.sparse.csgraph.min_weight_full_bipartite_matching`; when that graph has no full matching, the identity pairs are added as extra edges (with their true similarity),
   which always makes one exist.
 - ``"emd"``, ``"sinkhorn"``, ``"unbalanced"``: optimal transport (POT) with uniform marginals and cost
   ``max(similarity) − similarity``; each row is paired with the column that receives most of its mass.
@@ -28,7 +28,8 @@ from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 from .._errors import UniversalityError
 from ._inputs import check_positive_int, to_numpy, unit_rows
-from .similarity import Factored, as_similarity, topk_candidates
+from .candidates import SearchReport, candidate_graph
+from .similarity import Factored, as_similarity
 
 METHODS = ("hungarian", "sparse-hungarian", "emd", "sinkhorn", "unbalanced", "gromov")
 
@@ -49,6 +50,8 @@ class Assignment:
     """[n_a, n_b] float64 transport plan for OT methods, else None."""
     fallback: bool = False
     """``"sparse-hungarian"`` only: True when identity edges had to be added to the candidate graph."""
+    search: SearchReport | None = None
+    """``"sparse-hungarian"`` only: which candidate search built the graph and its sampled recall."""
 
     @property
     def total(self) -> float:
@@ -63,13 +66,14 @@ class Assignment:
 
 
 def assign(similarity: Any, method: str = "hungarian", *, k: int = 32, reg: float = 0.05, reg_m: float = 1.0,
-           block_rows: int | None = None, max_iter: int = 1000) -> Assignment:
+           block_rows: int | None = None, max_iter: int = 1000, search: str = "auto") -> Assignment:
     """Pair features of A (rows) with features of B (columns) so that total similarity is maximal.
 
     ``similarity``: [n_a, n_b] tensor/array, or a :class:`~universality.matching.similarity.Factored`
     (``"sparse-hungarian"`` never materialises it), or for ``"gromov"`` a pair ``(x_a [n_a, d_a], x_b [n_b, d_b])``.
-    ``k``: candidates per row/column for ``"sparse-hungarian"``; ``reg``: entropic regularisation
-    (``"sinkhorn"``, ``"unbalanced"``), relative to the cost's scale; ``reg_m``: marginal relaxation
+    ``k``: candidates per row/column for ``"sparse-hungarian"``, ``search`` how they are found (``"auto"``,
+    ``"exact"``, ``"bf16"``, ``"ivf"``; see :func:`~universality.matching.candidates.candidate_graph`);
+    ``reg``: entropic regularisation (``"sinkhorn"``, ``"unbalanced"``), relative to the cost's scale; ``reg_m``: marginal relaxation
     (``"unbalanced"``). Returns an :class:`Assignment` (rows, cols, scores, plan for OT).
     """
     if method not in METHODS:
@@ -77,7 +81,7 @@ def assign(similarity: Any, method: str = "hungarian", *, k: int = 32, reg: floa
     if method == "gromov":
         return _gromov(similarity, max_iter)
     if method == "sparse-hungarian":
-        return _sparse_hungarian(as_similarity(similarity), check_positive_int(k, "k"), block_rows)
+        return _sparse_hungarian(as_similarity(similarity), check_positive_int(k, "k"), block_rows, search)
     sim = as_similarity(similarity)
     if isinstance(sim, Factored):
         sim = sim.dense().double().numpy()
@@ -87,16 +91,16 @@ def assign(similarity: Any, method: str = "hungarian", *, k: int = 32, reg: floa
     return _transport(sim, method, reg, reg_m, max_iter)
 
 
-def _result(rows, cols, scores, method, plan=None, fallback=False) -> Assignment:
+def _result(rows, cols, scores, method, plan=None, fallback=False, search=None) -> Assignment:
     order = np.argsort(rows, kind="stable")
     t = lambda x, dt: torch.as_tensor(np.asarray(x)[order], dtype=dt)  # noqa: E731
     return Assignment(t(rows, torch.long), t(cols, torch.long), t(scores, torch.float64), method,
-                      None if plan is None else torch.as_tensor(plan, dtype=torch.float64), fallback)
+                      None if plan is None else torch.as_tensor(plan, dtype=torch.float64), fallback, search)
 
 
-def _sparse_hungarian(sim, k: int, block_rows: int) -> Assignment:
+def _sparse_hungarian(sim, k: int, block_rows: int, search: str) -> Assignment:
     n_a, n_b = sim.shape
-    cand = topk_candidates(sim, k, block_rows=block_rows)
+    cand, report = candidate_graph(sim, k, search, block_rows=block_rows)
     offset = float(cand.values.max()) + 1.0  # cost > 0 on every edge so none is dropped as an explicit zero
     rows, cols, vals = cand.rows, cand.cols, cand.values
     fallback = False
@@ -113,7 +117,7 @@ def _sparse_hungarian(sim, k: int, block_rows: int) -> Assignment:
         r, c = _min_weight(rows, cols, offset - vals, n_a, n_b)
     lookup = sp.csr_matrix((vals, (rows, cols)), shape=(n_a, n_b))
     scores = np.asarray(lookup[r, c]).ravel()
-    return _result(r, c, scores, "sparse-hungarian", fallback=fallback)
+    return _result(r, c, scores, "sparse-hungarian", fallback=fallback, search=report)
 
 
 def _min_weight(rows, cols, cost, n_a, n_b):

@@ -29,12 +29,14 @@ class Factored(NamedTuple):
         return self.left[start:stop] @ self.right.T
 
     def pairs(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Similarity of the given (row, col) pairs as float64 [m]."""
+        """Similarity of the given (row, col) pairs as float64 [m], computed in the factors' precision."""
         r = torch.as_tensor(rows, dtype=torch.long)
         c = torch.as_tensor(cols, dtype=torch.long)
         out = np.empty(r.numel())
-        for s in range(0, r.numel(), 16384):  # bounded temporaries for very large dictionaries
-            out[s:s + 16384] = (self.left[r[s:s + 16384]].double() * self.right[c[s:s + 16384]].double()).sum(1).numpy()
+        step = max(1024, (1 << 22) // max(1, self.left.shape[1]))  # bounded temporaries (~16 MB) for large dictionaries
+        for s in range(0, r.numel(), step):
+            a, b = self.left[r[s:s + step]].numpy(), self.right[c[s:s + step]].numpy()
+            out[s:s + step] = np.einsum("ij,ij->i", a, b)
         return out
 
     def dense(self) -> torch.Tensor:
@@ -44,8 +46,9 @@ class Factored(NamedTuple):
 
 def cosine_factors(x_a: Any, x_b: Any, *, dtype: torch.dtype = torch.float32) -> Factored:
     """Unit-normalised rows of ``x_a`` [n_a, d] and ``x_b`` [n_b, d] so that ``left @ right.T`` is their cosine."""
-    a = to_numpy(x_a, "x_a")
-    b = to_numpy(x_b, "x_b")
+    np_dtype = np.float32 if dtype in (torch.float32, torch.bfloat16, torch.float16) else np.float64
+    a = to_numpy(x_a, "x_a", dtype=np_dtype)  # no float64 copy of 131K-row float32 dictionaries
+    b = to_numpy(x_b, "x_b", dtype=np_dtype)
     if a.shape[1] != b.shape[1]:
         raise UniversalityError(f"rows to compare must have the same width, got {a.shape[1]} and {b.shape[1]}")
     if a.shape[0] == 0 or b.shape[0] == 0:
