@@ -119,6 +119,10 @@ def ensure_zoo(preset: str | ZooPreset = "default", home: str | os.PathLike | No
     return {m.name: root / m.name for m in members}
 
 
+_STEP_COST = {"mamba2": 3.0, "mamba": 2.0, "gpt_neox": 1.4, "rwkv": 1.0}
+"""Relative single-thread cost of one training step per architecture (width 192, measured; see docs/zoo.md)."""
+
+
 def _parallel_build(root: Path, p: ZooPreset, members: list, build_fp: str, workers: int):
     """Train ``members`` in up to ``workers`` fresh interpreters at once; yield each ``zoo_model.json`` record."""
     import subprocess
@@ -127,7 +131,8 @@ def _parallel_build(root: Path, p: ZooPreset, members: list, build_fp: str, work
     threads = max(1, (os.cpu_count() or 1) // workers)
     spec_dir = ensure_writable_dir(root / ".work")
     env = dict(os.environ, UNIVERSALITY_QUIET="1")
-    queue, running = list(members), {}
+    # slowest first, so that the workers finish together (relative cost of a training step at equal width)
+    queue, running = sorted(members, key=lambda m: -_STEP_COST[m.arch]), {}
     bar = progress(total=len(members), desc=f"zoo {p.name}", unit="model")
     try:
         while queue or running:
