@@ -93,21 +93,34 @@ def _child_mppc_huge() -> None:
     print(json.dumps({"seconds": sec, "peak_gb": peak / 1e6, "before_gb": base / 1e6}))
 
 
-def dictionaries(n: int, d: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Rows of A [n, d] and two B's: independent random rows, and A permuted plus noise (planted); float32."""
+def dictionaries(n: int, d: int, cases: tuple[str, ...] = ("random", "planted")) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Rows of A [n, d] and B's: independent random rows, and A permuted plus noise (planted); float32,
+    generated in row chunks so that no temporary as large as a dictionary is made."""
     rng = np.random.default_rng(0)
-    wa = rng.standard_normal((n, d), dtype=np.float32)
-    random = rng.standard_normal((n, d), dtype=np.float32)
-    planted = wa[rng.permutation(n)]
-    planted += 0.5 * rng.standard_normal((n, d), dtype=np.float32)
-    return wa, {"random": random, "planted": planted}
+    chunks = range(0, n, 8192)
+
+    def normal() -> np.ndarray:
+        out = np.empty((n, d), dtype=np.float32)
+        for s in chunks:
+            out[s:s + 8192] = rng.standard_normal((min(8192, n - s), d), dtype=np.float32)
+        return out
+
+    wa = normal()
+    out = {"random": normal()} if "random" in cases else {}
+    if "planted" in cases:
+        planted = normal()
+        perm = rng.permutation(n)
+        for s in chunks:
+            planted[s:s + 8192] *= 0.5
+            planted[s:s + 8192] += wa[perm[s:s + 8192]]
+        out["planted"] = planted
+    return wa, out
 
 
 def _child_assign_huge(case: str) -> None:
     """Run in a subprocess: sparse-Hungarian on 131K x 131K, d=768; prints seconds, peak RSS and the search."""
-    wa, cases = dictionaries(131072, 768)
-    wb = cases[case]
-    del cases
+    wa, cases = dictionaries(131072, 768, (case,))
+    wb = cases.pop(case)
     t0 = time.perf_counter()
     m = assign(cosine_factors(wa, wb), "sparse-hungarian", k=32)
     sec = time.perf_counter() - t0

@@ -134,16 +134,33 @@ def test_fast_searches_reach_scipy_optimum_on_planted(search):
     np.testing.assert_allclose(m.scores.numpy(), ref, atol=1e-6)
 
 
-def test_auto_search_keeps_ivf_on_structure_and_falls_back_to_bf16_on_random():
+def test_auto_search_keeps_ivf_on_structure_and_falls_back_to_bf16_on_random(monkeypatch):
+    from universality.matching import candidates
+
     wa, wb, wr, _ = _planted_and_random(2100, 64, 0.5)
+    assert assign(cosine_factors(wa, wr), "sparse-hungarian", k=8).search.tried == ("bf16",)  # below the IVF size
+    monkeypatch.setattr(candidates, "_IVF_FROM", 2000 * 2000)  # pretend 2100 x 2100 is large
     planted = assign(cosine_factors(wa, wb), "sparse-hungarian", k=16)
-    assert planted.search.tried == ("ivf",) and planted.search.sampled_recall == 1.0
-    assert planted.search.n_sampled == 512
+    assert planted.search.search == "ivf" and planted.search.tried[0].startswith("ivf(")
+    assert planted.search.sampled_recall == 1.0 and planted.search.n_sampled == 512
     rand = assign(cosine_factors(wa, wr), "sparse-hungarian", k=32)
-    assert rand.search.tried == ("ivf", "bf16") and rand.search.sampled_recall < 0.9  # IVF misses are seen
+    assert rand.search.tried == ("ivf-plan", "bf16")  # the sample shows best partners out of reach: no IVF built
     assert rand.total >= _optimum(wa, wr) * (1 - 1e-4)
     small = assign(cosine_factors(wa[:500], wr[:500]), "sparse-hungarian", k=8)
     assert small.search.search == "exact"
+
+
+def test_inverted_file_plan_and_check_see_unreachable_partners():
+    from universality.matching.candidates import InvertedFiles, sampled_best_recall
+
+    wa, wb, wr, _ = _planted_and_random(2100, 64, 0.5)
+    planted = InvertedFiles(cosine_factors(wa, wb))
+    assert planted.probes_needed(256) == 8
+    f = cosine_factors(wa, wr)
+    rand = InvertedFiles(f)
+    assert rand.probes_needed(256) is None  # random rows: best partners scattered over all cells
+    recall, checked = sampled_best_recall(f, rand.candidates(16, 8), 256)
+    assert checked == 512 and recall < 0.9  # built anyway, the graph indeed misses them
 
 
 def test_bf16_candidates_are_nearly_the_exact_topk_with_exact_values():

@@ -12,9 +12,11 @@ searches build it from a :class:`~universality.matching.similarity.Factored` sim
   keeps its ``k`` best among the rows that searched its cell. A small fraction of the full product on
   structured dictionaries, useless on unstructured ones — hence the recall check in ``"auto"``.
 
-``"auto"`` picks ``"exact"`` for small or dense inputs; otherwise it tries ``"ivf"``, then estimates recall:
-for a random sample of rows and of columns it computes the exact full row/column and checks that its best
-partner is an edge of the graph. Any miss and it falls back to ``"bf16"``. Edge values are float64 dot
+``"auto"`` picks ``"exact"`` for small or dense inputs and ``"bf16"`` up to 32K x 32K (measured faster than the
+inverted file there). Beyond, the inverted file's n^1.5 cost wins on structured dictionaries, so it tries
+``"ivf"``, with two recall checks on random samples of rows and columns whose exact full rows/columns are
+computed: before building, the fewest probes (8, 16 or 32) that reach every sampled best partner; after,
+on a fresh sample, that every sampled best partner is an edge of the graph. Either fails and it runs ``"bf16"``. Edge values are float64 dot
 products of the factors whatever the search, so the matching solved on the graph is exact on its edges.
 """
 
@@ -34,6 +36,8 @@ from .similarity import Candidates, Factored, as_similarity, topk_candidates
 SEARCHES = ("auto", "exact", "bf16", "ivf")
 _IVF_THREADS = 1  # the per-cell blocks are small: one thread beats waking a pool for each
 _SMALL = 1 << 22  # similarities below which "auto" simply searches exactly
+_IVF_FROM = 1 << 30  # similarities (32K x 32K) from which "auto" tries the inverted file: below, bf16 was faster here
+_PROBES = (8, 16, 32)  # cells each row searches; "auto" takes the fewest that reach every sampled best partner
 
 
 class SearchReport(NamedTuple):
@@ -46,7 +50,8 @@ class SearchReport(NamedTuple):
     n_sampled: int
     """How many rows plus columns were checked."""
     tried: tuple[str, ...]
-    """Searches attempted, in order (``("ivf", "bf16")`` when the inverted file was rejected)."""
+    """Searches attempted, in order: ``("ivf(8)",)`` (inverted file with 8 probes, accepted), ``("ivf(8)", "bf16")``
+    (rejected by the recall check), ``("ivf-plan", "bf16")`` (rejected before it was built)."""
 
 
 def candidate_graph(similarity: Any, k: int, search: str = "auto", *, block_rows: int | None = None,
@@ -68,13 +73,17 @@ def candidate_graph(similarity: Any, k: int, search: str = "auto", *, block_rows
     if search == "exact" or (search == "auto" and (not factored or n_a * n_b <= _SMALL)):
         cand = topk_candidates(sim, k, block_rows=block_rows)
         return cand, SearchReport("exact", None, 0, ("exact",))
-    if search == "bf16":
+    if search == "bf16" or (search == "auto" and n_a * n_b < _IVF_FROM):
         return bf16_candidates(sim, k, block_rows=block_rows), SearchReport("bf16", None, 0, ("bf16",))
-    cand = ivf_candidates(sim, k, seed=seed)
-    recall, n_checked = sampled_best_recall(sim, cand, n_sample, seed)
+    cells = InvertedFiles(sim, seed=seed)
+    n_probe = cells.probes_needed(n_sample, seed + 1) if search == "auto" else _PROBES[0]
+    if n_probe is None:  # the sampled best partners would not all be reached even with the most probes
+        return bf16_candidates(sim, k, block_rows=block_rows), SearchReport("bf16", None, 0, ("ivf-plan", "bf16"))
+    cand = cells.candidates(k, n_probe)
+    recall, n_checked = sampled_best_recall(sim, cand, n_sample, seed + 2)  # a fresh sample: an unbiased check
     if search == "ivf" or recall == 1.0:
-        return cand, SearchReport("ivf", recall, n_checked, ("ivf",))
-    return bf16_candidates(sim, k, block_rows=block_rows), SearchReport("bf16", recall, n_checked, ("ivf", "bf16"))
+        return cand, SearchReport("ivf", recall, n_checked, (f"ivf({n_probe})",))
+    return bf16_candidates(sim, k, block_rows=block_rows), SearchReport("bf16", recall, n_checked, (f"ivf({n_probe})", "bf16"))
 
 
 @contextlib.contextmanager
@@ -161,26 +170,66 @@ def spherical_kmeans(x: torch.Tensor, n_cells: int, *, iters: int = 6, train_per
     return cent, (x @ cent.T).argmax(1)
 
 
-def ivf_candidates(f: Factored, k: int, *, n_cells: int | None = None, n_probe: int = 8, seed: int = 0) -> Candidates:
-    """Inverted-file candidates, searched both ways: each row's ``k`` best among the columns of its ``n_probe``
-    nearest column cells, and each column's ``k`` best among the rows of its ``n_probe`` nearest row cells.
+class InvertedFiles:
+    """Both sides of a factored similarity clustered into cells, for two-way inverted-file candidate search.
 
-    ``f``: [n_a, n_b] factored similarity with unit rows. Each side is split into ``n_cells`` (default √n)
-    cells by :func:`spherical_kmeans`; an edge is kept when either search finds it (a partner missed one way
-    is usually found the other way). Values are the float32 block products.
+    ``f``: [n_a, n_b] factored similarity with unit rows. Each side's rows are split into ``n_cells``
+    (default √n) cells by :func:`spherical_kmeans`. A row of A *probes* the ``n_probe`` cells of B whose
+    centroids are most similar to it and keeps its ``k`` best columns there; each column does the same
+    over A's cells. An edge is kept when either search finds it.
     """
-    n_a, n_b = f.shape
-    r1, c1, v1 = _ivf_one_way(f.left, f.right, k, n_cells, n_probe, seed)
-    c2, r2, v2 = _ivf_one_way(f.right, f.left, k, n_cells, n_probe, seed + 1)
-    return _edges(np.concatenate([r1, r2]), np.concatenate([c1, c2]), np.concatenate([v1, v2]), n_b)
+
+    def __init__(self, f: Factored, *, n_cells: int | None = None, seed: int = 0):
+        self.f = f
+        n_a, n_b = f.shape
+        self.cent_b, self.cell_b = spherical_kmeans(f.right, min(n_b, int(n_cells or max(1, round(np.sqrt(n_b))))), seed=seed)
+        self.cent_a, self.cell_a = spherical_kmeans(f.left, min(n_a, int(n_cells or max(1, round(np.sqrt(n_a))))), seed=seed + 1)
+
+    def probes_needed(self, n_sample: int, seed: int = 0) -> int | None:
+        """Fewest probes (of 8, 16, 32, and at most a quarter of the cells) with which every sampled row's and
+        column's exact best partner would be reached (its cell probed by the row, or the row's cell probed by
+        the partner); None if none is enough.
+
+        Samples ``n_sample`` rows and as many columns; costs their exact full rows/columns, no candidate search.
+        """
+        f = self.f
+        rows, best_col, cols, best_row = _sampled_best(f, n_sample, seed)
+        t = torch.from_numpy
+        pairs_a = np.concatenate([rows, best_row])  # (row of A, column of B) pairs that must be reached
+        pairs_b = np.concatenate([best_col, cols])
+        rank_ab = _cell_rank(f.left[t(pairs_a)], self.cent_b, self.cell_b[t(pairs_b)])  # rank of B's cell for the row
+        rank_ba = _cell_rank(f.right[t(pairs_b)], self.cent_a, self.cell_a[t(pairs_a)])
+        most = min(self.cent_a.shape[0], self.cent_b.shape[0]) // 4  # beyond, IVF scans > half the product
+        for n_probe in (p for p in _PROBES if p <= max(most, _PROBES[0])):
+            if bool(((rank_ab < n_probe) | (rank_ba < n_probe)).all()):
+                return n_probe
+        return None
+
+    def candidates(self, k: int, n_probe: int = 8) -> Candidates:
+        """Edges found by the two-way search with ``n_probe`` probes; values are float32 block products."""
+        n_b = self.f.shape[1]
+        r1, c1, v1 = _ivf_one_way(self.f.left, self.f.right, k, self.cent_b, self.cell_b, n_probe)
+        c2, r2, v2 = _ivf_one_way(self.f.right, self.f.left, k, self.cent_a, self.cell_a, n_probe)
+        return _edges(np.concatenate([r1, r2]), np.concatenate([c1, c2]), np.concatenate([v1, v2]), n_b)
 
 
-def _ivf_one_way(mine: torch.Tensor, theirs: torch.Tensor, k: int, n_cells: int | None, n_probe: int,
-                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each row of ``mine`` [n, d]: its ``k`` best rows of ``theirs`` [m, d] within its nearest cells of them."""
+def ivf_candidates(f: Factored, k: int, *, n_cells: int | None = None, n_probe: int = 8, seed: int = 0) -> Candidates:
+    """Two-way inverted-file candidates of ``f`` [n_a, n_b]: see :class:`InvertedFiles`."""
+    return InvertedFiles(f, n_cells=n_cells, seed=seed).candidates(k, n_probe)
+
+
+def _cell_rank(x: torch.Tensor, cent: torch.Tensor, cell: torch.Tensor) -> np.ndarray:
+    """For each row of ``x`` [m, d]: how many centroids are more similar to it than that of its given ``cell`` [m]."""
+    s = x @ cent.T
+    return (s > s.gather(1, cell[:, None])).sum(1).numpy()
+
+
+def _ivf_one_way(mine: torch.Tensor, theirs: torch.Tensor, k: int, cent: torch.Tensor, cell_of: torch.Tensor,
+                 n_probe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row of ``mine`` [n, d]: its ``k`` best rows of ``theirs`` [m, d] within its ``n_probe`` nearest cells
+    (at most ``max(8, 2k / n_probe)`` from any one cell)."""
     n, m = mine.shape[0], theirs.shape[0]
-    n_cells = min(m, int(n_cells or max(1, round(np.sqrt(m)))))
-    cent, cell_of = spherical_kmeans(theirs, n_cells, seed=seed)
+    n_cells = cent.shape[0]
     n_probe = min(n_probe, n_cells)
     probes = (mine @ cent.T).topk(n_probe, dim=1).indices  # [n, n_probe]
     members_of = torch.argsort(cell_of, stable=True)
@@ -191,8 +240,9 @@ def _ivf_one_way(mine: torch.Tensor, theirs: torch.Tensor, k: int, n_cells: int 
     asks = torch.bincount(flat, minlength=n_cells)
     ask_start = torch.cumsum(asks, 0) - asks
     kk = min(k, m)
-    best_v = torch.full((n * n_probe, kk), -torch.inf, dtype=mine.dtype)  # row r's slot s at r * n_probe + s
-    best_i = torch.zeros((n * n_probe, kk), dtype=torch.long)
+    per_cell = min(kk, max(8, -(-2 * kk // n_probe)))  # kept per probed cell: bounded memory at 32 probes
+    best_v = torch.full((n * n_probe, per_cell), -torch.inf, dtype=mine.dtype)  # row r's slot s at r * n_probe + s
+    best_i = torch.zeros((n * n_probe, per_cell), dtype=torch.int32)
     with _threads(_IVF_THREADS):
         for c in range(n_cells):
             sz, na = int(size[c]), int(asks[c])
@@ -200,13 +250,13 @@ def _ivf_one_way(mine: torch.Tensor, theirs: torch.Tensor, k: int, n_cells: int 
                 continue
             members = members_of[int(start[c]):int(start[c]) + sz]
             who = by_cell[int(ask_start[c]):int(ask_start[c]) + na]
-            v, i = (mine[who // n_probe] @ theirs[members].T).topk(min(kk, sz), dim=1, sorted=False)
+            v, i = (mine[who // n_probe] @ theirs[members].T).topk(min(per_cell, sz), dim=1, sorted=False)
             best_v[who, :v.shape[1]] = v
-            best_i[who, :v.shape[1]] = members[i]
-    v, pick = best_v.reshape(n, -1).topk(kk, dim=1, sorted=False)
-    i = best_i.reshape(n, -1).gather(1, pick)
+            best_i[who, :v.shape[1]] = members[i].to(torch.int32)
+    v, pick = best_v.reshape(n, -1).topk(min(kk, n_probe * per_cell), dim=1, sorted=False)
+    i = best_i.reshape(n, -1).gather(1, pick).long()
     ok = torch.isfinite(v)
-    src = torch.arange(n)[:, None].expand(n, kk)
+    src = torch.arange(n)[:, None].expand(n, v.shape[1])
     return src[ok].numpy(), i[ok].numpy(), v[ok].double().numpy()
 
 
@@ -216,6 +266,17 @@ def sampled_best_recall(f: Factored, cand: Candidates, n_sample: int, seed: int 
     Samples ``min(n_sample, n)`` rows of A and as many columns of B without replacement. Returns
     ``(recall, n_checked)``. With no miss among m checks, the miss rate is below 3/m at 95 % confidence.
     """
+    n_b = f.shape[1]
+    rows, best_col, cols, best_row = _sampled_best(f, n_sample, seed)
+    keys = cand.rows.astype(np.int64) * n_b + cand.cols  # sorted: _edges returns edges in key order
+    wanted = np.concatenate([rows.astype(np.int64) * n_b + best_col, best_row.astype(np.int64) * n_b + cols])
+    pos = np.minimum(np.searchsorted(keys, wanted), keys.size - 1)
+    hit = keys[pos] == wanted
+    return float(hit.mean()), int(hit.size)
+
+
+def _sampled_best(f: Factored, n_sample: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Random rows and their exact best columns, random columns and their exact best rows (float32 full scans)."""
     n_a, n_b = f.shape
     gen = np.random.default_rng(seed)
     rows = gen.choice(n_a, min(n_sample, n_a), replace=False)
@@ -223,8 +284,4 @@ def sampled_best_recall(f: Factored, cand: Candidates, n_sample: int, seed: int 
     t = torch.from_numpy
     best_col = (f.left[t(rows)] @ f.right.T).argmax(1).numpy()
     best_row = (f.right[t(cols)] @ f.left.T).argmax(1).numpy()
-    keys = cand.rows.astype(np.int64) * n_b + cand.cols  # sorted: _edges returns edges in key order
-    wanted = np.concatenate([rows.astype(np.int64) * n_b + best_col, best_row.astype(np.int64) * n_b + cols])
-    pos = np.minimum(np.searchsorted(keys, wanted), keys.size - 1)
-    hit = keys[pos] == wanted
-    return float(hit.mean()), int(hit.size)
+    return rows, best_col, cols, best_row
