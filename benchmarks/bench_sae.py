@@ -126,9 +126,9 @@ def _import_sparsify():
 class _Interleaved:
     """One implementation's training state; ``step(x)`` trains on one batch and adds its seconds."""
 
-    def __init__(self, name, model, loss_fn, renorm):
+    def __init__(self, name, model, loss_fn, renorm, opt=None):
         self.name, self.model, self.loss_fn, self.renorm = name, model, loss_fn, renorm
-        self.opt = torch.optim.Adam(model.parameters(), lr=LR)
+        self.opt = opt or torch.optim.Adam(model.parameters(), lr=LR)
         self.seconds = 0.0
 
     def step(self, x):
@@ -145,6 +145,7 @@ class _Interleaved:
 def _ours_interleaved(first: torch.Tensor):
     """Our TopK coder driven by the trainer's step body (normalise, training_step, parallel-gradient removal, Adam, renormalise)."""
     from universality import sae
+    from universality.sae.trainer import make_adam
 
     coder = sae.build_coder(sae.CoderConfig(kind="topk", d_in=D_IN, n_latents=N_LATENTS, k=K, seed=0, aux_coefficient=0.0))
     scale = (D_IN / float(first.pow(2).sum(1).mean())) ** 0.5
@@ -159,7 +160,8 @@ def _ours_interleaved(first: torch.Tensor):
     def renorm(before):
         coder.before_step() if before else coder.after_step()
 
-    return _Interleaved("ours", coder, loss, renorm), lambda h: coder(h)
+    # ours steps with the trainer's own optimiser (fused Adam where torch has it); the peers with torch's default Adam
+    return _Interleaved("ours", coder, loss, renorm, make_adam(coder.parameters(), LR)), lambda h: coder(h)
 
 
 def run(quick: bool) -> list[Figure]:
