@@ -18,8 +18,11 @@ def _same_sets(a: torch.Tensor, b: torch.Tensor) -> bool:
 def test_group_topk_equals_full_topk(n, k):
     g = torch.Generator().manual_seed(n + k)
     pre = torch.randn(300, n, generator=g)
-    pre[:, 5 * (n // 16) + 3] += 10  # several winners inside one group
-    pre[:, 5 * (n // 16) + 7] += 10
+    groups = n // sparse_ops.group_size(n, k)
+    assert groups < n  # the grouped path is the one tested
+    pre[:, 5] += 10  # several winners inside one strided group
+    pre[:, 5 + groups] += 10
+    pre[:, 5 + 2 * groups] += 10
     vals, idx = group_topk(pre, k)
     want_vals, want_idx = pre.double().topk(k, dim=1)
     assert _same_sets(idx, want_idx)

@@ -18,6 +18,7 @@ both products reuse that compressed-row index.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -147,24 +148,29 @@ def sparse_decode(pairs: Pairs, values: torch.Tensor, W_dec: torch.Tensor) -> to
 
 
 # ----- top-k selection -----------------------------------------------------------------------
-GROUP = 16
-"""Latents per group in :func:`group_topk` (group ``g`` holds latents ``g, g + n/16, g + 2n/16, ...``)."""
+def group_size(n: int, k: int) -> int:
+    """Latents per group in :func:`group_topk`: the power of two nearest ``sqrt(n / k)`` (0 = no grouping pays)."""
+    cs = 2 ** max(1, round(math.log2(max(n / k, 1.0)) / 2))
+    return cs if n % cs == 0 and n // cs >= 2 * k else 0
 
 
 def group_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-``k`` per row of ``pre`` [b, n] → ``(values [b, k], latent ids [b, k])``, unsorted.
 
-    The latents are split into ``n / 16`` strided groups; a group holding one of
-    a row's ``k`` largest values has a maximum at least the ``k``-th largest, so
-    the ``k`` groups with the largest maxima hold all of them. Two small top-k
-    calls replace one over the whole row (about 1.7x faster on CPU).
+    The latents are split into strided groups of ``cs`` (:func:`group_size`;
+    group ``g`` holds ``g, g + n/cs, g + 2n/cs, ...``). A group holding one of a
+    row's ``k`` largest values has a maximum at least the ``k``-th largest, so
+    the ``k`` groups with the largest maxima hold all of them: two top-k calls
+    over ``n/cs`` and ``cs*k`` values replace one over ``n`` (~1.7x faster on CPU
+    for 8K latents).
     """
     b, n = pre.shape
-    if n % GROUP or n // GROUP < 2 * k:
+    cs = group_size(n, k)
+    if not cs:
         return pre.topk(k, dim=1, sorted=False)
-    n_groups = n // GROUP
-    best_groups = pre.view(b, GROUP, n_groups).amax(1).topk(k, dim=1, sorted=False).indices
-    members = (best_groups.unsqueeze(1) + n_groups * torch.arange(GROUP, device=pre.device).view(1, GROUP, 1)).view(b, GROUP * k)
+    n_groups = n // cs
+    best_groups = pre.view(b, cs, n_groups).amax(1).topk(k, dim=1, sorted=False).indices
+    members = (best_groups.unsqueeze(1) + n_groups * torch.arange(cs, device=pre.device).view(1, cs, 1)).view(b, cs * k)
     vals, j = pre.gather(1, members).topk(k, dim=1, sorted=False)
     return vals, members.gather(1, j)
 
