@@ -82,11 +82,11 @@ class Pairs:
 
     def dots(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``a[rows[j]] @ b[cols[j]]`` for every pair → [m] (a: [n_rows, d], b: [n_latents, d])."""
-        crow = torch.zeros(self.n_rows + 1, dtype=torch.int64, device=a.device)
         if self.k:
             crow = torch.arange(0, self.n_rows * self.k + 1, self.k, device=a.device)
         else:
-            crow[1:] = torch.bincount(self.rows, minlength=self.n_rows).cumsum(0)
+            offsets = self.row_offsets()
+            crow = torch.cat([offsets, offsets.new_tensor([self.rows.numel()])])
         pattern = _csr(crow, self.cols, torch.zeros(self.cols.numel(), dtype=a.dtype, device=a.device), (self.n_rows, self.n_latents))
         return torch.sparse.sampled_addmm(pattern, a, b.t(), beta=0.0).values()
 
