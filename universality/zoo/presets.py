@@ -99,7 +99,7 @@ PRESETS: dict[str, ZooPreset] = {
                       seq_len=32, batch_size=8, steps=30, lr=3e-3, eval_sequences=8, checkpoint_every=10,
                       models=_members(ARCHS, ("gpt_neox", "mamba"))),
     "default": ZooPreset("default", vocab_size=2048, tokenizer_chars=3_000_000, d_model=192, n_heads=6, batch_size=8,
-                         steps=450, lr=4e-3, repeat_fraction=0.5, repeat_random_share=0.75, bf16=True, checkpoint_every=50,
+                         steps=380, lr=4e-3, repeat_fraction=0.5, repeat_random_share=0.75, bf16=True, checkpoint_every=50,
                          models=_members(ARCHS, ("gpt_neox", "mamba"))),
     "large": ZooPreset("large", vocab_size=8192, tokenizer_chars=20_000_000, d_model=256, n_layers=6, n_ssm_layers=12,
                        n_heads=8, seq_len=256, batch_size=32, steps=4000, lr=2e-3, eval_sequences=128, bf16=True,
