@@ -92,6 +92,28 @@ def _merge_columns(col_max: np.ndarray, col_arg: np.ndarray) -> tuple[np.ndarray
     return best, arg
 
 
+def fold_block_maxima(r: np.ndarray, r0: int, dead_a: np.ndarray, dead_b: np.ndarray, row_max: np.ndarray,
+                      row_arg: np.ndarray, col_max: np.ndarray, col_arg: np.ndarray) -> None:
+    """Fold one block of Pearson rows ``r`` [rows, n_b] (rows ``r0:r0+rows`` of the full matrix) into running maxima.
+
+    Dead rows (``dead_a`` [rows]) and columns (``dead_b`` [n_b]) are masked first. ``row_max``/``row_arg``
+    [n_a] receive this block's row maxima; ``col_max``/``col_arg`` [n_b] keep the best row seen so far
+    (updated in place; ``r`` is overwritten by the masking).
+    """
+    r[:, dead_b] = -np.inf
+    r[dead_a] = -np.inf
+    arg = r.argmax(axis=1)
+    best = r[np.arange(r.shape[0]), arg]
+    ok = np.isfinite(best)
+    row_max[r0:r0 + r.shape[0]][ok] = best[ok]
+    row_arg[r0:r0 + r.shape[0]][ok] = arg[ok]
+    carg = r.argmax(axis=0)
+    cbest = r[carg, np.arange(r.shape[1])]
+    better = cbest > col_max
+    col_max[better] = cbest[better]
+    col_arg[better] = carg[better] + r0
+
+
 def _sparse_rows_scipy(a_csc: sp.csc_matrix, b_csr: sp.csr_matrix, n, sum_a, inv_a, sum_b, inv_b, block_rows: int):
     """Fallback without numba: blocks of Σab rows through scipy's sparse product."""
     n_a, n_b = a_csc.shape[1], b_csr.shape[1]
@@ -106,18 +128,7 @@ def _sparse_rows_scipy(a_csc: sp.csc_matrix, b_csr: sp.csr_matrix, n, sum_a, inv
         r1 = min(n_a, r0 + block_rows)
         s = (a_t[r0:r1] @ b64).toarray()
         r = (n * s - np.outer(sum_a[r0:r1], sum_b)) * inv_a[r0:r1, None] * inv_b[None, :]
-        r[:, ~live_b] = -np.inf
-        r[inv_a[r0:r1] == 0] = -np.inf
-        arg = r.argmax(axis=1)
-        best = r[np.arange(r1 - r0), arg]
-        ok = np.isfinite(best)
-        row_max[r0:r1][ok] = best[ok]
-        row_arg[r0:r1][ok] = arg[ok]
-        carg = r.argmax(axis=0)
-        cbest = r[carg, np.arange(n_b)]
-        better = cbest > col_max[0]
-        col_max[0] = np.where(better, cbest, col_max[0])
-        col_arg[0] = np.where(better, carg + r0, col_arg[0])
+        fold_block_maxima(r, r0, inv_a[r0:r1] == 0, ~live_b, row_max, row_arg, col_max[0], col_arg[0])
     return row_max, row_arg, col_max, col_arg
 
 

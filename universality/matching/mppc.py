@@ -24,7 +24,7 @@ import torch
 from .._errors import UniversalityError
 from .._progress import progress
 from ._inputs import check_threshold, density, is_sparse, to_csr, to_numpy
-from ._kernels import sparse_max_correlations
+from ._kernels import fold_block_maxima, sparse_max_correlations
 
 _DENSE_BLOCK_ROWS = 1024
 _DENSE_CHUNK_ROWS = 8192
@@ -253,18 +253,7 @@ def _dense_max_correlations(cross, n, sa, inv_a, sb, inv_b):
         r -= sa[r0:r1, None] * sb[None, :]
         r *= inv_a[r0:r1, None]
         r *= inv_b[None, :]
-        r[:, dead_b] = -np.inf
-        r[inv_a[r0:r1] == 0] = -np.inf
-        arg = r.argmax(axis=1)
-        best = r[np.arange(r1 - r0), arg]
-        ok = np.isfinite(best)
-        row_max[r0:r1][ok] = best[ok]
-        row_arg[r0:r1][ok] = arg[ok]
-        carg = r.argmax(axis=0)
-        cbest = r[carg, np.arange(n_b)]
-        better = cbest > col_max
-        col_max[better] = cbest[better]
-        col_arg[better] = carg[better] + r0
+        fold_block_maxima(r, r0, inv_a[r0:r1] == 0, dead_b, row_max, row_arg, col_max, col_arg)
     col_max[col_arg < 0] = np.nan
     return row_max, row_arg, col_max, col_arg
 
