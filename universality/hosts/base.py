@@ -59,10 +59,12 @@ class Host:
 
     # ----- to implement per architecture -------------------------------------------
     def _n_layers(self) -> int:
-        raise NotImplementedError
+        """Number of blocks; HF's standard config name, overridden where a layout counts otherwise."""
+        return int(self.config.num_hidden_layers)
 
     def _d_model(self) -> int:
-        raise NotImplementedError
+        """Residual width; HF's standard config name, overridden where a layout differs."""
+        return int(self.config.hidden_size)
 
     def _forward(self, tokens: torch.Tensor, run: HookRun) -> torch.Tensor | None:
         """Run the model on ``tokens`` [b, t], calling ``run`` at every hook point.

@@ -71,12 +71,6 @@ class RwkvHost(Host):
     block_points = _BLOCK_POINTS
     on_demand_points = ("att.state",)
 
-    def _n_layers(self) -> int:
-        return int(self.config.num_hidden_layers)
-
-    def _d_model(self) -> int:
-        return int(self.config.hidden_size)
-
     def halves_after(self, layer: int) -> bool:
         """Whether the stream is divided by 2 after block ``layer`` in the model's current mode."""
         every = int(self.config.rescale_every or 0)

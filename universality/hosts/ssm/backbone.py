@@ -26,12 +26,6 @@ class MambaBackboneHost(Host):
     block_points = SSM_BLOCK_POINTS
     on_demand_points = ("ssm.state",)
 
-    def _n_layers(self) -> int:
-        return int(self.config.num_hidden_layers)
-
-    def _d_model(self) -> int:
-        return int(self.config.hidden_size)
-
     def _norm_kernel(self) -> bool:
         """Whether the fused C RMS-norm kernel may be used for the final norm (it falls back by itself)."""
         return True
