@@ -31,7 +31,7 @@ import torch
 from .._errors import UniversalityError
 from .._progress import progress
 from ._inputs import check_positive_int
-from .similarity import Candidates, Factored, as_similarity, topk_candidates
+from .similarity import Candidates, Factored, as_similarity, block_rows_for, topk_candidates, unique_edges
 
 SEARCHES = ("auto", "exact", "bf16", "ivf")
 _IVF_THREADS = 1  # the per-cell blocks are small: one thread beats waking a pool for each
@@ -97,12 +97,6 @@ def _threads(n: int):
         torch.set_num_threads(old)
 
 
-def _edges(rows: Any, cols: Any, vals: Any, n_b: int) -> Candidates:
-    """Unique edges (first value kept), sorted by row then column, values float64."""
-    key, first = np.unique(np.asarray(rows, dtype=np.int64) * n_b + np.asarray(cols, dtype=np.int64), return_index=True)
-    return Candidates(key // n_b, key % n_b, np.asarray(vals, dtype=np.float64)[first])
-
-
 def partner_scores(mine: torch.Tensor, theirs: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
     """[n, K] dot products ``mine[i] · theirs[picks[i, j]]`` in the factors' precision, in row chunks."""
     out = torch.empty(picks.shape, dtype=mine.dtype)
@@ -110,12 +104,6 @@ def partner_scores(mine: torch.Tensor, theirs: torch.Tensor, picks: torch.Tensor
     for s in range(0, picks.shape[0], step):
         out[s:s + step] = torch.bmm(theirs[picks[s:s + step]], mine[s:s + step, :, None])[:, :, 0]
     return out
-
-
-def _block_rows(block_rows: int | None, n_b: int) -> int:
-    if block_rows is None:
-        return int(max(256, min(4096, (1 << 26) // max(1, n_b))))
-    return check_positive_int(block_rows, "block_rows")
 
 
 def bf16_candidates(f: Factored, k: int, *, block_rows: int | None = None) -> Candidates:
@@ -132,7 +120,7 @@ def bf16_candidates(f: Factored, k: int, *, block_rows: int | None = None) -> Ca
     n_a, n_b = f.shape
     kr = min(k + k // 8, n_b)
     left, right = f.left.to(torch.bfloat16), f.right.to(torch.bfloat16)
-    step = _block_rows(block_rows, n_b)
+    step = block_rows_for(block_rows, n_b)
     row_picks = torch.empty((n_a, kr), dtype=torch.long)
     for r0 in progress(range(0, n_a, step), desc="bf16 candidates", unit="block"):
         r1 = min(n_a, r0 + step)
@@ -148,7 +136,7 @@ def bf16_candidates(f: Factored, k: int, *, block_rows: int | None = None) -> Ca
         rows.append(i.numpy().ravel())
         cols.append(np.repeat(cs.numpy(), kc))
         vals.append(v.double().numpy().ravel())
-    return _edges(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), n_b)
+    return unique_edges(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), n_b)
 
 
 def spherical_kmeans(x: torch.Tensor, n_cells: int, *, iters: int = 6, train_per_cell: int = 128,
@@ -210,7 +198,7 @@ class InvertedFiles:
         n_b = self.f.shape[1]
         r1, c1, v1 = _ivf_one_way(self.f.left, self.f.right, k, self.cent_b, self.cell_b, n_probe)
         c2, r2, v2 = _ivf_one_way(self.f.right, self.f.left, k, self.cent_a, self.cell_a, n_probe)
-        return _edges(np.concatenate([r1, r2]), np.concatenate([c1, c2]), np.concatenate([v1, v2]), n_b)
+        return unique_edges(np.concatenate([r1, r2]), np.concatenate([c1, c2]), np.concatenate([v1, v2]), n_b)
 
 
 def ivf_candidates(f: Factored, k: int, *, n_cells: int | None = None, n_probe: int = 8, seed: int = 0) -> Candidates:
@@ -268,7 +256,7 @@ def sampled_best_recall(f: Factored, cand: Candidates, n_sample: int, seed: int 
     """
     n_b = f.shape[1]
     rows, best_col, cols, best_row = _sampled_best(f, n_sample, seed)
-    keys = cand.rows.astype(np.int64) * n_b + cand.cols  # sorted: _edges returns edges in key order
+    keys = cand.rows.astype(np.int64) * n_b + cand.cols  # sorted: unique_edges returns edges in key order
     wanted = np.concatenate([rows.astype(np.int64) * n_b + best_col, best_row.astype(np.int64) * n_b + cols])
     pos = np.minimum(np.searchsorted(keys, wanted), keys.size - 1)
     hit = keys[pos] == wanted

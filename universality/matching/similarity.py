@@ -79,6 +79,21 @@ class Candidates(NamedTuple):
     values: np.ndarray
 
 
+def block_rows_for(block_rows: int | None, n_b: int) -> int:
+    """Rows per similarity block: ``block_rows`` checked, or (None) as many as fit in 64M entries of width
+    ``n_b``, between 256 and 4096 (131K-wide dictionaries stay within a few hundred MB)."""
+    if block_rows is None:
+        return int(max(256, min(4096, (1 << 26) // max(1, n_b))))
+    return check_positive_int(block_rows, "block_rows")
+
+
+def unique_edges(rows: Any, cols: Any, vals: Any, n_b: int) -> Candidates:
+    """Candidates from edge lists [m] with duplicates dropped (first value kept), sorted by row then column,
+    values float64."""
+    key, first = np.unique(np.asarray(rows, dtype=np.int64) * n_b + np.asarray(cols, dtype=np.int64), return_index=True)
+    return Candidates(key // n_b, key % n_b, np.asarray(vals, dtype=np.float64)[first])
+
+
 def topk_candidates(similarity: Any, k: int, *, block_rows: int | None = None) -> Candidates:
     """Union of every row's and every column's ``k`` most similar partners, by blocked matmul.
 
@@ -91,9 +106,7 @@ def topk_candidates(similarity: Any, k: int, *, block_rows: int | None = None) -
     sim = as_similarity(similarity)
     n_a, n_b = sim.shape
     kr, kc = min(k, n_b), min(k, n_a)
-    if block_rows is None:
-        block_rows = int(max(256, min(4096, (1 << 26) // max(1, n_b))))
-    block_rows = check_positive_int(block_rows, "block_rows")
+    block_rows = block_rows_for(block_rows, n_b)
     # Column candidates: the exact top-k of the first block sets a per-column bar; later blocks only contribute
     # entries at or above it (a superset of each column's final top-k, since the true k-th best can only be
     # higher), and the exact per-column top-k is taken from those at the end. A block that passes too many
@@ -127,7 +140,5 @@ def topk_candidates(similarity: Any, k: int, *, block_rows: int | None = None) -
     keep = (np.arange(ccol.size) - first) < kc
     rows = np.concatenate([np.repeat(np.arange(n_a), kr), cr[keep]])
     cols = np.concatenate([torch.cat(row_cols).numpy().ravel(), ccol[keep]])
-    vals = np.concatenate([torch.cat(row_vals).numpy().ravel(), cv[keep]]).astype(np.float64)
-    key, first = np.unique(rows.astype(np.int64) * n_b + cols, return_index=True)
-    rows, cols, values = key // n_b, key % n_b, vals[first]
-    return Candidates(rows, cols, values)
+    vals = np.concatenate([torch.cat(row_vals).numpy().ravel(), cv[keep]])
+    return unique_edges(rows, cols, vals, n_b)
