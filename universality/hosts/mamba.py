@@ -36,8 +36,10 @@ from .registry import register_host
 from .ssm.conv import conv_act
 from .ssm.ops import rms_norm, two_headed_linear, upcast_residual
 from .ssm.backbone import MambaBackboneHost
-from .ssm.scan import BACKENDS, patched_states, readout, scan_states, selective_scan
+from .ssm.mixer_core import mixer_core, mixer_core_fits
+from .ssm.scan import BACKENDS, patched_states, readout, resolve_backend, scan_states, selective_scan
 
+_CORE_POINTS = ("ssm.in_x", "ssm.gate", "ssm.conv_out", "ssm.dt", "ssm.B", "ssm.C", "ssm.state", "ssm.y")
 
 
 def _state_hook_input(run: HookRun, name: str, states: torch.Tensor) -> torch.Tensor:
@@ -79,6 +81,11 @@ class MambaHost(MambaBackboneHost):
 
         d_inner, n, rank = m.intermediate_size, m.ssm_state_size, m.time_step_rank
         w, bias = m.in_proj.weight, m.in_proj.bias
+        if self._core_fits(p, m, u, run):  # nothing inside the mixer is hooked: one fused Function
+            A = -torch.exp(m.A_log.to(u.dtype))
+            gated = mixer_core(F.linear(u, w, bias), m.conv1d.weight, m.conv1d.bias, m.x_proj.weight,
+                               m.dt_proj.weight, m.dt_proj.bias, A, m.D.to(u.dtype), rank)
+            return self._out_proj(p, m, gated, residual, run)
         if p + "ssm.in_x" in run.hooks or p + "ssm.gate" in run.hooks:  # hooks may edit in place: plain tensors
             x = F.linear(u, w[:d_inner], bias[:d_inner] if bias is not None else None)
             z = F.linear(u, w[d_inner:], bias[d_inner:] if bias is not None else None)
@@ -108,8 +115,27 @@ class MambaHost(MambaBackboneHost):
         else:
             y = run(p + "ssm.y", self._scan(p + "ssm.state", x, dt, A, B, C, D, run))
             gated = y * m.act(z)
-        out = F.linear(gated.to(m.out_proj.weight.dtype), m.out_proj.weight, m.out_proj.bias)
-        out = run(p + "mixer_out", out)
+        return self._out_proj(p, m, gated, residual, run)
+
+    def _core_fits(self, p: str, m: torch.nn.Module, u: torch.Tensor, run: HookRun) -> bool:
+        """Whether the block may run :func:`mixer_core` (C backend, no point inside the mixer read or written)."""
+        if run.wants_any(p + name for name in _CORE_POINTS):
+            return False
+        if m.x_proj.bias is not None or resolve_backend(self.scan_backend, u.device, u.dtype) != "c":
+            return False
+        return mixer_core_fits(u, m.intermediate_size, m.activation, m.in_proj.weight, m.conv1d.weight,
+                               m.x_proj.weight, m.dt_proj.weight, m.A_log, m.D)
+
+    @staticmethod
+    def _out_proj(p: str, m: torch.nn.Module, gated: torch.Tensor, residual: torch.Tensor, run: HookRun) -> torch.Tensor:
+        """``resid_post = residual + out_proj(gated)``, one ``addmm`` when ``mixer_out`` is not read or written."""
+        weight, bias = m.out_proj.weight, m.out_proj.bias
+        gated = gated.to(weight.dtype)
+        if not run.wants(p + "mixer_out") and bias is None and residual.dtype == gated.dtype:
+            lead = residual.shape[:-1]
+            h = torch.addmm(residual.reshape(-1, residual.shape[-1]), gated.reshape(-1, gated.shape[-1]), weight.t())
+            return run(p + "resid_post", h.view(*lead, -1))
+        out = run(p + "mixer_out", F.linear(gated, weight, bias))
         return run(p + "resid_post", residual + out)
 
     def _scan(self, name: str, x, dt, A, B, C, D, run: HookRun) -> torch.Tensor:

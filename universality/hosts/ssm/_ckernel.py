@@ -31,7 +31,7 @@ from ..._errors import UniversalityError
 from ..._io import ensure_writable_dir
 
 _SOURCE = Path(__file__).with_name("selective_scan.c")
-KERNEL_ABI = 2  # must equal KERNEL_ABI in selective_scan.c; bump both when an exported signature changes
+KERNEL_ABI = 3  # must equal KERNEL_ABI in selective_scan.c; bump both when an exported signature changes
 _FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}
@@ -112,14 +112,15 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         fwd.argtypes = [p] * 3 + [i32] + [p] * 3 + [i64, i64] + [p] * 2 + [i64] + [p] * 3 + [i64] * 4 + [i32]
         fwd.restype = None
         bwd = getattr(lib, f"scan_bwd_{suffix}")
-        # x, dt, dtb, softplus, At, B, C, bs, cs, D, z, zs, dy, dx, ddt, dz, dAt, dB, dC, dD, ddtb, b, t, d, n, nthreads
-        bwd.argtypes = [p] * 3 + [i32] + [p] * 3 + [i64, i64] + [p] * 2 + [i64] + [p] * 9 + [i64] * 4 + [i32]
+        # x, dt, dtb, softplus, At, B, C, bs, cs, D, z, zs, dy, dx, ddt, dz, dzs, dAt, dB, dC, dD, ddtb, b, t, d, n, nthreads
+        bwd.argtypes = [p] * 3 + [i32] + [p] * 3 + [i64, i64] + [p] * 2 + [i64] + [p] * 4 + [i64] + [p] * 5 + [i64] * 4 + [i32]
         bwd.restype = None
         cfwd = getattr(lib, f"conv_silu_fwd_{suffix}")
         cfwd.argtypes = [p, i64, p, p, p] + [i64] * 4 + [i32]
         cfwd.restype = None
         cbwd = getattr(lib, f"conv_silu_bwd_{suffix}")
-        cbwd.argtypes = [p, i64, p, p, p, p, p, p] + [i64] * 4 + [i32]
+        # x, xs, Wt, bias, dout, dx, dxs, dW, db, b, t, d, k, nthreads
+        cbwd.argtypes = [p, i64, p, p, p, p, i64, p, p] + [i64] * 4 + [i32]
         cbwd.restype = None
         rfwd = getattr(lib, f"rms_fwd_{suffix}")
         rfwd.argtypes = [p, p, ctypes.c_double, p, p, i64, i64, i32]

@@ -173,10 +173,12 @@ def _summed(parts: torch.Tensor) -> torch.Tensor:
     return parts[0] if parts.shape[0] == 1 else parts.sum(0)
 
 
-def _c_backward(lib, x, dt, A, B, C, D, z, dy, dt_bias=None, dt_softplus=False):
+def _c_backward(lib, x, dt, A, B, C, D, z, dy, dt_bias=None, dt_softplus=False, dz_out=None):
     """C backward; ``dy`` is the gradient of ``y`` (or of ``y * silu(z)`` when ``z`` is given).
 
     Returns ``(dx, ddt, dA, dB, dC, dD, dz, ddt_bias)``; ``ddt`` is with respect to the raw ``dt`` input.
+    ``dz`` is written into ``dz_out`` when given (a [b, t, d] view with unit channel stride and evenly
+    strided rows, e.g. the z half of in_proj's gradient; ``d`` must then be a multiple of 16).
     """
     b, t, d = x.shape
     n = A.shape[1]
@@ -187,16 +189,19 @@ def _c_backward(lib, x, dt, A, B, C, D, z, dy, dt_bias=None, dt_softplus=False):
     At = _pad_channels(A.t(), dp)
     (B, bs), (C, cs) = _rows(B), _rows(C)
     dx, ddt = x.new_empty(b, t, dp), x.new_empty(b, t, dp)
-    dz = x.new_empty(b, t, dp) if z is not None else None
+    if dz_out is not None and (dp != d or dz_out.stride(2) != 1 or dz_out.stride(0) != t * dz_out.stride(1)):
+        raise ValueError("dz_out needs d a multiple of 16, unit channel stride and evenly strided rows")
+    dz = (x.new_empty(b, t, dp) if dz_out is None else dz_out) if z is not None else None
     dAt = x.new_zeros(nt, n, dp)
     dD = x.new_zeros(nt, dp)
     ddtb = x.new_zeros(nt, dp) if dt_bias is not None else None
     rows_mode = b >= nt  # threads own whole batch rows: dB/dC written in place (see selective_scan.c)
     dB = x.new_empty(b, t, n) if rows_mode else x.new_zeros(nt, b, t, n)
     dC = x.new_empty(b, t, n) if rows_mode else x.new_zeros(nt, b, t, n)
+    dzs = dz.stride(1) if dz is not None else dp
     _fn(lib, "bwd", x.dtype)(_ptr(xp), _ptr(dtp), _ptr(dtbp), int(dt_softplus), _ptr(At), _ptr(B), _ptr(C), bs, cs, _ptr(Dp),
-                             _ptr(zp), zs, _ptr(dyp), _ptr(dx), _ptr(ddt), _ptr(dz), _ptr(dAt), _ptr(dB), _ptr(dC), _ptr(dD),
-                             _ptr(ddtb), b, t, dp, n, nt)
+                             _ptr(zp), zs, _ptr(dyp), _ptr(dx), _ptr(ddt), _ptr(dz), dzs, _ptr(dAt), _ptr(dB), _ptr(dC),
+                             _ptr(dD), _ptr(ddtb), b, t, dp, n, nt)
     if not rows_mode:
         dB, dC = dB.sum(0), dC.sum(0)
     dz = dz[..., :d] if dz is not None else None

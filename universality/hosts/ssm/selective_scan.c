@@ -3,7 +3,7 @@
  *
  * Layout (all row-major, contiguous unless said otherwise):
  *   x, dt, y, dy, dx, ddt : [b, t, d]     (d = d_inner channels)
- *   z, dz                 : [b, t, d] or NULL; z rows may be strided (zs): optional gate,
+ *   z, dz                 : [b, t, d] or NULL; z and dz rows may be strided (zs, dzs): optional gate,
  *                           yg = y * silu(z) is then written/differentiated in the same pass
  *   At                    : [n, d]        (A transposed, so a block of channels is contiguous)
  *   Bm, Cm                : [b, t, n]     (rows may be strided: bs, cs)
@@ -46,7 +46,7 @@
 /* Version of the exported functions' signatures. _ckernel.py refuses a library whose
    kernel_abi_version() differs from its own KERNEL_ABI: bump both whenever an exported
    signature changes. */
-#define KERNEL_ABI 2
+#define KERNEL_ABI 3
 
 int kernel_abi_version(void) { return KERNEL_ABI; }
 
@@ -218,7 +218,7 @@ typedef struct {                                                                
 } bwd_scratch_##SUF;                                                                                                         \
                                                                                                                              \
 static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T *Bm, const T *Cm, int64_t bs,         \
-                          int64_t cs, const T *Dv, const T *z, int64_t zs, const T *dy, T *dxo, T *ddto, T *dzo,             \
+                          int64_t cs, const T *Dv, const T *z, int64_t zs, const T *dy, T *dxo, T *ddto, T *dzo, int64_t dzs,\
                           T *dAp, T *dDp, T *ddtbp, int64_t bi, int64_t d0, int64_t t, int64_t d, int64_t n,                 \
                           const bwd_scratch_##SUF *s) {                                                                      \
     const V zero = {0};                                                                                                      \
@@ -254,7 +254,7 @@ static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, c
             __builtin_prefetch(x + ahead * d + d0); __builtin_prefetch(dy + ahead * d + d0);                                 \
             __builtin_prefetch(Bm + ahead * bs); __builtin_prefetch(Cm + ahead * cs);                                        \
             __builtin_prefetch(dxo + ahead * d + d0, 1); __builtin_prefetch(ddto + ahead * d + d0, 1);                       \
-            if (z) { __builtin_prefetch(z + ahead * zs + d0); __builtin_prefetch(dzo + ahead * d + d0, 1); }                 \
+            if (z) { __builtin_prefetch(z + ahead * zs + d0); __builtin_prefetch(dzo + ahead * dzs + d0, 1); }                 \
         }                                                                                                                    \
         const V xv = load_##SUF(x + row * d + d0), dv = s->DV[ti];                                                           \
         V dyv = load_##SUF(dy + row * d + d0);                                                                               \
@@ -282,7 +282,7 @@ static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, c
             dAacc[j] += ga * dv;                                                                                             \
             g[j] = gk * a;                                                                                                   \
         }                                                                                                                    \
-        if (z) store_##SUF(dzo + row * d + d0, dyg * yv * sg * (1 + zv * (1 - sg)));                                         \
+        if (z) store_##SUF(dzo + row * dzs + d0, dyg * yv * sg * (1 + zv * (1 - sg)));                                         \
         store_##SUF(dxo + row * d + d0, gB * dv + Dvec * dyv);                                                               \
         const V graw = (ddta + gB * xv) * s->SL[ti];                                                                         \
         store_##SUF(ddto + row * d + d0, graw);                                                                              \
@@ -304,7 +304,7 @@ static void flush_lanes_##SUF(const V *LB, const V *LC, T *dBp, T *dCp, int64_t 
 }                                                                                                                            \
                                                                                                                              \
 void scan_bwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T *At, const T *Bm, const T *Cm,              \
-                    int64_t bs, int64_t cs, const T *Dv, const T *z, int64_t zs, const T *dy, T *dx, T *ddt, T *dz,          \
+                    int64_t bs, int64_t cs, const T *Dv, const T *z, int64_t zs, const T *dy, T *dx, T *ddt, T *dz, int64_t dzs,\
                     T *dAt_part, T *dB_out, T *dC_out, T *dD_part, T *ddtb_part, int64_t b, int64_t t, int64_t d,            \
                     int64_t n, int nthreads) {                                                                               \
     /* dAt_part, dD_part and ddtb_part (when dtb is given) have a leading [nthreads] axis and must be                        \
@@ -338,7 +338,7 @@ void scan_bwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
                 for (int64_t blk = 0; blk < nblk; blk++) {                                                                   \
                     const int64_t d0 = blk * BLK;                                                                            \
                     for (int64_t j = 0; j < n; j++) s.A[j] = load_##SUF(At + j * d + d0);                                    \
-                    bwd_job_##SUF(x, dt, dtb, softplus, Bm, Cm, bs, cs, Dv, z, zs, dy, dx, ddt, dz, dAp, dDp, ddtbp,         \
+                    bwd_job_##SUF(x, dt, dtb, softplus, Bm, Cm, bs, cs, Dv, z, zs, dy, dx, ddt, dz, dzs, dAp, dDp, ddtbp,         \
                                   bi, d0, t, d, n, &s);                                                                      \
                 }                                                                                                            \
                 flush_lanes_##SUF(s.LB, s.LC, dB_out, dC_out, bi, t, n, 1);                                                  \
@@ -360,7 +360,7 @@ void scan_bwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
                     memset(s.LC, 0, sizeof(V) * (size_t)(t * n));                                                            \
                     row_b = bi;                                                                                              \
                 }                                                                                                            \
-                bwd_job_##SUF(x, dt, dtb, softplus, Bm, Cm, bs, cs, Dv, z, zs, dy, dx, ddt, dz, dAp, dDp, ddtbp,             \
+                bwd_job_##SUF(x, dt, dtb, softplus, Bm, Cm, bs, cs, Dv, z, zs, dy, dx, ddt, dz, dzs, dAp, dDp, ddtbp,             \
                               bi, d0, t, d, n, &s);                                                                          \
             }                                                                                                                \
             if (row_b >= 0) flush_lanes_##SUF(s.LB, s.LC, dBp, dCp, row_b, t, n, 0);                                         \
@@ -380,7 +380,8 @@ int scan_block_size(void) { return BLK; }
  *   pre[b, t, c] = bias[c] + sum_i Wt[i, c] * x[b, t - (k - 1) + i, c]     (x rows may be strided: xs)
  *   out[b, t, c] = pre * sigmoid(pre)
  *
- * Wt is the conv weight transposed to [k, d]. d must be a multiple of BLK. The
+ * Wt is the conv weight transposed to [k, d]; the backward's dx rows may be strided (dxs, e.g. the
+ * x half of in_proj's gradient). d must be a multiple of BLK. The
  * backward recomputes pre, forms dpre = dout * silu'(pre) into a per-thread
  * buffer [t, d], accumulates dW/dbias into per-thread partials [nthreads, k, d]
  * and [nthreads, d], then gathers dx[t] = sum_i Wt[i] * dpre[t + (k - 1) - i].
@@ -410,7 +411,7 @@ void conv_silu_fwd_##SUF(const T *x, int64_t xs, const T *Wt, const T *bias, T *
     }                                                                                                  \
 }                                                                                                      \
                                                                                                        \
-void conv_silu_bwd_##SUF(const T *x, int64_t xs, const T *Wt, const T *bias, const T *dout, T *dx,     \
+void conv_silu_bwd_##SUF(const T *x, int64_t xs, const T *Wt, const T *bias, const T *dout, T *dx, int64_t dxs, \
                          T *dW_part, T *db_part, int64_t b, int64_t t, int64_t d, int64_t k,           \
                          int nthreads) {                                                               \
     _Pragma("omp parallel num_threads(nthreads)")                                                      \
@@ -443,7 +444,7 @@ void conv_silu_bwd_##SUF(const T *x, int64_t xs, const T *Wt, const T *bias, con
                         const int64_t dst = ti + (k - 1) - i;                                          \
                         if (dst < t) acc += load_##SUF(Wt + i * d + c) * load_##SUF(dpre + dst * d + c); \
                     }                                                                                  \
-                    store_##SUF(dx + (bi * t + ti) * d + c, acc);                                      \
+                    store_##SUF(dx + (bi * t + ti) * dxs + c, acc);                                      \
                 }                                                                                      \
             }                                                                                          \
         }                                                                                              \
