@@ -122,7 +122,7 @@ def _optimum(wa, wb):
     return sim[r, c].sum()
 
 
-@pytest.mark.parametrize("search", ["bf16", "ivf"])
+@pytest.mark.parametrize("search", ["bf16", "projected", "ivf"])
 def test_fast_searches_reach_scipy_optimum_on_planted(search):
     wa, wb, _, partner = _planted_and_random(2100, 64, 0.5)
     m = assign(cosine_factors(wa, wb), "sparse-hungarian", k=16, search=search)
@@ -134,33 +134,44 @@ def test_fast_searches_reach_scipy_optimum_on_planted(search):
     np.testing.assert_allclose(m.scores.numpy(), ref, atol=1e-6)
 
 
-def test_auto_search_keeps_ivf_on_structure_and_falls_back_to_bf16_on_random(monkeypatch):
-    from universality.matching import candidates
-
-    wa, wb, wr, _ = _planted_and_random(2100, 64, 0.5)
-    assert assign(cosine_factors(wa, wr), "sparse-hungarian", k=8).search.tried == ("bf16",)  # below the IVF size
-    monkeypatch.setattr(candidates, "_IVF_FROM", 2000 * 2000)  # pretend 2100 x 2100 is large
+def test_auto_search_keeps_projection_on_structure_and_falls_back_to_bf16_on_random():
+    wa, wb, wr, _ = _planted_and_random(2100, 256, 0.5)
     planted = assign(cosine_factors(wa, wb), "sparse-hungarian", k=16)
-    assert planted.search.search == "ivf" and planted.search.tried[0].startswith("ivf(")
+    assert planted.search.tried == ("projected",)
     assert planted.search.sampled_recall == 1.0 and planted.search.n_sampled == 512
+    sim = cosine_similarity(wa, wb).numpy()  # float64: the matched pairs are exactly the optimal ones
+    assert sim[planted.rows.numpy(), planted.cols.numpy()].sum() == pytest.approx(_optimum(wa, wb), rel=1e-12)
     rand = assign(cosine_factors(wa, wr), "sparse-hungarian", k=32)
-    assert rand.search.tried == ("ivf-plan", "bf16")  # the sample shows best partners out of reach: no IVF built
+    assert rand.search.tried == ("projected-plan", "bf16")  # the sample shows best partners out of reach: not built
     assert rand.total >= _optimum(wa, wr) * (1 - 1e-4)
+    narrow = assign(cosine_factors(wa[:, :64], wr[:, :64]), "sparse-hungarian", k=8)
+    assert narrow.search.tried == ("bf16",)  # factors too narrow for a cheaper projection
     small = assign(cosine_factors(wa[:500], wr[:500]), "sparse-hungarian", k=8)
     assert small.search.search == "exact"
 
 
+def test_projected_graph_is_rejected_when_the_sampled_pairs_are_missing():
+    from universality.matching.candidates import Projection, SampledBest
+
+    wa, wb, wr, _ = _planted_and_random(1500, 256, 0.5, seed=1)
+    f = cosine_factors(wa, wr)
+    proj, sample = Projection(f), SampledBest.draw(f, 200)
+    assert not proj.reaches(sample, 8)  # random rows: the projection scrambles the weak best partners
+    assert sample.recall(proj.candidates(8)) < 0.9  # and the graph, built anyway, indeed misses them
+    planted = cosine_factors(wa, wb)
+    assert Projection(planted).reaches(SampledBest.draw(planted, 200), 8)
+
+
 def test_inverted_file_plan_and_check_see_unreachable_partners():
-    from universality.matching.candidates import InvertedFiles, sampled_best_recall
+    from universality.matching.candidates import InvertedFiles, SampledBest
 
     wa, wb, wr, _ = _planted_and_random(2100, 64, 0.5)
-    planted = InvertedFiles(cosine_factors(wa, wb))
-    assert planted.probes_needed(256) == 8
+    f = cosine_factors(wa, wb)
+    assert InvertedFiles(f).probes_needed(SampledBest.draw(f, 256)) == 8
     f = cosine_factors(wa, wr)
-    rand = InvertedFiles(f)
-    assert rand.probes_needed(256) is None  # random rows: best partners scattered over all cells
-    recall, checked = sampled_best_recall(f, rand.candidates(16, 8), 256)
-    assert checked == 512 and recall < 0.9  # built anyway, the graph indeed misses them
+    rand, sample = InvertedFiles(f), SampledBest.draw(f, 256)
+    assert rand.probes_needed(sample) is None  # random rows: best partners scattered over all cells
+    assert sample.size == 512 and sample.recall(rand.candidates(16, 8)) < 0.9  # built anyway, it misses them
 
 
 def test_bf16_candidates_are_nearly_the_exact_topk_with_exact_values():

@@ -4,9 +4,10 @@
 
 - ``"hungarian"``: exact, :func:`scipy.optimize.linear_sum_assignment` on the dense matrix.
 - ``"sparse-hungarian"``: exact on a top-k candidate graph (rows' and columns' k best partners, found by an
-  exact, bfloat16 or inverted-file search with exactly rescored edges — see :mod:`.candidates`), solved with
-  :func:`scipy.sparse.csgraph.min_weight_full_bipartite_matching`; when that graph has no full matching, the identity pairs are added as extra edges (with their true similarity),
-  which always makes one exist.
+  exact, bfloat16, projected or inverted-file search with exactly rescored edges — see :mod:`.candidates`),
+  solved by a sparse shortest-augmenting-path solver (:mod:`._lap`; scipy's
+  :func:`~scipy.sparse.csgraph.min_weight_full_bipartite_matching` without numba); when that graph has no full
+  matching, the identity pairs are added as extra edges (with their true similarity), which always makes one exist.
 - ``"emd"``, ``"sinkhorn"``, ``"unbalanced"``: optimal transport (POT) with uniform marginals and cost
   ``max(similarity) − similarity``; each row is paired with the column that receives most of its mass.
 - ``"gromov"``: Gromov–Wasserstein (POT) between two *row sets* ``(x_a, x_b)`` (e.g. decoder rows of two hosts
@@ -21,15 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from scipy.optimize import linear_sum_assignment
-from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 from .._errors import UniversalityError
 from ._inputs import check_positive_int, to_numpy, unit_rows
+from ._lap import min_cost_full_matching
 from .candidates import SearchReport, candidate_graph
-from .similarity import Factored, as_similarity
+from .similarity import Factored, as_similarity, unique_edges
 
 METHODS = ("hungarian", "sparse-hungarian", "emd", "sinkhorn", "unbalanced", "gromov")
 
@@ -72,7 +72,7 @@ def assign(similarity: Any, method: str = "hungarian", *, k: int = 32, reg: floa
     ``similarity``: [n_a, n_b] tensor/array, or a :class:`~universality.matching.similarity.Factored`
     (``"sparse-hungarian"`` never materialises it), or for ``"gromov"`` a pair ``(x_a [n_a, d_a], x_b [n_b, d_b])``.
     ``k``: candidates per row/column for ``"sparse-hungarian"``, ``search`` how they are found (``"auto"``,
-    ``"exact"``, ``"bf16"``, ``"ivf"``; see :func:`~universality.matching.candidates.candidate_graph`);
+    ``"exact"``, ``"bf16"``, ``"projected"``, ``"ivf"``; see :func:`~universality.matching.candidates.candidate_graph`);
     ``reg``: entropic regularisation (``"sinkhorn"``, ``"unbalanced"``), relative to the cost's scale; ``reg_m``: marginal relaxation
     (``"unbalanced"``). Returns an :class:`Assignment` (rows, cols, scores, plan for OT).
     """
@@ -101,28 +101,21 @@ def _result(rows, cols, scores, method, plan=None, fallback=False, search=None) 
 def _sparse_hungarian(sim, k: int, block_rows: int, search: str) -> Assignment:
     n_a, n_b = sim.shape
     cand, report = candidate_graph(sim, k, search, block_rows=block_rows)
-    offset = float(cand.values.max()) + 1.0  # cost > 0 on every edge so none is dropped as an explicit zero
     rows, cols, vals = cand.rows, cand.cols, cand.values
     fallback = False
     try:
-        r, c = _min_weight(rows, cols, offset - vals, n_a, n_b)
+        r, c = min_cost_full_matching(rows, cols, -vals, n_a, n_b)
     except ValueError:  # the candidate graph has no full matching: add the identity pairs, which complete one
         fallback = True
         diag = np.arange(min(n_a, n_b))
         diag = diag[~np.isin(diag * n_b + diag, rows * n_b + cols)]
         dvals = sim.pairs(diag, diag) if isinstance(sim, Factored) else sim[diag, diag]
-        if diag.size:
-            offset = max(offset, float(dvals.max()) + 1.0)
-        rows, cols, vals = (np.concatenate([rows, diag]), np.concatenate([cols, diag]), np.concatenate([vals, dvals]))
-        r, c = _min_weight(rows, cols, offset - vals, n_a, n_b)
-    lookup = sp.csr_matrix((vals, (rows, cols)), shape=(n_a, n_b))
-    scores = np.asarray(lookup[r, c]).ravel()
+        merged = unique_edges(np.concatenate([rows, diag]), np.concatenate([cols, diag]), np.concatenate([vals, dvals]), n_b)
+        rows, cols, vals = merged
+        r, c = min_cost_full_matching(rows, cols, -vals, n_a, n_b)
+    keys = rows * n_b + cols  # sorted: unique_edges returns edges by row, then column
+    scores = vals[np.searchsorted(keys, np.asarray(r, dtype=np.int64) * n_b + c)]
     return _result(r, c, scores, "sparse-hungarian", fallback=fallback, search=report)
-
-
-def _min_weight(rows, cols, cost, n_a, n_b):
-    graph = sp.csr_matrix((cost, (rows, cols)), shape=(n_a, n_b))
-    return min_weight_full_bipartite_matching(graph)
 
 
 def _transport(sim: np.ndarray, method: str, reg: float, reg_m: float, max_iter: int) -> Assignment:

@@ -1,23 +1,25 @@
-"""Candidate graphs for sparse assignment: exact, bfloat16 and inverted-file searches, edges rescored exactly.
+"""Candidate graphs for sparse assignment: exact, bfloat16, projected and inverted-file searches, edges rescored exactly.
 
-A candidate graph holds, for every row and every column of a similarity, a few of its best partners. Three
+A candidate graph holds, for every row and every column of a similarity, a few of its best partners. The
 searches build it from a :class:`~universality.matching.similarity.Factored` similarity ``left @ right.T``:
 
 - ``"exact"``: float32 blocked product, exact top-k per row and per column (:func:`topk_candidates`).
 - ``"bf16"``: bfloat16 blocked product (AMX/AVX-512 bf16 where the CPU has it), used only to *pick* each row's
-  ``k + k // 8`` best partners; every picked edge is then rescored from the float32 factors. Columns that
-  few rows picked get an exact search of their own.
-- ``"ivf"``: inverted file. The columns are clustered into cells by spherical k-means; each row searches
-  only the columns of its ``n_probe`` nearest cells (float32), keeping its ``k`` best there, and each column
-  keeps its ``k`` best among the rows that searched its cell. A small fraction of the full product on
-  structured dictionaries, useless on unstructured ones — hence the recall check in ``"auto"``.
+  ``k + k // 8`` best partners (a compiled exact top-k of each bf16 row, :mod:`._select`); every picked edge
+  is then rescored from the float32 factors. Columns that few rows picked get an exact search of their own.
+- ``"projected"``: picks (``max(4, k // 4)`` per row) from the bfloat16 product of the factors projected on a
+  random ``dims``-dimensional subspace (128 by default: 1/4 of the product at d = 512, 1/6 at d = 768),
+  rescored exactly. The projection keeps strong pairs (a planted partner at cosine 0.9 stays far above the
+  projected noise of unrelated pairs) but scrambles the order among weak ones, so it is only kept when a
+  sampled check passes (below).
+- ``"ivf"``: inverted file. Each side is clustered by spherical k-means; each row searches only the columns
+  of its ``n_probe`` nearest cells and vice versa (explicit use only).
 
-``"auto"`` picks ``"exact"`` for small or dense inputs and ``"bf16"`` up to 32K x 32K (measured faster than the
-inverted file there). Beyond, the inverted file's n^1.5 cost wins on structured dictionaries, so it tries
-``"ivf"``, with two recall checks on random samples of rows and columns whose exact full rows/columns are
-computed: before building, the fewest probes (8, 16 or 32) that reach every sampled best partner; after,
-on a fresh sample, that every sampled best partner is an edge of the graph. Either fails and it runs ``"bf16"``. Edge values are float64 dot
-products of the factors whatever the search, so the matching solved on the graph is exact on its edges.
+``"auto"`` searches exactly for small or dense inputs. Otherwise it draws 256 rows and 256 columns at random and
+computes their exact best partners (full float32 rows/columns). When the projection ranks every sampled best
+partner among its row's ``k`` best it builds the projected graph and checks that every one of those sampled
+pairs is an edge; if either check fails it runs ``"bf16"``. Edge values are float32 dot products of the
+factors whatever the search (float64 in the graph), so the matching solved on the graph is exact on its edges.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ import torch
 from .._errors import UniversalityError
 from .._progress import progress
 from ._inputs import check_positive_int
+from ._select import pair_dots, row_topk_bf16
 from .similarity import Candidates, Factored, as_similarity, block_rows_for, topk_candidates, unique_edges
 
-SEARCHES = ("auto", "exact", "bf16", "ivf")
+SEARCHES = ("auto", "exact", "bf16", "projected", "ivf")
 _IVF_THREADS = 1  # the per-cell blocks are small: one thread beats waking a pool for each
 _SMALL = 1 << 22  # similarities below which "auto" simply searches exactly
-_IVF_FROM = 1 << 30  # similarities (32K x 32K) from which "auto" tries the inverted file: below, bf16 was faster here
+_PROJECTED_DIMS = 128  # width of the projected search; "auto" tries it only on factors at least twice as wide
 _PROBES = (8, 16, 32)  # cells each row searches; "auto" takes the fewest that reach every sampled best partner
 
 
@@ -44,46 +47,53 @@ class SearchReport(NamedTuple):
     """Which candidate search built a graph and what its recall check saw."""
 
     search: str
-    """The search that produced the graph (``"exact"``, ``"bf16"`` or ``"ivf"``)."""
+    """The search that produced the graph (``"exact"``, ``"bf16"``, ``"projected"`` or ``"ivf"``)."""
     sampled_recall: float | None
     """Fraction of sampled rows' and columns' exact best partners present in the graph (None: not checked)."""
     n_sampled: int
     """How many rows plus columns were checked."""
     tried: tuple[str, ...]
-    """Searches attempted, in order: ``("ivf(8)",)`` (inverted file with 8 probes, accepted), ``("ivf(8)", "bf16")``
-    (rejected by the recall check), ``("ivf-plan", "bf16")`` (rejected before it was built)."""
+    """Searches attempted, in order: ``("projected",)`` (accepted), ``("projected", "bf16")`` (built, rejected
+    by the check), ``("projected-plan", "bf16")`` (rejected before it was built), ``("bf16",)``."""
 
 
 def candidate_graph(similarity: Any, k: int, search: str = "auto", *, block_rows: int | None = None,
                     n_sample: int = 256, seed: int = 0) -> tuple[Candidates, SearchReport]:
     """A candidate graph with about ``k`` best partners per row and per column of ``similarity``.
 
-    ``similarity``: dense [n_a, n_b] or :class:`Factored`; ``search``: one of :data:`SEARCHES` (``"bf16"`` and
-    ``"ivf"`` need factors). ``n_sample``: rows and columns whose exact best partner is checked (``"ivf"``
-    and ``"auto"``). Returns the graph (edge values float64) and a :class:`SearchReport`.
+    ``similarity``: dense [n_a, n_b] or :class:`Factored`; ``search``: one of :data:`SEARCHES` (all but
+    ``"exact"`` need factors). ``n_sample``: rows and columns whose exact best partner is checked (``"auto"``,
+    ``"projected"``, ``"ivf"``). Returns the graph (edge values float64) and a :class:`SearchReport`.
     """
     if search not in SEARCHES:
         raise UniversalityError(f"search must be one of {', '.join(SEARCHES)}; got {search!r}")
     k = check_positive_int(k, "k")
     sim = as_similarity(similarity)
     factored = isinstance(sim, Factored)
-    if search in ("bf16", "ivf") and not factored:
+    if search not in ("auto", "exact") and not factored:
         raise UniversalityError(f"search {search!r} needs a Factored similarity (e.g. cosine_factors(x_a, x_b)), not a dense matrix")
     n_a, n_b = sim.shape
     if search == "exact" or (search == "auto" and (not factored or n_a * n_b <= _SMALL)):
         cand = topk_candidates(sim, k, block_rows=block_rows)
         return cand, SearchReport("exact", None, 0, ("exact",))
-    if search == "bf16" or (search == "auto" and n_a * n_b < _IVF_FROM):
+    if search == "bf16":
         return bf16_candidates(sim, k, block_rows=block_rows), SearchReport("bf16", None, 0, ("bf16",))
-    cells = InvertedFiles(sim, seed=seed)
-    n_probe = cells.probes_needed(n_sample, seed + 1) if search == "auto" else _PROBES[0]
-    if n_probe is None:  # the sampled best partners would not all be reached even with the most probes
-        return bf16_candidates(sim, k, block_rows=block_rows), SearchReport("bf16", None, 0, ("ivf-plan", "bf16"))
-    cand = cells.candidates(k, n_probe)
-    recall, n_checked = sampled_best_recall(sim, cand, n_sample, seed + 2)  # a fresh sample: an unbiased check
-    if search == "ivf" or recall == 1.0:
-        return cand, SearchReport("ivf", recall, n_checked, (f"ivf({n_probe})",))
-    return bf16_candidates(sim, k, block_rows=block_rows), SearchReport("bf16", recall, n_checked, (f"ivf({n_probe})", "bf16"))
+    sample = SampledBest.draw(sim, n_sample, seed)
+    if search == "ivf":
+        cells = InvertedFiles(sim, seed=seed)
+        n_probe = cells.probes_needed(sample) or _PROBES[-1]
+        cand = cells.candidates(k, n_probe)
+        return cand, SearchReport("ivf", sample.recall(cand), sample.size, (f"ivf({n_probe})",))
+    if search == "auto" and sim.left.shape[1] < 2 * _PROJECTED_DIMS:
+        return bf16_candidates(sim, k, block_rows=block_rows), SearchReport("bf16", None, 0, ("bf16",))
+    proj = Projection(sim, _PROJECTED_DIMS, seed=seed)
+    if search == "auto" and not proj.reaches(sample, k):
+        return bf16_candidates(sim, k, block_rows=block_rows), SearchReport("bf16", None, 0, ("projected-plan", "bf16"))
+    cand = proj.candidates(k, block_rows=block_rows)
+    recall = sample.recall(cand)
+    if search == "projected" or recall == 1.0:
+        return cand, SearchReport("projected", recall, sample.size, ("projected",))
+    return bf16_candidates(sim, k, block_rows=block_rows), SearchReport("bf16", recall, sample.size, ("projected", "bf16"))
 
 
 @contextlib.contextmanager
@@ -97,13 +107,41 @@ def _threads(n: int):
         torch.set_num_threads(old)
 
 
-def partner_scores(mine: torch.Tensor, theirs: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
-    """[n, K] dot products ``mine[i] · theirs[picks[i, j]]`` in the factors' precision, in row chunks."""
-    out = torch.empty(picks.shape, dtype=mine.dtype)
-    step = max(1, (1 << 22) // max(1, picks.shape[1] * mine.shape[1]))  # gathered rows held: ~16M numbers
-    for s in range(0, picks.shape[0], step):
-        out[s:s + step] = torch.bmm(theirs[picks[s:s + step]], mine[s:s + step, :, None])[:, :, 0]
-    return out
+def bf16_row_picks(left: torch.Tensor, right: torch.Tensor, k: int, *, block_rows: int | None = None,
+                   desc: str = "bf16 candidates") -> torch.Tensor:
+    """[n_a, k] int64: each row's ``k`` largest entries of the bfloat16 product ``left @ right.T``
+    (``left`` [n_a, d], ``right`` [n_b, d], bfloat16), computed in blocks of ``block_rows`` rows (default: as
+    many as fit in 64M entries) into one reused buffer."""
+    n_a, n_b = left.shape[0], right.shape[0]
+    step = block_rows_for(block_rows, n_b)
+    picks = torch.empty((n_a, k), dtype=torch.long)
+    buf = torch.empty((min(step, n_a), n_b), dtype=torch.bfloat16)
+    right_t = right.T
+    for r0 in progress(range(0, n_a, step), desc=desc, unit="block"):
+        r1 = min(n_a, r0 + step)
+        block = torch.matmul(left[r0:r1], right_t, out=buf[:r1 - r0])
+        picks[r0:r1] = row_topk_bf16(block, k)
+    return picks
+
+
+def rescored_graph(f: Factored, picks: torch.Tensor, k: int, lonely_below: int) -> Candidates:
+    """Edges from every row to its ``picks`` [n_a, K] with exact (float32 factor) values, plus the exact ``k``
+    best rows of every column that fewer than ``lonely_below`` rows picked (so every column has edges)."""
+    n_a, n_b = f.shape
+    rows = np.repeat(np.arange(n_a, dtype=np.int64), picks.shape[1])
+    cols = picks.numpy().ravel()
+    rows, cols, vals = [rows], [cols], [pair_dots(f.left, f.right, rows, cols)]
+    indegree = torch.bincount(picks.reshape(-1), minlength=n_b)
+    lonely = torch.nonzero(indegree < max(1, lonely_below)).squeeze(1)
+    kc = min(k, n_a)
+    step = block_rows_for(None, n_a)
+    for c0 in range(0, lonely.numel(), step):
+        cs = lonely[c0:c0 + step]
+        v, i = (f.right[cs] @ f.left.T).topk(kc, dim=1, sorted=False)
+        rows.append(i.numpy().ravel())
+        cols.append(np.repeat(cs.numpy(), kc))
+        vals.append(v.double().numpy().ravel())
+    return unique_edges(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), n_b)
 
 
 def bf16_candidates(f: Factored, k: int, *, block_rows: int | None = None) -> Candidates:
@@ -117,26 +155,78 @@ def bf16_candidates(f: Factored, k: int, *, block_rows: int | None = None) -> Ca
     product: on square dictionaries nearly every column is picked by many rows, and the few that are not
     (set by ``k // 4``) get an exact float32 search of their own, so every column has edges.
     """
-    n_a, n_b = f.shape
-    kr = min(k + k // 8, n_b)
-    left, right = f.left.to(torch.bfloat16), f.right.to(torch.bfloat16)
-    step = block_rows_for(block_rows, n_b)
-    row_picks = torch.empty((n_a, kr), dtype=torch.long)
-    for r0 in progress(range(0, n_a, step), desc="bf16 candidates", unit="block"):
-        r1 = min(n_a, r0 + step)
-        row_picks[r0:r1] = (left[r0:r1] @ right.T).topk(kr, dim=1, sorted=False).indices
-    rv = partner_scores(f.left, f.right, row_picks)
-    rows, cols, vals = [np.repeat(np.arange(n_a), kr)], [row_picks.numpy().ravel()], [rv.numpy().ravel()]
-    indegree = torch.bincount(row_picks.reshape(-1), minlength=n_b)
-    lonely = torch.nonzero(indegree < max(1, k // 4)).squeeze(1)
-    kc = min(k, n_a)
-    for c0 in range(0, lonely.numel(), step):
-        cs = lonely[c0:c0 + step]
-        v, i = (f.right[cs] @ f.left.T).topk(kc, dim=1, sorted=False)
-        rows.append(i.numpy().ravel())
-        cols.append(np.repeat(cs.numpy(), kc))
-        vals.append(v.double().numpy().ravel())
-    return unique_edges(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), n_b)
+    kr = min(k + k // 8, f.shape[1])
+    picks = bf16_row_picks(f.left.to(torch.bfloat16), f.right.to(torch.bfloat16), kr, block_rows=block_rows)
+    return rescored_graph(f, picks, k, k // 4)
+
+
+class Projection:
+    """Both factors of ``f`` [n_a, n_b] projected on the same random ``dims``-dimensional subspace (orthonormal
+    basis from a seeded Gaussian), in bfloat16: ``left_p @ right_p.T`` approximates ``f`` at ``dims / d`` of
+    the cost, with an error of about ``sqrt(1 / dims)`` on unit rows."""
+
+    def __init__(self, f: Factored, dims: int = _PROJECTED_DIMS, *, seed: int = 0):
+        self.f = f
+        d = f.left.shape[1]
+        gen = torch.Generator().manual_seed(seed)
+        basis = torch.linalg.qr(torch.randn(d, min(dims, d), generator=gen, dtype=f.left.dtype))[0]
+        self.left = (f.left @ basis).to(torch.bfloat16)
+        self.right = (f.right @ basis).to(torch.bfloat16)
+
+    def reaches(self, sample: "SampledBest", k: int) -> bool:
+        """Whether every sampled pair (row, its exact best column; column, its exact best row) would be picked
+        by :meth:`candidates` with this ``k``: the column ranks among its row's :func:`projected_picks` best
+        projected scores."""
+        rows, cols = sample.pairs()
+        t = torch.from_numpy
+        scores = self.left[t(rows)] @ self.right.T  # [m, n_b] bfloat16, like the search's blocks
+        own = scores.gather(1, t(cols)[:, None])
+        return bool(((scores > own).sum(1) < projected_picks(k, self.f.shape[1])).all())
+
+    def candidates(self, k: int, *, block_rows: int | None = None) -> Candidates:
+        """Every row's :func:`projected_picks` best columns by the projected product, rescored exactly, plus
+        the exact ``k`` best rows of any column no row picked (:func:`rescored_graph`)."""
+        picks = bf16_row_picks(self.left, self.right, projected_picks(k, self.f.shape[1]), block_rows=block_rows,
+                               desc="projected candidates")
+        return rescored_graph(self.f, picks, k, 1)
+
+
+def projected_picks(k: int, n_b: int) -> int:
+    """Columns each row keeps in the projected search: ``max(4, k // 4)`` (at most ``n_b``). The projection only
+    separates strong partners from the rest, so a few per row suffice where it is accepted."""
+    return min(n_b, max(4, k // 4))
+
+
+class SampledBest(NamedTuple):
+    """Random rows with their exact best columns and random columns with their exact best rows."""
+
+    rows: np.ndarray
+    best_col: np.ndarray
+    cols: np.ndarray
+    best_row: np.ndarray
+    n_b: int
+
+    @classmethod
+    def draw(cls, f: Factored, n_sample: int, seed: int = 0) -> "SampledBest":
+        """``min(n_sample, n)`` rows of A and as many columns of B without replacement; full float32 scans."""
+        return cls(*_sampled_best(f, n_sample, seed), f.shape[1])
+
+    @property
+    def size(self) -> int:
+        """Rows plus columns sampled."""
+        return int(self.rows.size + self.cols.size)
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The sampled (row, column) pairs that an optimal-looking graph must contain, as two [size] arrays."""
+        return np.concatenate([self.rows, self.best_row]), np.concatenate([self.best_col, self.cols])
+
+    def recall(self, cand: Candidates) -> float:
+        """Fraction of the sampled pairs that are edges of ``cand`` (whose edges are sorted by row, column)."""
+        rows, cols = self.pairs()
+        keys = cand.rows.astype(np.int64) * self.n_b + cand.cols
+        wanted = rows.astype(np.int64) * self.n_b + cols
+        pos = np.minimum(np.searchsorted(keys, wanted), keys.size - 1)
+        return float((keys[pos] == wanted).mean())
 
 
 def spherical_kmeans(x: torch.Tensor, n_cells: int, *, iters: int = 6, train_per_cell: int = 128,
@@ -173,20 +263,14 @@ class InvertedFiles:
         self.cent_b, self.cell_b = spherical_kmeans(f.right, min(n_b, int(n_cells or max(1, round(np.sqrt(n_b))))), seed=seed)
         self.cent_a, self.cell_a = spherical_kmeans(f.left, min(n_a, int(n_cells or max(1, round(np.sqrt(n_a))))), seed=seed + 1)
 
-    def probes_needed(self, n_sample: int, seed: int = 0) -> int | None:
+    def probes_needed(self, sample: "SampledBest") -> int | None:
         """Fewest probes (of 8, 16, 32, and at most a quarter of the cells) with which every sampled row's and
         column's exact best partner would be reached (its cell probed by the row, or the row's cell probed by
-        the partner); None if none is enough.
-
-        Samples ``n_sample`` rows and as many columns; costs their exact full rows/columns, no candidate search.
-        """
-        f = self.f
-        rows, best_col, cols, best_row = _sampled_best(f, n_sample, seed)
+        the partner); None if none is enough."""
         t = torch.from_numpy
-        pairs_a = np.concatenate([rows, best_row])  # (row of A, column of B) pairs that must be reached
-        pairs_b = np.concatenate([best_col, cols])
-        rank_ab = _cell_rank(f.left[t(pairs_a)], self.cent_b, self.cell_b[t(pairs_b)])  # rank of B's cell for the row
-        rank_ba = _cell_rank(f.right[t(pairs_b)], self.cent_a, self.cell_a[t(pairs_a)])
+        pairs_a, pairs_b = sample.pairs()  # (row of A, column of B) pairs that must be reached
+        rank_ab = _cell_rank(self.f.left[t(pairs_a)], self.cent_b, self.cell_b[t(pairs_b)])  # rank of B's cell for the row
+        rank_ba = _cell_rank(self.f.right[t(pairs_b)], self.cent_a, self.cell_a[t(pairs_a)])
         most = min(self.cent_a.shape[0], self.cent_b.shape[0]) // 4  # beyond, IVF scans > half the product
         for n_probe in (p for p in _PROBES if p <= max(most, _PROBES[0])):
             if bool(((rank_ab < n_probe) | (rank_ba < n_probe)).all()):
@@ -254,13 +338,8 @@ def sampled_best_recall(f: Factored, cand: Candidates, n_sample: int, seed: int 
     Samples ``min(n_sample, n)`` rows of A and as many columns of B without replacement. Returns
     ``(recall, n_checked)``. With no miss among m checks, the miss rate is below 3/m at 95 % confidence.
     """
-    n_b = f.shape[1]
-    rows, best_col, cols, best_row = _sampled_best(f, n_sample, seed)
-    keys = cand.rows.astype(np.int64) * n_b + cand.cols  # sorted: unique_edges returns edges in key order
-    wanted = np.concatenate([rows.astype(np.int64) * n_b + best_col, best_row.astype(np.int64) * n_b + cols])
-    pos = np.minimum(np.searchsorted(keys, wanted), keys.size - 1)
-    hit = keys[pos] == wanted
-    return float(hit.mean()), int(hit.size)
+    sample = SampledBest.draw(f, n_sample, seed)
+    return sample.recall(cand), sample.size
 
 
 def _sampled_best(f: Factored, n_sample: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ import torch
 from .._errors import UniversalityError
 from .._progress import progress
 from ._inputs import check_positive_int, to_numpy, unit_rows
+from ._select import pair_dots
 
 
 class Factored(NamedTuple):
@@ -30,14 +31,7 @@ class Factored(NamedTuple):
 
     def pairs(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Similarity of the given (row, col) pairs as float64 [m], computed in the factors' precision."""
-        r = torch.as_tensor(rows, dtype=torch.long)
-        c = torch.as_tensor(cols, dtype=torch.long)
-        out = np.empty(r.numel())
-        step = max(1024, (1 << 22) // max(1, self.left.shape[1]))  # bounded temporaries (~16 MB) for large dictionaries
-        for s in range(0, r.numel(), step):
-            a, b = self.left[r[s:s + step]].numpy(), self.right[c[s:s + step]].numpy()
-            out[s:s + step] = np.einsum("ij,ij->i", a, b)
-        return out
+        return pair_dots(self.left, self.right, rows, cols)
 
     def dense(self) -> torch.Tensor:
         """The full [n_a, n_b] similarity."""

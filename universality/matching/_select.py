@@ -1,0 +1,165 @@
+"""Compiled selection loops for candidate search: exact per-row top-k of bfloat16 blocks, and pair dot products.
+
+``row_topk_bf16`` reads a bfloat16 similarity block through its int16 bit pattern (no float copy). Each row
+keeps a running top-k; an entry is looked at only when its bits exceed the row's current k-th best, so after
+the first few hundred columns almost every entry is discarded by one integer comparison (checked 64 at a
+time). The selection is exact in bfloat16: the k largest values of each row (ties broken arbitrarily).
+Without numba the same results come from ``torch.topk``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ._kernels import HAVE_NUMBA, numba
+
+_CHUNK = 64  # entries whose maximum is compared with a row's bar at once
+
+
+def _sortable(u):
+    """bfloat16 bits (as a signed integer) -> an integer increasing with the float value."""
+    return u ^ ((u >> 15) & 0x7FFF)
+
+
+if HAVE_NUMBA:
+    _sortable_nb = numba.njit(inline="always")(_sortable)
+
+    @numba.njit(cache=True, nogil=True)
+    def _keep_best(keys, idx, count, k):
+        """Move the ``k`` largest of ``keys[:count]`` (with their ``idx``) to the front, in place (quickselect);
+        return the smallest of them."""
+        lo, hi, want = 0, count - 1, k - 1
+        while lo < hi:
+            pivot = keys[(lo + hi) >> 1]
+            i, j = lo, hi
+            while i <= j:
+                while keys[i] > pivot:
+                    i += 1
+                while keys[j] < pivot:
+                    j -= 1
+                if i <= j:
+                    keys[i], keys[j] = keys[j], keys[i]
+                    idx[i], idx[j] = idx[j], idx[i]
+                    i += 1
+                    j -= 1
+            if want <= j:
+                hi = j
+            elif want >= i:
+                lo = i
+            else:
+                break
+        low = keys[0]
+        for t in range(1, k):
+            low = min(low, keys[t])
+        return low
+
+    @numba.njit(cache=True, nogil=True)
+    def _kth_largest_nonneg(values, k, hist):
+        """The k-th largest of the non-negative int16 ``values`` by a two-digit radix count (−1 if fewer than k)."""
+        hist[:] = 0
+        for v in values:
+            if v >= 0:
+                hist[v >> 7] += 1
+        seen = 0
+        high = 255
+        while high >= 0 and seen + hist[high] < k:
+            seen += hist[high]
+            high -= 1
+        if high < 0:
+            return -1
+        hist[:] = 0
+        for v in values:
+            if v >= 0 and (v >> 7) == high:
+                hist[v & 127] += 1
+        low = 127
+        while seen + hist[low] < k:
+            seen += hist[low]
+            low -= 1
+        return (high << 7) | low
+
+    @numba.njit(cache=True, nogil=True)
+    def _row_topk_one(x, k, keys, idx, maxima, hist, out):
+        """Top ``k`` of one row ``x`` [n] (int16 bits of bfloat16) into ``out`` [k]."""
+        n = x.size
+        n_chunks = n // _CHUNK
+        bar = np.int64(-(1 << 40))  # no bar: every entry is looked at
+        for c in range(n_chunks):
+            maxima[c] = x[c * _CHUNK:(c + 1) * _CHUNK].max()
+        if n_chunks >= k:
+            # the k-th largest chunk maximum: k chunks hold an entry at least this large, so the k-th largest
+            # entry is too (valid when non-negative: raw bits order non-negative floats only)
+            kth = _kth_largest_nonneg(maxima[:n_chunks], k, hist)
+            if kth >= 0:
+                bar = kth - 1  # entries equal to it are kept until the buffer first fills
+        cap = keys.size
+        count = 0
+        for c in range(n_chunks + 1):
+            j0 = c * _CHUNK
+            j1 = min(n, j0 + _CHUNK)
+            if j0 >= j1:
+                break
+            if bar >= 0 and c < n_chunks and np.int64(maxima[c]) <= bar:
+                continue
+            for j in range(j0, j1):
+                key = _sortable_nb(np.int64(x[j]))
+                if key > bar:
+                    keys[count] = key
+                    idx[count] = j
+                    count += 1
+                    if count == cap:
+                        bar = _keep_best(keys, idx, count, k)
+                        count = k
+        _keep_best(keys, idx, count, k)
+        out[:] = idx[:k]
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _row_topk_kernel(block, k, out, n_parts):
+        n_rows, n_cols = block.shape
+        per = (n_rows + n_parts - 1) // n_parts
+        for part in numba.prange(n_parts):
+            keys = np.empty(4 * k, dtype=np.int64)
+            idx = np.empty(4 * k, dtype=np.int64)
+            maxima = np.empty(n_cols // _CHUNK + 1, dtype=np.int16)
+            hist = np.empty(256, dtype=np.int64)
+            for r in range(part * per, min(n_rows, (part + 1) * per)):
+                _row_topk_one(block[r], k, keys, idx, maxima, hist, out[r])
+
+    @numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
+    def _pair_dots_kernel(left, right, rows, cols, out):
+        d = left.shape[1]
+        for e in numba.prange(rows.size):
+            a = left[rows[e]]
+            b = right[cols[e]]
+            s = np.float32(0.0)
+            for t in range(d):
+                s += a[t] * b[t]
+            out[e] = s
+
+
+def row_topk_bf16(block: torch.Tensor, k: int) -> torch.Tensor:
+    """[rows, k] int64 column indices of the ``k`` largest entries of each row of the bfloat16 ``block``
+    [rows, n] (order within a row unspecified; ``k`` ≤ n)."""
+    if not HAVE_NUMBA:
+        return block.topk(k, dim=1, sorted=False).indices
+    out = np.empty((block.shape[0], k), dtype=np.int64)
+    _row_topk_kernel(block.contiguous().view(torch.int16).numpy(), k, out, min(block.shape[0], 4 * numba.get_num_threads()))
+    return torch.from_numpy(out)
+
+
+def pair_dots(left: torch.Tensor, right: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """float64 [m]: ``left[rows[e]] · right[cols[e]]`` for float32 factors ``left`` [n_a, d], ``right`` [n_b, d]
+    (each dot product accumulated in float32, as a float32 matmul would)."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    cols = np.ascontiguousarray(cols, dtype=np.int64)
+    if not HAVE_NUMBA or left.dtype != torch.float32 or right.dtype != torch.float32:
+        out = np.empty(rows.size)
+        step = max(1024, (1 << 22) // max(1, left.shape[1]))
+        for s in range(0, rows.size, step):
+            a = left[torch.from_numpy(rows[s:s + step])].numpy()
+            b = right[torch.from_numpy(cols[s:s + step])].numpy()
+            out[s:s + step] = np.einsum("ij,ij->i", a, b)
+        return out
+    out = np.empty(rows.size, dtype=np.float32)
+    _pair_dots_kernel(left.contiguous().numpy(), right.contiguous().numpy(), rows, cols, out)
+    return out.astype(np.float64)
