@@ -29,8 +29,10 @@
  * when b >= nthreads); reductions over the batch (dA, dD) go into per-thread
  * partial buffers that the caller sums.
  *
- * The same code is instantiated for float (with a vectorised polynomial exp,
- * ~2 ulp, scaled by vscalefps on AVX-512) and for double (libm exp per lane; used by the float64 references).
+ * The same code is instantiated for float and for double (libm exp per lane; used by the float64
+ * references). For float the state decays exp(dt A) are a vectorised 2^w (a job multiplies its A by log2(e)
+ * once; then one multiply, a degree-6 polynomial on the fraction, < 1.7 ulp, and the scaling by vscalefps on
+ * AVX-512); the other exps (softplus, sigmoid) keep a Cody-Waite reduction and a degree-7 polynomial (~1 ulp).
  */
 #include <math.h>
 #include <stdint.h>
@@ -57,7 +59,7 @@ typedef float vf __attribute__((vector_size(BLK * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(BLK * sizeof(int32_t))));
 typedef double vd __attribute__((vector_size(BLK * sizeof(double))));
 
-/* exp(r) for |r| <= ln2/2 by a degree-6 polynomial (~1 ulp). */
+/* exp(r) for |r| <= ln2/2 by a degree-7 polynomial (~1 ulp; the general exp). */
 static inline vf exp_reduced_vf(vf r) {
     vf p = r * 1.9875691500e-4f + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
@@ -67,7 +69,27 @@ static inline vf exp_reduced_vf(vf r) {
     return p * r * r + r + 1.0f;
 }
 
+/* 2^r for |r| <= 1/2 by a degree-6 polynomial (relative error < 1.7 ulp in float arithmetic; coefficients
+   fitted for the relative error on [-1/2, 1/2]). */
+static inline vf exp2_reduced_vf(vf r) {
+    vf p = r * 1.5353361960e-4f + 1.3398875017e-3f;
+    p = p * r + 9.6184369177e-3f;
+    p = p * r + 5.5503323674e-2f;
+    p = p * r + 2.4022647738e-1f;
+    p = p * r + 6.9314718246e-1f;
+    return p * r + 1.0f;
+}
+
 #if defined(__AVX512F__)
+static inline vf exp2_vf(vf w) {
+    /* 2^w lane-wise: w = k + r with k = round(w) (r = w - k is exact), 2^r by the polynomial, scaled by 2^k
+       with vscalefps (which also gives 0 / inf outside the float range). The clamp maps -inf to 0; NaN passes
+       (vmaxps returns its second operand when one is NaN). */
+    const __m512 v = _mm512_max_ps(_mm512_set1_ps(-151.0f), (__m512)w);
+    const __m512 k = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return (vf)_mm512_scalef_ps((__m512)exp2_reduced_vf((vf)_mm512_sub_ps(v, k)), k);
+}
+
 static inline vf exp_vf(vf v) {
     /* exp(v) lane-wise: v = k ln2 + r with k = round(v / ln2), exp(r) by the polynomial, then
        scaled by 2^k with vscalefps (which also gives 0 / inf outside the float range). The clamp only
@@ -80,6 +102,19 @@ static inline vf exp_vf(vf v) {
     return (vf)_mm512_scalef_ps((__m512)exp_reduced_vf((vf)w), k);
 }
 #else
+static inline vf exp2_vf(vf w) {
+    /* 2^w lane-wise for w clamped to [-126, 127]: w = k + r, |r| <= 1/2, 2^r by the polynomial, 2^k from the bits. */
+    const vf zero = {0};
+    const vf lo = zero - 126.0f, hi = zero + 127.0f;
+    vi below = w < lo, above = w > hi;
+    w = (vf)(((vi)w & ~below) | ((vi)lo & below));
+    w = (vf)(((vi)w & ~above) | ((vi)hi & above));
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding and subtracting it rounds to the nearest integer */
+    const vf k = (w + magic) - magic;
+    vi bits = (__builtin_convertvector(k, vi) + 127) << 23;
+    return exp2_reduced_vf(w - k) * (vf)bits;
+}
+
 static inline vf exp_vf(vf v) {
     /* exp(v) lane-wise for v clamped to [-87, 88]: v = k ln2 + r, |r| <= ln2/2, exp(r) by the polynomial. */
     const vf zero = {0};
@@ -131,7 +166,7 @@ static inline int thread_id(void) {
 #endif
 }
 
-#define DEFINE_SCAN(T, V, SUF, EXPV, SOFTPLUSV)                                                                              \
+#define DEFINE_SCAN(T, V, SUF, EXPV, SOFTPLUSV, DECAYV, DECAY_SCALE)                                                                      \
 static inline V load_##SUF(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }                                           \
 static inline void store_##SUF(T *p, V v) { memcpy(p, &v, sizeof v); }                                                       \
 static inline T hsum_##SUF(V v) { T s = 0; for (int i = 0; i < BLK; i++) s += v[i]; return s; }                              \
@@ -171,7 +206,7 @@ static void fwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, c
         const T *Br = Bm + row * bs, *Cr = Cm + row * cs;                                                                    \
         V acc = Dvec * xv;                                                                                                   \
         for (int64_t j = 0; j < n; j++) {                                                                                    \
-            const V hv = EXPV(dv * A[j]) * h[j] + dx * Br[j];                                                                \
+            const V hv = DECAYV(dv * A[j]) * h[j] + dx * Br[j];                                                              \
             h[j] = hv;                                                                                                       \
             acc += hv * Cr[j];                                                                                               \
         }                                                                                                                    \
@@ -202,7 +237,7 @@ void scan_fwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
         for (int64_t job = 0; job < b * nblk; job++) {                                                                       \
             const int64_t bi = job / nblk, d0 = (job % nblk) * BLK;                                                          \
             if (loaded != d0) {                                                                                              \
-                for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0);                                          \
+                for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0) * (T)DECAY_SCALE;                                \
                 loaded = d0;                                                                                                 \
             }                                                                                                                \
             fwd_job_##SUF(x, dt, dtb, softplus, A, Bm, Cm, bs, cs, Dv, z, zs, y, yg, states, bi, d0, t, d, n, h, DV);        \
@@ -214,7 +249,7 @@ void scan_fwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
 /* Per-thread scratch of the backward: states and decays [t, n], lane-wise dB/dC sums [t, n],                                \
    step sizes and their slopes [t], adjoint and dA accumulators [n], the job's A [n]. */                                     \
 typedef struct {                                                                                                             \
-    V *H, *Ad, *LB, *LC, *DV, *SL, *g, *dAacc, *A;                                                                           \
+    V *H, *Ad, *LB, *LC, *DV, *SL, *g, *dAacc, *A, *A2;                                                                      \
 } bwd_scratch_##SUF;                                                                                                         \
                                                                                                                              \
 static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T *Bm, const T *Cm, int64_t bs,         \
@@ -223,7 +258,7 @@ static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, c
                           const bwd_scratch_##SUF *s) {                                                                      \
     const V zero = {0};                                                                                                      \
     V *H = s->H, *Ad = s->Ad, *g = s->g, *dAacc = s->dAacc, *LB = s->LB, *LC = s->LC;                                        \
-    const V *A = s->A;                                                                                                       \
+    const V *A = s->A, *A2 = s->A2;                                                                                                  \
     /* 1. recompute step sizes DV[ti] (and slopes SL[ti]), then states and decays H[ti * n + j], Ad[ti * n + j] */           \
     for (int64_t ti = 0; ti < t; ti++) s->DV[ti] = step_##SUF(dt + (bi * t + ti) * d + d0, dtb, d0, softplus, &s->SL[ti]);   \
     for (int64_t ti = 0; ti < t; ti++) {                                                                                     \
@@ -238,7 +273,7 @@ static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, c
         const T *Br = Bm + row * bs;                                                                                         \
         V *Hc = H + ti * n, *Ac = Ad + ti * n;                                                                               \
         for (int64_t j = 0; j < n; j++) {                                                                                    \
-            const V a = EXPV(dv * A[j]);                                                                                     \
+            const V a = DECAYV(dv * A2[j]);                                                                                   \
             Ac[j] = a;                                                                                                       \
             Hc[j] = ti > 0 ? a * Hc[j - n] + dx * Br[j] : dx * Br[j];                                                        \
         }                                                                                                                    \
@@ -327,6 +362,7 @@ void scan_bwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
         s.g = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                 \
         s.dAacc = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                             \
         s.A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                 \
+        s.A2 = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                \
         T *dAp = dAt_part + (int64_t)tid * n * d;                                                                            \
         T *dDp = dD_part + (int64_t)tid * d;                                                                                 \
         T *ddtbp = dtb ? ddtb_part + (int64_t)tid * d : NULL;                                                                \
@@ -337,7 +373,7 @@ void scan_bwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
                 memset(s.LC, 0, sizeof(V) * (size_t)(t * n));                                                                \
                 for (int64_t blk = 0; blk < nblk; blk++) {                                                                   \
                     const int64_t d0 = blk * BLK;                                                                            \
-                    for (int64_t j = 0; j < n; j++) s.A[j] = load_##SUF(At + j * d + d0);                                    \
+                    for (int64_t j = 0; j < n; j++) { s.A[j] = load_##SUF(At + j * d + d0); s.A2[j] = s.A[j] * (T)DECAY_SCALE; }                                    \
                     bwd_job_##SUF(x, dt, dtb, softplus, Bm, Cm, bs, cs, Dv, z, zs, dy, dx, ddt, dz, dzs, dAp, dDp, ddtbp,         \
                                   bi, d0, t, d, n, &s);                                                                      \
                 }                                                                                                            \
@@ -351,7 +387,7 @@ void scan_bwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
             for (int64_t job = 0; job < b * nblk; job++) {                                                                   \
                 const int64_t bi = job / nblk, d0 = (job % nblk) * BLK;                                                      \
                 if (loaded != d0) {                                                                                          \
-                    for (int64_t j = 0; j < n; j++) s.A[j] = load_##SUF(At + j * d + d0);                                    \
+                    for (int64_t j = 0; j < n; j++) { s.A[j] = load_##SUF(At + j * d + d0); s.A2[j] = s.A[j] * (T)DECAY_SCALE; }                                    \
                     loaded = d0;                                                                                             \
                 }                                                                                                            \
                 if (bi != row_b) {                                                                                           \
@@ -365,12 +401,12 @@ void scan_bwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
             }                                                                                                                \
             if (row_b >= 0) flush_lanes_##SUF(s.LB, s.LC, dBp, dCp, row_b, t, n, 0);                                         \
         }                                                                                                                    \
-        free(s.H); free(s.Ad); free(s.LB); free(s.LC); free(s.DV); free(s.SL); free(s.g); free(s.dAacc); free(s.A);          \
+        free(s.H); free(s.Ad); free(s.LB); free(s.LC); free(s.DV); free(s.SL); free(s.g); free(s.dAacc); free(s.A); free(s.A2);          \
     }                                                                                                                        \
 }
 
-DEFINE_SCAN(float, vf, f32, exp_vf, softplus_vf)
-DEFINE_SCAN(double, vd, f64, exp_vd, softplus_vd)
+DEFINE_SCAN(float, vf, f32, exp_vf, softplus_vf, exp2_vf, 1.44269504088896341)
+DEFINE_SCAN(double, vd, f64, exp_vd, softplus_vd, exp_vd, 1.0)
 
 int scan_block_size(void) { return BLK; }
 
