@@ -147,3 +147,24 @@ def test_shapes_of_attention_points(pair):
     assert c["blocks.0.attn.q"].shape == (3, 7, host.n_heads, host.head_dim)
     assert c["blocks.0.attn.k"].shape == (3, 7, host.n_kv_heads, host.head_dim)
     assert c["blocks.0.attn.z"].shape == (3, 7, host.n_heads, host.head_dim)
+
+
+def test_cpu_autocast_training_runs_attention_in_float32_with_correct_gradients(save_model):
+    """Under CPU bfloat16 autocast with gradients, attention runs in float32 (its bf16 backward is slow on CPU);
+    parameter gradients still match the float32 gradients to bfloat16 accuracy, and inference keeps bf16 attention."""
+    host = uv.load_host(save_model(tiny_transformer("gpt_neox")), device="cpu")
+    tok = _tokens(host, b=2, t=16)
+    dtypes = {}
+    hooks = {"blocks.0.attn.z": lambda z: dtypes.setdefault("z", z.dtype) and z}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        host.run_with_hooks(tok, hooks).float().logsumexp(-1).sum().backward()
+    assert dtypes.pop("z") == torch.float32
+    w = host.family.blocks[0].attention.query_key_value.weight
+    mixed = w.grad.clone()
+    w.grad = None
+    host.run_with_hooks(tok, {}).logsumexp(-1).sum().backward()
+    rel = (mixed - w.grad).norm() / w.grad.norm()
+    assert 0 < rel < 0.05
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        host.run_with_hooks(tok, hooks)
+    assert dtypes["z"] == torch.bfloat16
