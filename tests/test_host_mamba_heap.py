@@ -8,7 +8,7 @@ import resource
 import pytest
 import torch
 
-from universality.hosts.ssm.heap import retained_heap
+from universality.hosts.ssm.heap import hugepage_empty, retained_heap
 
 glibc_only = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
 
@@ -41,3 +41,31 @@ def test_retained_heap_is_a_no_op_without_glibc(monkeypatch):
     monkeypatch.setattr(heap, "_mallopt", lambda: None)
     with retained_heap() as applied:
         assert applied is False
+
+
+def _thp_madvise_mode() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _thp_madvise_mode(), reason="transparent huge pages are off or absent")
+def test_hugepage_empty_faults_once_per_2mib():
+    pages = 64 * 1024 * 1024 // 4096
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t = hugepage_empty(16, 1024, 1024)  # 64 MiB of float32
+    t.fill_(2.0)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert t.shape == (16, 1024, 1024) and t.dtype == torch.float32 and bool((t == 2.0).all())
+    assert faults < pages // 8, faults  # 4 KiB pages would take ~16,400; huge pages ~550 (the unaligned ends)
+
+
+def test_hugepage_empty_small_or_elsewhere_is_a_plain_tensor(monkeypatch):
+    from universality.hosts.ssm import heap
+
+    assert hugepage_empty(3, 4, dtype=torch.float64).shape == (3, 4)
+    monkeypatch.setattr(heap, "_madvise", lambda: None)
+    t = hugepage_empty(9 * 1024 * 1024)
+    assert t.shape == (9 * 1024 * 1024,) and t.dtype == torch.float32

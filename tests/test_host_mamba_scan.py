@@ -310,3 +310,15 @@ def test_mixer_core_matches_step_by_step_torch_float64_and_gradcheck():
     for got, want in zip(torch.autograd.grad(out, args, grad_out), torch.autograd.grad(reference(*args), args, grad_out)):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
     assert torch.autograd.gradcheck(lambda *a: mixer_core(*a, rank), args)
+
+
+def test_lm_head_matches_linear_and_gradcheck():
+    from universality.hosts.ssm.ops import lm_head
+
+    gen = torch.Generator().manual_seed(12)
+    h = torch.randn(2, 3, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(7, generator=gen, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(lm_head(h, w, bias), torch.nn.functional.linear(h, w, bias), rtol=0, atol=1e-14)
+    assert torch.autograd.gradcheck(lm_head, (h, w, bias))
+    assert torch.autograd.gradcheck(lambda h, w: lm_head(h, w, None), (h, w))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..base import Host
 from ..hookrun import HookRun
-from .ops import rms_norm
+from .ops import lm_head, rms_norm
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 SSM_BLOCK_POINTS = ("resid_pre", "mixer_in", "ssm.in_x", "ssm.gate", "ssm.conv_out", "ssm.dt", "ssm.B", "ssm.C",
@@ -44,5 +44,5 @@ class MambaBackboneHost(Host):
         h = run("final_norm", rms_norm(h.to(norm.weight.dtype), norm.weight, norm.variance_epsilon,
                                        use_kernel=self._norm_kernel()))
         head = self.model.lm_head
-        logits = F.linear(h.to(head.weight.dtype), head.weight, head.bias)
+        logits = lm_head(h.to(head.weight.dtype), head.weight, head.bias)
         return logits.float() if logits.dtype in _LOW_PRECISION else logits

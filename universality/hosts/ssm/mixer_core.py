@@ -56,19 +56,22 @@ class _MixerCoreC(torch.autograd.Function):
         _, out, _ = _c_forward(load_kernel(), xc, raw, A, B, C, D, z=z, want_y=False, dt_bias=dt_bias,
                                dt_softplus=True)
         xr, xs, Wt, bc = conv_saved
-        ctx.save_for_backward(xz, xc, xdbl, raw, x_proj_w, dt_proj_w, dt_bias, A, D, xr, Wt, bc)
+        # raw is recomputed in the backward (one small product) rather than kept: 8 MiB less per block
+        # held until then for the issue-2 config, so fewer fresh pages each step
+        ctx.save_for_backward(xz, xc, xdbl, x_proj_w, dt_proj_w, dt_bias, A, D, xr, Wt, bc)
         ctx.rank, ctx.xs, ctx.conv_shape = rank, xs, conv_w.shape
         ctx.has = (conv_b is not None, dt_bias is not None, D is not None)
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        xz, xc, xdbl, raw, x_proj_w, dt_proj_w, dt_bias, A, D, xr, Wt, bc = ctx.saved_tensors
+        xz, xc, xdbl, x_proj_w, dt_proj_w, dt_bias, A, D, xr, Wt, bc = ctx.saved_tensors
         rank = ctx.rank
         b, t, d2 = xz.shape
         d, n = d2 // 2, A.shape[1]
         B = xdbl[:, rank:rank + n].view(b, t, n)
         C = xdbl[:, rank + n:].view(b, t, n)
+        raw = torch.mm(xdbl[:, :rank], dt_proj_w.t()).view(b, t, d)
         dxz = xz.new_empty(b, t, d2)
         dxc, draw, dA, dB, dC, dD, _, ddtb = _c_backward(
             load_kernel(), xc, raw, A, B, C, D, xz[..., d:], dout.contiguous(), dt_bias, True, dz_out=dxz[..., d:])
