@@ -151,3 +151,17 @@ def test_bad_names():
         ensure_zoo("test", only=["gpt5"])
     with pytest.raises(UniversalityError, match="architecture"):
         ModelSpec("x", "lstm")
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "mamba", "mamba2"])
+def test_zoo_models_start_from_fan_in_scaled_weights(arch):
+    """Embeddings and normal-initialised projections have std 1/sqrt(d_model) (not transformers' 0.02 / 0.1)."""
+    from universality.zoo.models import init_model
+
+    p = PRESETS["default"]
+    model = init_model(arch, p, 2048, 0, 1, seed=0)
+    want = p.d_model ** -0.5
+    emb = model.get_input_embeddings().weight
+    assert abs(float(emb.std()) / want - 1) < 0.02
+    proj = next(w for n, w in model.named_parameters() if n.endswith(("query_key_value.weight", "in_proj.weight")))
+    assert abs(float(proj.std()) / want - 1) < 0.02

@@ -33,7 +33,7 @@ from .models import init_model
 from .presets import ZooPreset, get_preset
 from .train import TrainData, clock, cpu_seconds, evaluate, train_model
 
-ZOO_VERSION = 2  # 2: tied embeddings, width 192, bfloat16 autocast
+ZOO_VERSION = 3  # 2: tied embeddings, width 192, bfloat16 autocast; 3: fan-in init, float32 attention backward
 
 
 def zoo_home(home: str | os.PathLike | None = None) -> Path:
