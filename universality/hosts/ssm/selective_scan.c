@@ -102,14 +102,20 @@ static inline vf exp_vf(vf v) {
     return (vf)_mm512_scalef_ps((__m512)exp_reduced_vf((vf)w), k);
 }
 #else
+/* v clamped lane-wise to [lo, hi] */
+static inline vf clamp_vf(vf v, float lo_s, float hi_s) {
+    const vf zero = {0};
+    const vf lo = zero + lo_s, hi = zero + hi_s;
+    vi below = v < lo, above = v > hi;
+    v = (vf)(((vi)v & ~below) | ((vi)lo & below));
+    return (vf)(((vi)v & ~above) | ((vi)hi & above));
+}
+
+static const float magic = 12582912.0f; /* 1.5 * 2^23: adding and subtracting it rounds to the nearest integer */
+
 static inline vf exp2_vf(vf w) {
     /* 2^w lane-wise for w clamped to [-126, 127]: w = k + r, |r| <= 1/2, 2^r by the polynomial, 2^k from the bits. */
-    const vf zero = {0};
-    const vf lo = zero - 126.0f, hi = zero + 127.0f;
-    vi below = w < lo, above = w > hi;
-    w = (vf)(((vi)w & ~below) | ((vi)lo & below));
-    w = (vf)(((vi)w & ~above) | ((vi)hi & above));
-    const float magic = 12582912.0f; /* 1.5 * 2^23: adding and subtracting it rounds to the nearest integer */
+    w = clamp_vf(w, -126.0f, 127.0f);
     const vf k = (w + magic) - magic;
     vi bits = (__builtin_convertvector(k, vi) + 127) << 23;
     return exp2_reduced_vf(w - k) * (vf)bits;
@@ -117,12 +123,7 @@ static inline vf exp2_vf(vf w) {
 
 static inline vf exp_vf(vf v) {
     /* exp(v) lane-wise for v clamped to [-87, 88]: v = k ln2 + r, |r| <= ln2/2, exp(r) by the polynomial. */
-    const vf zero = {0};
-    const vf lo = zero - 87.0f, hi = zero + 88.0f;
-    vi below = v < lo, above = v > hi;
-    v = (vf)(((vi)v & ~below) | ((vi)lo & below));
-    v = (vf)(((vi)v & ~above) | ((vi)hi & above));
-    const float magic = 12582912.0f; /* 1.5 * 2^23: adding and subtracting it rounds to the nearest integer */
+    v = clamp_vf(v, -87.0f, 88.0f);
     vf k = (v * 1.44269504088896341f + magic) - magic;
     vf r = v - k * 0.693145751953125f;
     r = r - k * 1.42860682030941723e-6f;
