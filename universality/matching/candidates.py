@@ -169,9 +169,9 @@ class Projection:
         self.f = f
         d = f.left.shape[1]
         gen = torch.Generator().manual_seed(seed)
-        basis = torch.linalg.qr(torch.randn(d, min(dims, d), generator=gen, dtype=f.left.dtype))[0]
-        self.left = (f.left @ basis).to(torch.bfloat16)
-        self.right = (f.right @ basis).to(torch.bfloat16)
+        basis = torch.linalg.qr(torch.randn(d, min(dims, d), generator=gen, dtype=torch.float64))[0].to(torch.bfloat16)
+        self.left = f.left.to(torch.bfloat16) @ basis  # a coarse filter: bfloat16 inputs are precise enough
+        self.right = f.right.to(torch.bfloat16) @ basis
 
     def reaches(self, sample: "SampledBest", k: int) -> bool:
         """Whether every sampled pair (row, its exact best column; column, its exact best row) would be picked
