@@ -80,6 +80,12 @@ if HAVE_NUMBA:
                     n_left += 1
         return n_left
 
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _put(heap, pos, at, j):
+        """Store column ``j`` at heap slot ``at`` and remember where it is."""
+        heap[at] = j
+        pos[j] = at
+
     @numba.njit(cache=True, nogil=True)
     def _sift_up(heap, pos, key, at):
         """Move ``heap[at]`` up until its parent's ``key`` is no larger (``pos[j]``: where column j sits)."""
@@ -88,11 +94,9 @@ if HAVE_NUMBA:
             parent = (at - 1) >> 1
             if key[heap[parent]] <= key[j]:
                 break
-            heap[at] = heap[parent]
-            pos[heap[at]] = at
+            _put(heap, pos, at, heap[parent])
             at = parent
-        heap[at] = j
-        pos[j] = at
+        _put(heap, pos, at, j)
 
     @numba.njit(cache=True, nogil=True)
     def _pop_min(heap, pos, key, size):
@@ -112,11 +116,9 @@ if HAVE_NUMBA:
                 child += 1
             if key[j] <= key[heap[child]]:
                 break
-            heap[at] = heap[child]
-            pos[heap[at]] = at
+            _put(heap, pos, at, heap[child])
             at = child
-        heap[at] = j
-        pos[j] = at
+        _put(heap, pos, at, j)
         return top
 
     @numba.njit(cache=True, nogil=True)
