@@ -1,10 +1,11 @@
 """Compiled selection loops for candidate search: exact per-row top-k of bfloat16 blocks, and pair dot products.
 
-``row_topk_bf16`` reads a bfloat16 similarity block through its int16 bit pattern (no float copy). Each row
-keeps a running top-k; an entry is looked at only when its bits exceed the row's current k-th best, so after
-the first few hundred columns almost every entry is discarded by one integer comparison (checked 64 at a
-time). The selection is exact in bfloat16: the k largest values of each row (ties broken arbitrarily).
-Without numba the same results come from ``torch.topk``.
+``row_topk_bf16`` reads a bfloat16 similarity block through its int16 bit pattern (no float copy;
+non-negative bfloat16 values order like their bits). Per row, one vectorised pass takes the maximum of every
+64-entry chunk; the k-th largest of those maxima (a two-digit radix count) is a lower bound on the row's k-th
+largest entry, so only the chunks reaching it (typically about k of n/64) are scanned entry by entry, into a
+small buffer kept to the k best by quickselect. The selection is exact in bfloat16: the k largest values of
+each row (ties broken arbitrarily). Without numba the same results come from ``torch.topk``.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ from ._kernels import HAVE_NUMBA, numba
 _CHUNK = 64  # entries whose maximum is compared with a row's bar at once
 
 
-def _sortable(u):
-    """bfloat16 bits (as a signed integer) -> an integer increasing with the float value."""
-    return u ^ ((u >> 15) & 0x7FFF)
-
-
 if HAVE_NUMBA:
-    _sortable_nb = numba.njit(inline="always")(_sortable)
+
+    @numba.njit(inline="always")
+    def _sortable_nb(u):
+        """bfloat16 bits (as a signed integer) -> an integer increasing with the float value."""
+        return u ^ ((u >> 15) & 0x7FFF)
 
     @numba.njit(cache=True, nogil=True)
     def _keep_best(keys, idx, count, k):

@@ -78,14 +78,14 @@ def candidate_graph(similarity: Any, k: int, search: str = "auto", *, block_rows
         return cand, SearchReport("exact", None, 0, ("exact",))
     if search == "bf16":
         return bf16_candidates(sim, k, block_rows=block_rows), SearchReport("bf16", None, 0, ("bf16",))
+    if search == "auto" and sim.left.shape[1] < 2 * _PROJECTED_DIMS:  # a projection would save too little
+        return bf16_candidates(sim, k, block_rows=block_rows), SearchReport("bf16", None, 0, ("bf16",))
     sample = SampledBest.draw(sim, n_sample, seed)
     if search == "ivf":
         cells = InvertedFiles(sim, seed=seed)
         n_probe = cells.probes_needed(sample) or _PROBES[-1]
         cand = cells.candidates(k, n_probe)
         return cand, SearchReport("ivf", sample.recall(cand), sample.size, (f"ivf({n_probe})",))
-    if search == "auto" and sim.left.shape[1] < 2 * _PROJECTED_DIMS:
-        return bf16_candidates(sim, k, block_rows=block_rows), SearchReport("bf16", None, 0, ("bf16",))
     proj = Projection(sim, _PROJECTED_DIMS, seed=seed)
     if search == "auto" and not proj.reaches(sample, k):
         return bf16_candidates(sim, k, block_rows=block_rows), SearchReport("bf16", None, 0, ("projected-plan", "bf16"))
