@@ -228,3 +228,16 @@ def test_topk_candidates_equal_exact_row_and_column_topk(order):
     got = set(zip(cand.rows.tolist(), cand.cols.tolist()))
     assert got == expect
     np.testing.assert_allclose(cand.values, sim[cand.rows, cand.cols])
+
+
+@pytest.mark.parametrize("search", ["bf16", "projected"])
+@pytest.mark.parametrize("flip", [False, True])
+def test_rectangular_factored_searches_reach_scipy_optimum(search, flip):
+    wa, wb, _, _ = _planted_and_random(1500, 256, 0.5, seed=2)
+    wb = wb[:1100]  # B holds partners of 1,100 of A's rows
+    if flip:
+        wa, wb = wb, wa
+    m = assign(cosine_factors(wa, wb), "sparse-hungarian", k=16, search=search)
+    assert len(m.rows) == 1100 and len(set(m.cols.tolist())) == 1100 and not m.fallback
+    sim = cosine_similarity(wa, wb).numpy()
+    assert sim[m.rows.numpy(), m.cols.numpy()].sum() == pytest.approx(_optimum(wa, wb), rel=1e-9)
