@@ -55,7 +55,7 @@ def test_members_are_ordinary_hf_checkpoints_with_true_metrics(built, corpus):
     assert info["heldout_loss"] == pytest.approx(ref_loss, abs=2e-3)
     assert info["n_params"] == sum(q.numel() for q in hf.parameters())
     base = results["models"]["transformer-untrained"]
-    assert base["steps"] == 0 and info["steps"] == p.steps
+    assert base["steps"] == 0 and info["steps"] == p.copy_warmup_steps + p.steps
     assert info["heldout_loss"] < base["heldout_loss"] - 0.2  # training did something
     assert 0 < info["unigram_loss"] < torch.log(torch.tensor(float(len(host.tokenizer)))).item()
     assert results["tokenizer_fingerprint"] == uv.data.tokenizer_fingerprint(host.tokenizer)
@@ -89,7 +89,8 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, corpus, buil
     with pytest.raises(KeyboardInterrupt):
         ensure_zoo(_preset(), home=tmp_path, corpus=corpus, only=["transformer"], workers=1)
     work = tmp_path / "zoo" / "test" / ".work" / "transformer"
-    assert json.loads((work / "ckpt.json").read_text())["step"] == 8
+    # 4 copy warm-up steps, then make_batch: its 11th call is step 14, the last checkpoint before it step 12
+    assert json.loads((work / "ckpt.json").read_text())["step"] == 12
     monkeypatch.setattr(zoo_train, "make_batch", real)
     paths = ensure_zoo(_preset(), home=tmp_path, corpus=corpus, only=["transformer"], workers=1)
     got = load_file(str(paths["transformer"] / "model.safetensors"))
@@ -144,6 +145,33 @@ def test_repeated_rows_are_mixed_into_batches():
     assert 16 <= periodic <= 48  # about half, the rest are plain (aperiodic) windows of the pool
 
 
+def test_copy_warmup_batches_are_tiled_random_segments():
+    p = dataclasses.replace(PRESETS["test"], copy_warmup_seq_len=16, copy_warmup_batch=256)
+    pool = torch.arange(1000) % 300 + 2
+    data = zoo_train.TrainData(pool, pool[:64].view(2, 32), torch.ones(2, 32, dtype=torch.bool), pool[:64].view(2, 32), 320, 2)
+    batch = zoo_train.make_copy_batch(data, p, torch.Generator().manual_seed(0))
+    assert batch.shape == (256, 16) and int(batch.min()) >= 2 and int(batch.max()) < 320
+    periods = [next((L for L in range(1, 9) if torch.equal(row[L:], row[:-L])), None) for row in batch]
+    assert all(pd is not None and 4 <= pd <= 8 for pd in periods)  # each row tiles one segment of 4..8 tokens
+    assert set(periods) == {4, 5, 6, 7, 8}
+
+
+def test_copy_warmup_goes_to_the_listed_architectures_only(built):
+    home, _ = built
+    models = load_zoo_results(_preset(), home=home)["models"]
+    p = _preset()
+    t = models["transformer"]
+    assert t["copy_warmup_steps"] == p.copy_warmup_steps == 4 and t["steps"] == 4 + p.steps
+    assert t["tokens_seen"] == 4 * p.copy_warmup_batch * p.copy_warmup_seq_len + p.steps * p.batch_size * p.seq_len
+    assert models["transformer-untrained"]["copy_warmup_steps"] == 0
+    q = dataclasses.replace(p, copy_warmup_archs=("mamba",))
+    assert zoo_train.copy_warmup_steps(q, "gpt_neox") == 0 and zoo_train.copy_warmup_steps(q, "mamba") == 4
+    r = dataclasses.replace(p, steps=100, copy_warmup_steps=50)
+    lrs = [zoo_train._lr(s, r, 50) for s in range(150)]
+    assert lrs[0] < lrs[29] == lrs[49] == r.lr  # copy phase: 30-step ramp, then the peak
+    assert lrs[50] < lrs[54] == r.lr > lrs[149] >= 0.1 * r.lr  # the language phase has its own ramp and decay
+
+
 def test_bad_names():
     with pytest.raises(UniversalityError, match="preset 'huge'"):
         ensure_zoo("huge")
@@ -151,6 +179,10 @@ def test_bad_names():
         ensure_zoo("test", only=["gpt5"])
     with pytest.raises(UniversalityError, match="architecture"):
         ModelSpec("x", "lstm")
+    with pytest.raises(UniversalityError, match="copy_warmup_archs"):
+        dataclasses.replace(PRESETS["test"], copy_warmup_archs=("lstm",))
+    with pytest.raises(UniversalityError, match="copy_warmup_seq_len"):
+        dataclasses.replace(PRESETS["test"], copy_warmup_seq_len=4)
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "mamba", "mamba2"])

@@ -31,7 +31,8 @@ from ..data.stream import StreamConfig, make_stream, shuffled_documents
 from ..data.tokenizing import OffsetEncoder, special_ids, tokenizer_fingerprint
 from .models import init_model
 from .presets import ZooPreset, get_preset
-from .train import TrainData, clock, cpu_seconds, evaluate, train_model
+from .train import (TrainData, clock, copy_warmup_steps, cpu_seconds, evaluate, tokens_per_member, total_steps,
+                    train_model)
 
 ZOO_VERSION = 3  # 2: tied embeddings, width 192, bfloat16 autocast; 3: fan-in init, float32 attention backward
 
@@ -186,8 +187,9 @@ def _build_member(root: str, p: ZooPreset, m, build_fp: str, corpus: Corpus | No
         losses = train_model(host, data, p, m.seed, work, tag=f"{build_fp}:{m.name}", desc=f"zoo {m.name}")
     ev = evaluate(host, data)
     info = {"name": m.name, "arch": m.arch, "seed": m.seed, "trained": m.trained, "build_fingerprint": build_fp,
-            "n_params": int(sum(q.numel() for q in model.parameters())), "steps": p.steps if m.trained else 0,
-            "tokens_seen": p.steps * p.batch_size * p.seq_len if m.trained else 0, **ev.as_dict(),
+            "n_params": int(sum(q.numel() for q in model.parameters())), "steps": total_steps(p, m.arch) if m.trained else 0,
+            "copy_warmup_steps": copy_warmup_steps(p, m.arch) if m.trained else 0,
+            "tokens_seen": tokens_per_member(p, m.arch) if m.trained else 0, **ev.as_dict(),
             "final_train_loss": losses[-1] if losses else None, "threads": torch.get_num_threads(),
             "seconds": round(clock() - t0, 1), "cpu_seconds": round(cpu_seconds() - c0, 1)}
     _save_member(folder / m.name, model, tokenizer, info)

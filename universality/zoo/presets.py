@@ -65,6 +65,18 @@ class ZooPreset:
     """Share of training sequences that are repeated segments (so induction can form)."""
     repeat_random_share: float = 0.5
     """Share of the repeated segments made of uniform random tokens (the rest repeat a piece of text)."""
+    copy_warmup_steps: int = 0
+    """Optimizer steps, before the language mix, on short rows made only of tiled uniform-random segments.
+
+    Pure in-context copying, on short rows, is where induction forms cheaply: the model's only way to
+    beat log(vocab) is to copy, and short rows make each step cheap (docs/zoo.md). 0 turns it off."""
+    copy_warmup_archs: tuple[str, ...] = ("gpt_neox",)
+    """Architectures that get the copy warm-up. Mamba-1 did not learn to copy from it in 600 steps (rows of 16 or
+    32 tokens), and RWKV-4 cannot address its past by content, so by default only the Transformer does."""
+    copy_warmup_seq_len: int = 16
+    """Row length of the copy warm-up (segments of 4 to seq_len/2 tokens, tiled)."""
+    copy_warmup_batch: int = 16
+    """Rows per copy warm-up step."""
     eval_sequences: int = 48
     """Held-out sequences for the loss, and repeated random sequences for the induction score."""
     bf16: bool = False
@@ -76,7 +88,7 @@ class ZooPreset:
 
     def __post_init__(self):
         for key in ("vocab_size", "d_model", "n_layers", "n_ssm_layers", "n_heads", "seq_len", "batch_size", "steps",
-                    "eval_sequences", "checkpoint_every", "tokenizer_chars"):
+                    "eval_sequences", "checkpoint_every", "tokenizer_chars", "copy_warmup_batch"):
             v = getattr(self, key)
             if not isinstance(v, int) or v < 1:
                 raise UniversalityError(f"zoo preset field {key}={v!r} is not valid; use a positive integer")
@@ -86,6 +98,13 @@ class ZooPreset:
             raise UniversalityError(f"repeat_random_share {self.repeat_random_share} is not valid; use 0 <= p <= 1")
         if not 0.0 <= self.repeat_fraction < 1.0:
             raise UniversalityError(f"repeat_fraction {self.repeat_fraction} is not valid; use 0 <= p < 1")
+        if not isinstance(self.copy_warmup_steps, int) or self.copy_warmup_steps < 0:
+            raise UniversalityError(f"copy_warmup_steps {self.copy_warmup_steps!r} is not valid; use an integer >= 0")
+        bad = [a for a in self.copy_warmup_archs if a not in ARCHS]
+        if bad:
+            raise UniversalityError(f"copy_warmup_archs {bad} not valid; use architectures from {', '.join(ARCHS)}")
+        if not isinstance(self.copy_warmup_seq_len, int) or not 8 <= self.copy_warmup_seq_len <= self.seq_len:
+            raise UniversalityError(f"copy_warmup_seq_len {self.copy_warmup_seq_len!r} is not valid; use an integer from 8 to seq_len ({self.seq_len})")
         if self.seq_len < 16:
             raise UniversalityError(f"seq_len {self.seq_len} is too short for the induction measurement; use at least 16")
 
@@ -97,12 +116,14 @@ class ZooPreset:
 PRESETS: dict[str, ZooPreset] = {
     "test": ZooPreset("test", vocab_size=320, tokenizer_chars=200_000, d_model=32, n_layers=2, n_ssm_layers=2, n_heads=2,
                       seq_len=32, batch_size=8, steps=30, lr=3e-3, eval_sequences=8, checkpoint_every=10,
+                      copy_warmup_steps=4, copy_warmup_seq_len=8, copy_warmup_batch=4,
                       models=_members(ARCHS, ("gpt_neox", "mamba"))),
     "default": ZooPreset("default", vocab_size=2048, tokenizer_chars=3_000_000, d_model=192, n_heads=6, batch_size=8,
                          steps=380, lr=4e-3, repeat_fraction=0.5, repeat_random_share=0.75, bf16=True, checkpoint_every=50,
+                         copy_warmup_steps=600,
                          models=_members(ARCHS, ("gpt_neox", "mamba"))),
     "large": ZooPreset("large", vocab_size=8192, tokenizer_chars=20_000_000, d_model=256, n_layers=6, n_ssm_layers=12,
-                       n_heads=8, seq_len=256, batch_size=32, steps=4000, lr=2e-3, eval_sequences=128, bf16=True,
+                       n_heads=8, seq_len=256, batch_size=32, steps=4000, lr=2e-3, eval_sequences=128, bf16=True, copy_warmup_steps=600,
                        checkpoint_every=250, models=_members(ARCHS, ("gpt_neox", "mamba", "mamba2", "rwkv"))),
 }
 

@@ -90,6 +90,16 @@ def make_batch(data: TrainData, p: ZooPreset, gen: torch.Generator) -> torch.Ten
     return batch
 
 
+def make_copy_batch(data: TrainData, p: ZooPreset, gen: torch.Generator) -> torch.Tensor:
+    """One copy warm-up batch [copy_warmup_batch, copy_warmup_seq_len]: each row a uniform-random segment of
+    4 to seq_len/2 tokens tiled over the row (nothing but in-context copying can predict it)."""
+    b, t = p.copy_warmup_batch, p.copy_warmup_seq_len
+    rows = torch.randint(data.n_special, data.vocab_size, (b, t), generator=gen)
+    periods = torch.randint(4, t // 2 + 1, (b,), generator=gen)
+    cols = torch.arange(t)
+    return rows.gather(1, cols.unsqueeze(0) % periods.unsqueeze(1))
+
+
 def lm_loss(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean next-token cross-entropy of ``logits`` [b, t, V] for ``tokens`` [b, t] (targets where ``mask[:, 1:]``)."""
     per = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), tokens[:, 1:].reshape(-1), reduction="none")
@@ -99,7 +109,27 @@ def lm_loss(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | Non
     return (per * m).sum() / m.sum().clamp_min(1)
 
 
-def _lr(step: int, p: ZooPreset) -> float:
+def copy_warmup_steps(p: ZooPreset, arch: str) -> int:
+    """Copy warm-up steps a trained member of architecture ``arch`` gets under ``p`` (0 outside ``copy_warmup_archs``)."""
+    return p.copy_warmup_steps if arch in p.copy_warmup_archs else 0
+
+
+def total_steps(p: ZooPreset, arch: str) -> int:
+    """Optimizer steps of one trained member: its copy warm-up, then the language mix."""
+    return copy_warmup_steps(p, arch) + p.steps
+
+
+def tokens_per_member(p: ZooPreset, arch: str) -> int:
+    """Training tokens one trained member sees (copy warm-up included)."""
+    return copy_warmup_steps(p, arch) * p.copy_warmup_batch * p.copy_warmup_seq_len + p.steps * p.batch_size * p.seq_len
+
+
+def _lr(step: int, p: ZooPreset, warmup: int) -> float:
+    """Learning rate at ``step``: the ``warmup`` copy steps ramp up over 30 steps then hold the peak; the language
+    phase has its own schedule (linear warm-up over 5 % of ``p.steps``, cosine decay to 10 %)."""
+    if step < warmup:
+        return p.lr * min(1.0, (step + 1) / 30)
+    step -= warmup
     warm = max(1, p.steps // 20)
     if step < warm:
         return p.lr * (step + 1) / warm
@@ -167,7 +197,8 @@ def _load_checkpoint(path: Path, model, opt, gen: torch.Generator, tag: str) -> 
 
 
 def train_model(host: Any, data: TrainData, p: ZooPreset, seed: int, work: Path, tag: str, desc: str = "") -> list[float]:
-    """Train ``host.model`` in place for ``p.steps`` steps; checkpoints under ``work``. Returns the loss per step."""
+    """Train ``host.model`` in place: its copy warm-up steps (:func:`copy_warmup_steps`), then ``p.steps`` steps of the
+    language mix (each phase with its own learning-rate schedule, :func:`_lr`); checkpoints under ``work``. Returns the loss per step."""
     model = host.model
     decay = [q for q in model.parameters() if q.dim() >= 2]
     other = [q for q in model.parameters() if q.dim() < 2]
@@ -177,11 +208,14 @@ def train_model(host: Any, data: TrainData, p: ZooPreset, seed: int, work: Path,
     work.mkdir(parents=True, exist_ok=True)
     start, losses = _load_checkpoint(work, model, opt, gen, tag)
     model.train()
-    bar = progress(range(start, p.steps), total=p.steps, initial=start, desc=desc or "training", unit="step")
+    arch = model.config.model_type
+    warmup, n = copy_warmup_steps(p, arch), total_steps(p, arch)
+    bar = progress(range(start, n), total=n, initial=start, desc=desc or "training", unit="step")
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = _lr(step, p)
-        tokens = make_batch(data, p, gen).to(host.device)
+            g["lr"] = _lr(step, p, warmup)
+        batch = make_copy_batch if step < warmup else make_batch
+        tokens = batch(data, p, gen).to(host.device)
         with autocast(host, p):
             logits = host.run_with_hooks(tokens, {})
         loss = lm_loss(logits, tokens)
@@ -191,7 +225,7 @@ def train_model(host: Any, data: TrainData, p: ZooPreset, seed: int, work: Path,
         opt.step()
         losses.append(round(float(loss.detach()), 4))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        if (step + 1) % p.checkpoint_every == 0 and step + 1 < p.steps:
+        if (step + 1) % p.checkpoint_every == 0 and step + 1 < n:
             _save_checkpoint(work, model, opt, gen, step + 1, losses, tag)
     model.eval()
     return losses
