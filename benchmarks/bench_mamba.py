@@ -10,8 +10,9 @@ Config (issue 2): d_model 256, 4 layers, vocab 4096, state 16, expand 2, batch 1
   and reported as tokens/s (its cost per position is the same at every position); the
   figure's name says so.
 * the same forward+backward inside ``retained_heap()`` (glibc keeps freed buffers in the heap
-  instead of unmapping them: the 64 MiB logits and their gradient otherwise cost ~58,000 page
-  faults per step); measured after the default-allocator runs, against the same HF figure.
+  instead of unmapping them: the 64 MiB gradient of the logits and the re-grown heap otherwise
+  cost ~20,000-55,000 page faults per step; the logits themselves are written into huge pages
+  by the host either way); measured after the default-allocator runs, against the same HF figure.
 * the same forward+backward counted in CPU time: tokens / (process CPU seconds / threads).
   On a machine shared with other jobs wall-clock throughput drops with the load while CPU
   time mostly does not, so this is the estimate of the idle-machine figure (informational).
