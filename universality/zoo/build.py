@@ -34,7 +34,7 @@ from .presets import ZooPreset, get_preset
 from .train import (TrainData, clock, copy_warmup_steps, cpu_seconds, evaluate, tokens_per_member, total_steps,
                     train_model)
 
-ZOO_VERSION = 3  # 2: tied embeddings, width 192, bfloat16 autocast; 3: fan-in init, float32 attention backward
+ZOO_VERSION = 3  # 2: tied embeddings, width 192, bfloat16 autocast; 3: fan-in init, copy warm-up, float32 attention backward
 
 
 def zoo_home(home: str | os.PathLike | None = None) -> Path:

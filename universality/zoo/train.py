@@ -81,13 +81,8 @@ def make_batch(data: TrainData, p: ZooPreset, gen: torch.Generator) -> torch.Ten
     lengths = torch.randint(4, t // 2 + 1, (b,), generator=gen)
     use_text = torch.rand(b, generator=gen) >= p.repeat_random_share
     random_rows = torch.randint(data.n_special, data.vocab_size, (b, t), generator=gen)
-    for i in range(b):
-        if not is_rep[i]:
-            continue
-        L = int(lengths[i])
-        seg = batch[i, :L] if use_text[i] else random_rows[i, :L]
-        batch[i] = seg.repeat(t // L + 1)[:t]
-    return batch
+    tiled = tile_segments(torch.where(use_text.unsqueeze(1), batch, random_rows), lengths)
+    return torch.where(is_rep.unsqueeze(1), tiled, batch)
 
 
 def make_copy_batch(data: TrainData, p: ZooPreset, gen: torch.Generator) -> torch.Tensor:
@@ -95,8 +90,12 @@ def make_copy_batch(data: TrainData, p: ZooPreset, gen: torch.Generator) -> torc
     4 to seq_len/2 tokens tiled over the row (nothing but in-context copying can predict it)."""
     b, t = p.copy_warmup_batch, p.copy_warmup_seq_len
     rows = torch.randint(data.n_special, data.vocab_size, (b, t), generator=gen)
-    periods = torch.randint(4, t // 2 + 1, (b,), generator=gen)
-    cols = torch.arange(t)
+    return tile_segments(rows, torch.randint(4, t // 2 + 1, (b,), generator=gen))
+
+
+def tile_segments(rows: torch.Tensor, periods: torch.Tensor) -> torch.Tensor:
+    """[b, t]: row i of ``rows`` [b, t] with its first ``periods[i]`` tokens repeated over the whole row."""
+    cols = torch.arange(rows.shape[1], device=rows.device)
     return rows.gather(1, cols.unsqueeze(0) % periods.unsqueeze(1))
 
 
