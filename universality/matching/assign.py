@@ -108,13 +108,11 @@ def _sparse_hungarian(sim, k: int, block_rows: int, search: str) -> Assignment:
     except ValueError:  # the candidate graph has no full matching: add the identity pairs, which complete one
         fallback = True
         diag = np.arange(min(n_a, n_b))
-        diag = diag[~np.isin(diag * n_b + diag, rows * n_b + cols)]
+        diag = diag[~cand.locate(diag, diag, n_b)[1]]  # identity pairs not yet in the graph
         dvals = sim.pairs(diag, diag) if isinstance(sim, Factored) else sim[diag, diag]
-        merged = unique_edges(np.concatenate([rows, diag]), np.concatenate([cols, diag]), np.concatenate([vals, dvals]), n_b)
-        rows, cols, vals = merged
-        r, c = min_cost_full_matching(rows, cols, -vals, n_a, n_b)
-    keys = rows * n_b + cols  # sorted: unique_edges returns edges by row, then column
-    scores = vals[np.searchsorted(keys, np.asarray(r, dtype=np.int64) * n_b + c)]
+        cand = unique_edges(np.concatenate([rows, diag]), np.concatenate([cols, diag]), np.concatenate([vals, dvals]), n_b)
+        r, c = min_cost_full_matching(cand.rows, cand.cols, -cand.values, n_a, n_b)
+    scores = cand.values[cand.locate(r, c, n_b)[0]]  # every matched pair is an edge
     return _result(r, c, scores, "sparse-hungarian", fallback=fallback, search=report)
 
 

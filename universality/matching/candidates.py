@@ -222,11 +222,7 @@ class SampledBest(NamedTuple):
 
     def recall(self, cand: Candidates) -> float:
         """Fraction of the sampled pairs that are edges of ``cand`` (whose edges are sorted by row, column)."""
-        rows, cols = self.pairs()
-        keys = cand.rows.astype(np.int64) * self.n_b + cand.cols
-        wanted = rows.astype(np.int64) * self.n_b + cols
-        pos = np.minimum(np.searchsorted(keys, wanted), keys.size - 1)
-        return float((keys[pos] == wanted).mean())
+        return float(cand.locate(*self.pairs(), self.n_b)[1].mean())
 
 
 def spherical_kmeans(x: torch.Tensor, n_cells: int, *, iters: int = 6, train_per_cell: int = 128,

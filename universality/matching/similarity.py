@@ -72,6 +72,17 @@ class Candidates(NamedTuple):
     cols: np.ndarray
     values: np.ndarray
 
+    def locate(self, rows: Any, cols: Any, n_b: int) -> tuple[np.ndarray, np.ndarray]:
+        """For pairs (rows[i], cols[i]) [m]: their index among the edges and whether they are edges at all.
+
+        The edges must be sorted by row, then column, as :func:`unique_edges` (hence every search) returns them;
+        ``n_b`` is the number of columns.
+        """
+        keys = self.rows.astype(np.int64) * n_b + self.cols
+        wanted = np.asarray(rows, dtype=np.int64) * n_b + np.asarray(cols, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(keys, wanted), keys.size - 1)
+        return pos, keys[pos] == wanted
+
 
 def block_rows_for(block_rows: int | None, n_b: int) -> int:
     """Rows per similarity block: ``block_rows`` checked, or (None) as many as fit in 64M entries of width
