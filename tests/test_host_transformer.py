@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import universality as uv
+from hf_reference import assert_cache_matches_hidden_states
 from conftest import tiny_transformer
 
 FAMILIES = [("gpt2", {}), ("gpt_neox", {}), ("gpt_neox", {"use_parallel_residual": False}), ("llama", {}), ("qwen2", {})]
@@ -32,12 +33,9 @@ def test_logits_and_hidden_states_match_hf(pair):
         ref = model(tok, output_hidden_states=True)
     assert host.arch == "transformer" and host.n_layers == 3 and host.d_model == 32
     torch.testing.assert_close(logits, ref.logits, atol=1e-4, rtol=0)
-    hs = ref.hidden_states  # [embeddings, block 0, ..., block n-2, final-norm output]
-    assert len(hs) == host.n_layers + 1
-    torch.testing.assert_close(cache["embed"], hs[0], atol=1e-5, rtol=0)
-    for i in range(host.n_layers - 1):
-        torch.testing.assert_close(cache[f"blocks.{i}.resid_post"], hs[i + 1], atol=1e-5, rtol=0)
-    torch.testing.assert_close(cache["final_norm"], hs[-1], atol=1e-5, rtol=0)
+    hs = ref.hidden_states
+    layout = assert_cache_matches_hidden_states(cache, model, tok, atol=1e-5, n_layers=host.n_layers)
+    assert layout[0] == "embed"  # every transformers release so far lists a Transformer's embeddings first
     # the last entry is post-norm: it must differ from the last block's resid_post
     assert (cache[f"blocks.{host.n_layers - 1}.resid_post"] - hs[-1]).abs().max() > 1e-2
 

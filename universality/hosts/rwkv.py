@@ -42,7 +42,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._errors import UniversalityError
 from .base import Host
+from .compat import require_attributes
 from .hookrun import HookRun
 from .registry import register_host
 from .wkv import output_from_states, scan_states, shift_states, wkv
@@ -71,16 +73,49 @@ class RwkvHost(Host):
     block_points = _BLOCK_POINTS
     on_demand_points = ("att.state",)
 
+    model_attrs = ("rwkv.blocks", "rwkv.embeddings", "rwkv.ln_out", "rwkv.layers_are_rescaled", "head")
+    """What the host reads on ``RwkvForCausalLM`` (checked when a host is built)."""
+    block_attrs = ("pre_ln", "ln1", "ln2", "attention.time_decay", "attention.time_first", "attention.time_mix_key",
+                   "attention.time_mix_value", "attention.time_mix_receptance", "attention.key", "attention.value",
+                   "attention.receptance", "attention.output", "feed_forward.time_mix_key",
+                   "feed_forward.time_mix_receptance", "feed_forward.key", "feed_forward.value", "feed_forward.receptance")
+    """What it reads on every block (``pre_ln`` on block 0 only)."""
+
+    def __init__(self, model, tokenizer=None, name_or_path: str = ""):
+        require_attributes(model, self.model_attrs, "RWKV")
+        for i, block in enumerate(model.rwkv.blocks):
+            require_attributes(block, self.block_attrs if i == 0 else self.block_attrs[1:], "RWKV")
+        super().__init__(model, tokenizer, name_or_path)
+
     def halves_after(self, layer: int) -> bool:
         """Whether the stream is divided by 2 after block ``layer`` in the model's current mode."""
         every = int(self.config.rescale_every or 0)
         return bool(self.model.rwkv.layers_are_rescaled) and every > 0 and (layer + 1) % every == 0
 
     def _sync_rescaling(self) -> None:
-        """Rescale (eval) or un-rescale (train) the output weights exactly when transformers would."""
+        """Rescale (eval) or un-rescale (train) the output weights exactly when transformers would.
+
+        transformers keeps the weights of ``attention.output`` and ``feed_forward.value`` of block ``i``
+        divided by ``2**(i // rescale_every)`` while in eval mode, with the public flag
+        ``layers_are_rescaled`` saying which state they are in; its own forward switches them. The host
+        does the same switch itself (powers of two: exact in any float format) and sets the flag, so
+        the two forwards can alternate on one model. Quantized weights are refused.
+        """
         core = self.model.rwkv
-        if core.training == core.layers_are_rescaled:
-            core._rescale_layers()
+        rescale = not core.training
+        if bool(core.layers_are_rescaled) == rescale:
+            return
+        every = int(self.config.rescale_every or 0)
+        if every > 0:
+            with torch.no_grad():
+                for i, block in enumerate(core.blocks):
+                    factor = float(2 ** (i // every))
+                    for weight in (block.attention.output.weight, block.feed_forward.value.weight):
+                        if hasattr(weight, "SCB") or hasattr(weight, "quant_state") or not weight.is_floating_point():
+                            raise UniversalityError("the RWKV host cannot rescale quantized weights; load the "
+                                                    "checkpoint in a float dtype (float32, bfloat16 or float16)")
+                        weight.div_(factor) if rescale else weight.mul_(factor)
+        core.layers_are_rescaled = rescale
 
     def _forward(self, tokens: torch.Tensor, run: HookRun) -> torch.Tensor | None:
         self._sync_rescaling()

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Host
+from .compat import require_attributes
 from .hookrun import HookRun
 from .registry import register_host
 
@@ -30,6 +31,11 @@ _BLOCK_POINTS = ("resid_pre", "mixer_in", "attn.q", "attn.k", "attn.v", "attn.pa
 
 class _Family:
     """How one checkpoint family lays out its modules; the math is shared by TransformerHost."""
+
+    model_attrs: tuple[str, ...] = ()
+    """Attribute paths this family reads on the ``*ForCausalLM`` module (checked when a host is built)."""
+    block_attrs: tuple[str, ...] = ()
+    """Attribute paths it reads on every block."""
 
     def __init__(self, model):
         self.model = model
@@ -53,6 +59,9 @@ class _Family:
 
 
 class _GPT2(_Family):
+    model_attrs = ("transformer.h", "transformer.ln_f", "transformer.wte", "transformer.wpe")
+    block_attrs = ("ln_1", "ln_2", "attn.c_attn", "attn.c_proj", "mlp.act", "mlp.c_fc", "mlp.c_proj")
+
     def __init__(self, model):
         super().__init__(model)
         self.base = model.transformer
@@ -115,6 +124,10 @@ class _RotaryPreNorm(_Family):
 
 
 class _NeoX(_RotaryPreNorm):
+    model_attrs = ("gpt_neox.layers", "gpt_neox.final_layer_norm", "gpt_neox.embed_in", "gpt_neox.rotary_emb")
+    block_attrs = ("input_layernorm", "post_attention_layernorm", "attention.query_key_value", "attention.dense",
+                   "mlp.act", "mlp.dense_h_to_4h", "mlp.dense_4h_to_h")
+
     def __init__(self, model):
         super().__init__(model, model.gpt_neox, "final_layer_norm")
         self.head_dim = self.config.hidden_size // self.config.num_attention_heads
@@ -142,6 +155,10 @@ class _NeoX(_RotaryPreNorm):
 
 
 class _Llama(_RotaryPreNorm):
+    model_attrs = ("model.layers", "model.norm", "model.embed_tokens", "model.rotary_emb")
+    block_attrs = ("input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj",
+                   "self_attn.v_proj", "self_attn.o_proj", "mlp.act_fn", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
     def __init__(self, model):
         super().__init__(model, model.model, "norm")
         self.head_dim = getattr(self.config, "head_dim", None) or self.config.hidden_size // self.config.num_attention_heads
@@ -188,7 +205,11 @@ class TransformerHost(Host):
     block_points = _BLOCK_POINTS
 
     def __init__(self, model, tokenizer=None, name_or_path: str = ""):
-        self.family = _FAMILIES[model.config.model_type](model)
+        family = _FAMILIES[model.config.model_type]
+        require_attributes(model, family.model_attrs, f"Transformer ({model.config.model_type})")
+        self.family = family(model)
+        for blk in self.family.blocks:
+            require_attributes(blk, family.block_attrs, f"Transformer ({model.config.model_type})")
         super().__init__(model, tokenizer, name_or_path)
         self.n_heads = self.family.n_heads()
         self.n_kv_heads = self.family.n_kv_heads()
