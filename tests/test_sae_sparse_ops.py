@@ -77,7 +77,7 @@ def test_training_step_same_with_and_without_bf16_ranking(monkeypatch):
     dead[::3] = True  # AuxK on a third of the latents
     grads = []
     for flag in (False, True):
-        monkeypatch.setattr(sparse_ops, "BF16_RANKING", flag)
+        monkeypatch.setenv("UNIVERSALITY_BF16", str(int(flag)))
         coder = sae.build_coder(cfg)
         out = coder.training_step(x, x, dead, 1.0)
         out.loss.backward()

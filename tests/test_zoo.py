@@ -56,6 +56,10 @@ def test_members_are_ordinary_hf_checkpoints_with_true_metrics(built, corpus):
     assert info["n_params"] == sum(q.numel() for q in hf.parameters())
     base = results["models"]["transformer-untrained"]
     assert base["steps"] == 0 and info["steps"] == p.copy_warmup_steps + p.steps
+    # the preset allows bf16; the machine's precision probe decides, and the member records the outcome
+    from universality.precision import bf16_pays
+
+    assert info["precision"] == ("bfloat16-autocast" if bf16_pays() else "float32") and base["precision"] is None
     assert info["heldout_loss"] < base["heldout_loss"] - 0.2  # training did something
     assert 0 < info["unigram_loss"] < torch.log(torch.tensor(float(len(host.tokenizer)))).item()
     assert results["tokenizer_fingerprint"] == uv.data.tokenizer_fingerprint(host.tokenizer)

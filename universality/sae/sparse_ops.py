@@ -224,42 +224,15 @@ def preact_topk(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: in
     return uniform_pairs(cols, n), vals.reshape(-1)
 
 
-BF16_RANKING: bool | None = None
-"""Rank latents through a bfloat16 product in :func:`preact_topk`: ``None`` decides by a one-time speed probe."""
-_probe_result: bool | None = None
-
-
 def bf16_ranking_pays(x: torch.Tensor, n_latents: int, k: int) -> bool:
     """Whether TopK selection for float32 ``x`` [b, d] should rank through bfloat16 (:func:`preact_topk`).
 
-    Only on CPU, for dictionaries with at least 1,024 latents and ``64 k``
-    of them, and where a bfloat16 matmul measures at least 1.6x faster than a
-    float32 one (CPUs with AMX or AVX-512 BF16); :data:`BF16_RANKING` overrides.
+    Only on CPU, for dictionaries with at least 1,024 latents and ``64 k`` of them, and where the
+    project's one precision probe (:func:`universality.precision.bf16_pays`, override
+    ``UNIVERSALITY_BF16=0|1``) says a bfloat16 matmul pays: CPUs with AMX or AVX-512 BF16.
     """
     if x.device.type != "cpu" or x.dtype != torch.float32 or n_latents < max(1024, 64 * k):
         return False
-    if BF16_RANKING is not None:
-        return BF16_RANKING
-    global _probe_result
-    if _probe_result is None:
-        _probe_result = _bf16_matmul_speedup() >= 1.6
-    return _probe_result
+    from ..precision import bf16_pays
 
-
-def _bf16_matmul_speedup() -> float:
-    """Measured float32 / bfloat16 time of a [512, 512] @ [512, 2048] product (best of 3 each)."""
-    import time
-
-    g = torch.Generator().manual_seed(0)
-    a, w = torch.randn(512, 512, generator=g), torch.randn(2048, 512, generator=g)
-    best = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a_, w_ = a.to(dtype), w.to(dtype)
-        torch.mm(a_, w_.t())
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            torch.mm(a_, w_.t())
-            times.append(time.perf_counter() - t0)
-        best[dtype] = min(times)
-    return best[torch.float32] / max(best[torch.bfloat16], 1e-9)
+    return bf16_pays()

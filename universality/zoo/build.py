@@ -30,9 +30,9 @@ from ..data.corpus import Corpus, default_corpus
 from ..data.stream import StreamConfig, make_stream, shuffled_documents
 from ..data.tokenizing import OffsetEncoder, special_ids, tokenizer_fingerprint
 from .models import init_model
-from .presets import ZooPreset, get_preset
+from .presets import ZooPreset, get_preset, resolve_precision
 from .train import (TrainData, clock, copy_warmup_steps, cpu_seconds, evaluate, tokens_per_member, total_steps,
-                    train_model)
+                    train_model, training_precision)
 
 ZOO_VERSION = 3  # 2: tied embeddings, width 192, bfloat16 autocast; 3: fan-in init, copy warm-up, float32 attention backward
 
@@ -77,7 +77,7 @@ def ensure_zoo(preset: str | ZooPreset = "default", home: str | os.PathLike | No
     this process). Workers are fresh interpreters, so calling scripts need no ``__main__`` guard.
     Every folder loads with ``universality.load_host(path)``.
     """
-    p = get_preset(preset)
+    p = resolve_precision(get_preset(preset))
     members = list(p.models)
     if only is not None:
         known = {m.name for m in members}
@@ -190,6 +190,7 @@ def _build_member(root: str, p: ZooPreset, m, build_fp: str, corpus: Corpus | No
             "n_params": int(sum(q.numel() for q in model.parameters())), "steps": total_steps(p, m.arch) if m.trained else 0,
             "copy_warmup_steps": copy_warmup_steps(p, m.arch) if m.trained else 0,
             "tokens_seen": tokens_per_member(p, m.arch) if m.trained else 0, **ev.as_dict(),
+            "precision": training_precision(p, m.arch) if m.trained else None,
             "final_train_loss": losses[-1] if losses else None, "threads": torch.get_num_threads(),
             "seconds": round(clock() - t0, 1), "cpu_seconds": round(cpu_seconds() - c0, 1)}
     _save_member(folder / m.name, model, tokenizer, info)

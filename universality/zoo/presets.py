@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from .._errors import UniversalityError
 
@@ -80,7 +80,9 @@ class ZooPreset:
     eval_sequences: int = 48
     """Held-out sequences for the loss, and repeated random sequences for the induction score."""
     bf16: bool = False
-    """Train the Transformer and RWKV under bfloat16 autocast (mixed precision; weights stay float32)."""
+    """Allow bfloat16 autocast for the Transformer and RWKV (mixed precision; weights stay float32). A build
+    uses it only where :func:`universality.precision.bf16_pays` says bfloat16 is faster on this machine
+    (:func:`resolve_precision`); the resolved value is what the build fingerprint and each member record."""
     checkpoint_every: int = 100
     """Steps between training checkpoints (an interrupt loses at most this many)."""
     models: tuple[ModelSpec, ...] = field(default_factory=tuple)
@@ -126,6 +128,13 @@ PRESETS: dict[str, ZooPreset] = {
                        n_heads=8, seq_len=256, batch_size=32, steps=4000, lr=2e-3, eval_sequences=128, bf16=True, copy_warmup_steps=600,
                        checkpoint_every=250, models=_members(ARCHS, ("gpt_neox", "mamba", "mamba2", "rwkv"))),
 }
+
+
+def resolve_precision(p: ZooPreset) -> ZooPreset:
+    """``p`` with ``bf16`` switched off where bfloat16 does not pay on this machine (AVX2-only CPUs)."""
+    from ..precision import bf16_pays
+
+    return replace(p, bf16=False) if p.bf16 and not bf16_pays() else p
 
 
 def get_preset(preset: str | ZooPreset) -> ZooPreset:

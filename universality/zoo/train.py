@@ -235,13 +235,22 @@ AUTOCAST_ARCHS = ("gpt_neox", "rwkv")
 hosts' fused CPU ops are float32 autograd functions, and their scans run in float32 anyway)."""
 
 
+def training_precision(p: ZooPreset, model_type: str) -> str:
+    """``"bfloat16-autocast"`` or ``"float32"``: how a member of ``model_type`` trains under preset ``p``.
+
+    ``p.bf16`` must already be resolved for this machine (:func:`~universality.zoo.presets.resolve_precision`).
+    """
+    return "bfloat16-autocast" if p.bf16 and model_type in AUTOCAST_ARCHS else "float32"
+
+
 def autocast(host: Any, p: ZooPreset):
     """bfloat16 mixed precision for a training forward (weights, optimizer state and loss stay float32), or a no-op.
 
-    On for CPU hosts of :data:`AUTOCAST_ARCHS` when ``p.bf16`` is set: with AMX the
-    block matmuls run about 1.3-1.5x faster at width 192 (``benchmarks``-style step timings in docs/zoo.md).
+    On for hosts of :data:`AUTOCAST_ARCHS` when the resolved ``p.bf16`` is set: with AMX the block
+    matmuls run about 1.3-1.5x faster at width 192 (step timings in docs/zoo.md); on AVX2-only CPUs
+    bfloat16 is emulated and hundreds of times slower, so the precision probe leaves it off there.
     """
-    on = p.bf16 and host.model.config.model_type in AUTOCAST_ARCHS
+    on = training_precision(p, host.model.config.model_type) != "float32"
     return torch.autocast(host.device.type, dtype=torch.bfloat16, enabled=on)
 
 
