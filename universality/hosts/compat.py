@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from .._errors import UniversalityError
 
-TESTED_TRANSFORMERS = "4.44 to 5.25"
+TESTED_TRANSFORMERS = "5.23 to 5.25"
 """The transformers releases the hosts' test suite has passed (the lock pins the newest)."""
 
 
