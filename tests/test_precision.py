@@ -94,6 +94,6 @@ def test_bad_override_at_the_command_line_is_one_sentence_and_status_2(fresh, mo
     from universality.cli import main
 
     monkeypatch.setenv(precision.ENV_VAR, "fast")
-    assert main(["zoo", "--zoo-home", str(fresh)]) == 2
+    assert main(["zoo", "--home", str(fresh)]) == 2
     err = capsys.readouterr().err
     assert "UNIVERSALITY_BF16='fast' is not a valid precision override" in err and "Traceback" not in err
