@@ -30,7 +30,7 @@ def seed_overlap_entry(run: RunDir, label: str, host: Any, host_fp: str, store: 
     first = overlaps[0]
     curve = [float(((first.encoder_cos > t) & (first.decoder_cos > t)).double().mean()) for t in CURVE_THRESHOLDS]
     agree = [o.assignments_agree for o in overlaps if o.assignments_agree == o.assignments_agree]
-    return {"model": label, "hook": h, "kind": kind, "n_latents": n_latents, "k": k if kind in ("topk", "batchtopk") else None,
+    return {"model": label, "hook": h, "kind": kind, "n_latents": n_latents, "k": getattr(coders[0].cfg, "k", None),
             "seeds": list(seeds), "threshold": threshold, "shared_fraction": float(fracs.mean()),
             "shared_fraction_std": float(fracs.std(ddof=1)) if fracs.size > 1 else 0.0,
             "agreement": float(np.mean(agree)) if agree else None,
