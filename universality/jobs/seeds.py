@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .common import hook_name, layer_at, train_stage
+from ..hosts.names import hook_name, layer_at
+from .common import train_stage
 from .rundir import RunDir
 
 CURVE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -20,7 +21,7 @@ def seed_overlap_entry(run: RunDir, label: str, host: Any, host_fp: str, store: 
     """results.json ``seed_overlap`` entry: mean shared fraction over seed pairs, N-seed histogram, threshold curve."""
     from .. import matching
 
-    h = hook_name(layer_at(host, depth), hook)
+    h = hook_name(layer_at(host.n_layers, depth), hook)
     coders = [train_stage(run, store, h, rows, tag=f"{label}-{h}-{kind}-n{n_latents}-s{s}", host_fp=host_fp, kind=kind,
                           n_latents=n_latents, k=k, seed=s, epochs=epochs, device=device) for s in seeds]
     coders = [c.cpu() for c in coders]
