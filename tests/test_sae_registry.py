@@ -104,6 +104,17 @@ def test_a_kind_registered_here_trains_saves_loads_and_compares(tmp_path, plainl
     assert matching.seed_overlap(a, fresh, threshold=0.7).shared_fraction < 0.2
 
 
+def test_pipeline_configs_accept_exactly_the_registered_kinds(plainl1):
+    from universality.jobs.config import CompareConfig, SeedsConfig
+
+    assert SeedsConfig(model="m", kinds=["plainl1", "relu"]).kinds == ["plainl1", "relu"]
+    assert CompareConfig(models=["a", "b"], kind="plainl1").kind == "plainl1"
+    sae.unregister_kind("plainl1")
+    with pytest.raises(UniversalityError, match="use some of batchtopk, jumprelu, relu, topk"):
+        SeedsConfig(model="m", kinds=["plainl1"])
+    sae.register_kind(PlainL1Coder)
+
+
 def test_unknown_kind_and_foreign_settings_are_one_clear_error():
     with pytest.raises(UniversalityError, match=r"kind 'nope' is not a known dictionary kind; use one of batchtopk, jumprelu, relu, topk"):
         sae.CoderConfig(kind="nope", d_in=4, n_latents=8)

@@ -101,7 +101,8 @@ class Host:
         """16-hex hash of architecture, config and every weight's bytes (equal fingerprints: the same function of the tokens).
 
         Computed once and cached; the weights are hashed again only when one was
-        replaced, moved or modified in place since (their version counters say so).
+        replaced, moved or modified in place since (their version counters say so;
+        a write through ``param.data``, which bypasses the counter, is not seen).
         """
         key = weights_state_key(self.model)
         if self._fingerprint is None or self._fingerprint[0] != key:
