@@ -12,7 +12,7 @@ import torch
 from .._errors import UniversalityError
 from .._io import sha256_file
 from ..data.stream import TokenStream
-from .cache import FORMAT
+from .store_format import FORMAT
 
 
 class ActivationStore:
