@@ -135,6 +135,11 @@ def run_compare(run: RunDir, cfg: CompareConfig, sides: list[Side], floors: dict
         side.codes[key] = encode(coder, side.store.read(h))
         return side.codes[key]
 
+    def dictionary_key(side: Side, layer: int, seed: int = cfg.seed) -> dict:
+        """Everything a dictionary's codes depend on: host weights, token stream, hook and training settings."""
+        return {"host": side.host_fp, "stream": side.stream.fingerprint, "hook": hook_name(layer, hook), "kind": cfg.kind,
+                "n_latents": cfg.n_latents, "k": cfg.k, "seed": seed, "epochs": cfg.sae_epochs}
+
     all_sides = sides + list(floors.values()) + list(seeds.values())
     for side in all_sides:
         layers = layers_of(side) if side in sides else [layer_at(side.host, 0.5)]
@@ -198,9 +203,9 @@ def run_compare(run: RunDir, cfg: CompareConfig, sides: list[Side], floors: dict
             return {"hosts": [s.label for s in sides], "threshold": cfg.family_threshold, "n_families": int(f.family_hosts.numel()),
                     "by_size": by_size, "examples": examples}
 
-        families = run.stage("families", {"pairs": [p["a"] + p["b"] for p in pairs], "hosts": [s.host_fp for s in sides],
-                                          "threshold": cfg.family_threshold, "kind": cfg.kind, "n_latents": cfg.n_latents,
-                                          "k": cfg.k, "seed": cfg.seed, "epochs": cfg.sae_epochs}, fam)
+        # everything the families depend on: each middle-layer dictionary (host, tokens, hook, training) and the threshold
+        families = run.stage("families", {"dictionaries": [dictionary_key(s, layer_at(s.host, 0.5)) for s in sides],
+                                          "threshold": cfg.family_threshold}, fam)
 
     models = [model_entry(s.label, s.host, s.path, s.role) for s in all_sides]
     return {"models": models, "pairs": pairs, "families": families,
