@@ -44,6 +44,8 @@ class ActivationStore:
         self.seq_len: int = int(self.manifest["seq_len"])
         self._shards = sorted(self.manifest["shards"], key=lambda s: s["index"])
         self._stream: TokenStream | None = None
+        self._verified: set[Path] = set()
+        """Files whose checksum matched already: each file is hashed once per store object, not on every read."""
 
     # ----- metadata ------------------------------------------------------------------
     @property
@@ -183,10 +185,10 @@ class ActivationStore:
 
     def verify(self) -> None:
         """Check every file's SHA-256 against the manifest; raise naming the first bad file."""
-        self._check_file(self.path / self.manifest["tokens"]["file"], self.manifest["tokens"]["sha256"])
+        self._check_file(self.path / self.manifest["tokens"]["file"], self.manifest["tokens"]["sha256"], force=True)
         for s in self._shards:
             for entry in s["files"].values():
-                self._check_file(self.path / entry["file"], entry["sha256"])
+                self._check_file(self.path / entry["file"], entry["sha256"], force=True)
 
     # ----- helpers -------------------------------------------------------------------
     def _hook(self, hook: str | None) -> str:
@@ -198,8 +200,10 @@ class ActivationStore:
             raise UniversalityError(f"hook '{hook}' is not in store '{self.path}'; it holds {', '.join(self.hooks)}")
         return hook
 
-    def _check_file(self, f: Path, sha: str) -> None:
-        if not self.verify_reads:
+    def _check_file(self, f: Path, sha: str, force: bool = False) -> None:
+        if not self.verify_reads or (f in self._verified and not force):
+            if not f.is_file():
+                raise UniversalityError(f"file '{f}' of activation store '{self.path}' is missing; rerun the cache command to rewrite it")
             return
         if not f.is_file():
             raise UniversalityError(f"file '{f}' of activation store '{self.path}' is missing; rerun the cache command to rewrite it")
@@ -207,6 +211,7 @@ class ActivationStore:
             raise UniversalityError(
                 f"file '{f}' is corrupt or truncated (checksum mismatch with the manifest); rerun the same cache command to rewrite it"
             )
+        self._verified.add(f)
 
 
 def paired_chunks(store_a: ActivationStore, store_b: ActivationStore, hook_a: str | None = None, hook_b: str | None = None,

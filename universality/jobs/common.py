@@ -41,14 +41,14 @@ def load_hosts(paths: dict[str, str], device: torch.device) -> dict[str, Any]:
     return {name: load_host(path, device=str(device)) for name, path in paths.items()}
 
 
-def model_entry(name: str, host: Any, path: str, role: str) -> dict:
-    """The results.json ``models`` entry of one host."""
+def model_entry(name: str, host: Any, path: str, role: str, fingerprint: str | None = None) -> dict:
+    """The results.json ``models`` entry of one host (``fingerprint``: its known host fingerprint, else hashed here)."""
     from ..activations import host_fingerprint
 
     return {"name": name, "arch": host.arch, "model_type": getattr(getattr(host.model, "config", None), "model_type", ""),
             "role": role, "n_layers": int(host.n_layers), "d_model": int(host.d_model),
             "n_params": int(sum(p.numel() for p in host.model.parameters())), "path": str(path),
-            "fingerprint": host_fingerprint(host)}
+            "fingerprint": fingerprint if fingerprint is not None else host_fingerprint(host)}
 
 
 def layer_at(host: Any, depth: float) -> int:
@@ -101,13 +101,6 @@ def train_stage(run: RunDir, store: Any, hook: str, rows: torch.Tensor, *, tag: 
 
     run.stage(name, inputs, build, valid=lambda r: folder.is_dir() and any(folder.iterdir()))
     return sae.load(folder)
-
-
-@torch.no_grad()
-def encode(coder: Any, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """Codes ``[n, n_latents]`` of ``x`` ``[n, d]`` on CPU, encoded chunk by chunk."""
-    dev = next(coder.parameters()).device
-    return torch.cat([coder.encode(x[i:i + chunk].to(dev)).float().cpu() for i in range(0, x.shape[0], chunk)])
 
 
 def load_corpus_checked(source: str):
