@@ -146,3 +146,19 @@ def test_sparse_top_matches_equal_the_dense_reference(setup):
     r = res.a_to_b.max_r.clone()
     r[~torch.isfinite(r) | ((da > 0).sum(0) < 5)] = -2
     assert [m["a_feature"] for m in got] == torch.argsort(r, descending=True)[:5].tolist()
+
+
+def test_a_store_whose_shards_do_not_cover_the_stream_is_refused(setup):
+    import json
+    import shutil
+
+    from universality.activations import ActivationStore
+
+    root, _, _, store, _ = setup
+    broken = root / "broken"
+    shutil.copytree(store.path, broken)
+    mf = json.loads((broken / "manifest.json").read_text())
+    del mf["shards"][2]  # a hole in the middle: sequences 10..15 have no shard
+    (broken / "manifest.json").write_text(json.dumps(mf))
+    with pytest.raises(UniversalityError, match="do not cover its 24 sequences"):
+        ActivationStore(broken)

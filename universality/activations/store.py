@@ -43,6 +43,7 @@ class ActivationStore:
         self.n_sequences: int = int(self.manifest["n_sequences"])
         self.seq_len: int = int(self.manifest["seq_len"])
         self._shards = sorted(self.manifest["shards"], key=lambda s: s["index"])
+        _check_coverage(self.path, self._shards, self.n_sequences)
         self._stream: TokenStream | None = None
         self._verified: set[Path] = set()
         """Files whose checksum matched already: each file is hashed once per store object, not on every read."""
@@ -212,6 +213,19 @@ class ActivationStore:
                 f"file '{f}' is corrupt or truncated (checksum mismatch with the manifest); rerun the same cache command to rewrite it"
             )
         self._verified.add(f)
+
+
+def _check_coverage(path: Path, shards: list[dict], n_sequences: int) -> None:
+    """Raise unless the shards' sequence ranges tile ``[0, n_sequences)`` in order, without gap or overlap."""
+    end = 0
+    for s in shards:
+        lo, hi = s["sequences"]
+        if lo != end or hi <= lo:
+            break
+        end = hi
+    if end != n_sequences:
+        raise UniversalityError(f"the shards of activation store '{path}' do not cover its {n_sequences} sequences "
+                                f"(first gap or overlap at sequence {end}); rerun the same cache command to repair it")
 
 
 def paired_chunks(store_a: ActivationStore, store_b: ActivationStore, hook_a: str | None = None, hook_b: str | None = None,
