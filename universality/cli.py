@@ -227,7 +227,9 @@ def _check_out(path: str) -> Path:
 
 def _log_fn(quiet: bool):
     def log(msg: str) -> None:
-        if not quiet:
+        from . import _dist  # torchrun: only rank 0 prints
+
+        if not quiet and _dist.is_main():
             print(f"[universality] {msg}", file=sys.stderr, flush=True)
 
     return log
@@ -267,13 +269,18 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{name}\t{path}")
         return 0
 
+    from . import _dist  # torchrun: compare and cache only, one process group per command
+
+    if _dist.launched() and cmd not in ("compare", "cache"):
+        raise UniversalityError(f"'{cmd}' runs in one process; under torchrun only 'compare' and 'cache' run (WORLD_SIZE > 1 here)")
     out = _check_out(run_opts.get("out") or f"runs/{cmd}")
     if cmd == "demo":
         cfg = config_from_mapping(DemoConfig, values, source)
         demo_job(cfg, out, device, log)
     elif cmd == "compare":
         cfg = config_from_mapping(CompareConfig, values, source)
-        compare_job(cfg, out, device, log)
+        with _dist.session(device) as device:
+            compare_job(cfg, out, device, log)
     elif cmd == "seeds":
         cfg = config_from_mapping(SeedsConfig, {k: v for k, v in values.items() if v is not None}, source)
         seeds_job(cfg, out, device, log)
@@ -283,7 +290,8 @@ def _run(args: argparse.Namespace) -> int:
             raise UniversalityError(f"{cmd} needs at least one model: a checkpoint folder or a hub id")
         circuits_job(cmd, models, out, device, log, n_prompts=int(values.get("n_prompts", 16)))
     elif cmd == "cache":
-        _cache(values, out, device, log)
+        with _dist.session(device) as device:
+            _cache(values, out, device, log)
     elif cmd == "train":
         _train(values, out, device, log)
     print(str(out))

@@ -57,6 +57,10 @@ def finish(run: RunDir, results: dict, log: Callable[[str], None]) -> dict:
     from ..reports import write_report
 
     results["timings"] = dict(run.timings)
+    from .. import _dist  # torchrun: rank 0 alone writes results.json and the report
+
+    if not _dist.is_main():
+        return results
     files = write_report(run.path, results)
     log(f"wrote {files.html}, {files.markdown} and {files.results}")
     return results
