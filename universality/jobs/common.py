@@ -25,11 +25,13 @@ def environment(device: torch.device) -> dict:
     import numpy
     import transformers
 
-    from .. import __version__
+    from .. import __version__, precision
 
     env = {"universality": __version__, "python": platform.python_version(), "torch": torch.__version__,
            "transformers": transformers.__version__, "numpy": numpy.__version__, "platform": platform.platform(),
-           "cpu_count": os.cpu_count() or 0, "device": str(device), "torch_threads": torch.get_num_threads()}
+           "cpu_count": os.cpu_count() or 0, "device": str(device), "torch_threads": torch.get_num_threads(),
+           "cpu": precision.cpu_model(), "cpu_capability": precision.cpu_capability(),
+           "bf16": precision.bf16_pays(device)}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
