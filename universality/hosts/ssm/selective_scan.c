@@ -17,11 +17,11 @@
  *   h_t[c,j] = exp(s_t[c] * A[c,j]) * h_{t-1}[c,j] + s_t[c] * x_t[c] * B_t[j]
  *   y_t[c]   = sum_j h_t[c,j] * C_t[j] + D[c] * x_t[c]
  *
- * Work is split into jobs (one batch row x one block of BLK = 16 channels;
- * the caller pads d to a multiple of BLK). A job keeps its BLK x n state in a
+ * Work is split into jobs (one batch row x one block of BLK channels: 16 with AVX-512, 8 with AVX2,
+ * 4 on baseline x86-64; the caller pads d to a multiple of 16). A job keeps its BLK x n state in a
  * small local buffer of vectors and walks time forward, so everything it
- * touches per step stays in L1. Arithmetic uses GCC vector extensions (one
- * AVX-512 register per block of 16 floats, or two AVX2 ones). The backward of
+ * touches per step stays in L1. Arithmetic uses GCC vector extensions, one
+ * register per block of BLK floats. The backward of
  * a job first recomputes the states and decays into per-thread buffers
  * [t, n, BLK] (256 KiB each for t = 256, n = 16), then runs the adjoint
  * recurrence in reverse time. Reductions over channels (dB, dC) are summed
@@ -41,7 +41,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -52,7 +52,17 @@
 
 int kernel_abi_version(void) { return KERNEL_ABI; }
 
+/* Channels per job = lanes of one float vector register: 16 with AVX-512, 8 with AVX/AVX2, 4 otherwise
+   (SSE2). A vector wider than the machine's registers is legal GCC but compiles to stack round trips
+   (~5x slower on AVX2), so the width follows the target. The callers pad d to a multiple of 16, which
+   every choice divides. */
+#if defined(__AVX512F__)
 #define BLK 16
+#elif defined(__AVX__)
+#define BLK 8
+#else
+#define BLK 4
+#endif
 #define PF 8 /* rows fetched ahead by the scan jobs */
 
 typedef float vf __attribute__((vector_size(BLK * sizeof(float))));
@@ -100,6 +110,28 @@ static inline vf exp_vf(vf v) {
     w = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), w);
     w = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.42860682030941723e-6f), w);
     return (vf)_mm512_scalef_ps((__m512)exp_reduced_vf((vf)w), k);
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+static inline vf exp2_vf(vf w) {
+    /* 2^w lane-wise: w = k + r with k = round(w), 2^r by the polynomial, times 2^k built in the exponent
+       bits. The clamp to [-127, 127] maps every w <= -127 (and -inf) to k = -127, whose bits are +0: the
+       decay underflows to 0 as exp does; NaN passes (vmaxps/vminps return the second operand on NaN). */
+    const __m256 v = _mm256_min_ps(_mm256_set1_ps(127.0f), _mm256_max_ps(_mm256_set1_ps(-127.0f), (__m256)w));
+    const __m256 k = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return exp2_reduced_vf((vf)_mm256_sub_ps(v, k)) * (vf)_mm256_castsi256_ps(bits);
+}
+
+static inline vf exp_vf(vf v) {
+    /* exp(v) lane-wise for v clamped to [-87.3, 88] (below, exp is under the normal range; the top keeps
+       2^k finite): v = k ln2 + r, |r| <= ln2/2, exp(r) by the polynomial, 2^k from the bits. */
+    __m256 w = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.3f), (__m256)v));
+    const __m256 k = _mm256_round_ps(_mm256_mul_ps(w, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    w = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693145751953125f), w);
+    w = _mm256_fnmadd_ps(k, _mm256_set1_ps(1.42860682030941723e-6f), w);
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return exp_reduced_vf((vf)w) * (vf)_mm256_castsi256_ps(bits);
 }
 #else
 /* v clamped lane-wise to [lo, hi] */
