@@ -64,6 +64,9 @@ int kernel_abi_version(void) { return KERNEL_ABI; }
 #define BLK 4
 #endif
 #define PF 8 /* rows fetched ahead by the scan jobs */
+/* rows of dt fetched ahead by the step-size loops: an iteration there is short (softplus: ~50 instructions),
+   so the out-of-order window holds only a few of them and, without a fetch far ahead, waits for each row */
+#define PF_STEP 32
 
 typedef float vf __attribute__((vector_size(BLK * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(BLK * sizeof(int32_t))));
@@ -113,13 +116,19 @@ static inline vf exp_vf(vf v) {
 }
 #elif defined(__AVX2__) && defined(__FMA__)
 static inline vf exp2_vf(vf w) {
-    /* 2^w lane-wise: w = k + r with k = round(w), 2^r by the polynomial, times 2^k built in the exponent
-       bits. The clamp to [-127, 127] maps every w <= -127 (and -inf) to k = -127, whose bits are +0: the
-       decay underflows to 0 as exp does; NaN passes (vmaxps/vminps return the second operand on NaN). */
-    const __m256 v = _mm256_min_ps(_mm256_set1_ps(127.0f), _mm256_max_ps(_mm256_set1_ps(-127.0f), (__m256)w));
-    const __m256 k = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-    return exp2_reduced_vf((vf)_mm256_sub_ps(v, k)) * (vf)_mm256_castsi256_ps(bits);
+    /* 2^w lane-wise, 6 instructions besides the polynomial: w is clamped to [-126, 127]; adding 1.5 * 2^23
+       rounds it to k = round(w) held in the low mantissa bits, so that sum shifted left by 23 is k << 23
+       (the sum's own exponent bits shift out) and subtracting 1.5 * 2^23 again gives k as a float;
+       2^(w - k) by the polynomial (in [0.70, 1.42]), then k is added to its exponent field as an integer.
+       w <= -126 (and -inf) gives 2^-126 ~ 1.2e-38 instead of a smaller number or 0; NaN passes (vmaxps and
+       vminps return their second operand when one is NaN, and the NaN's shifted bits are 0). */
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    const __m256 v = _mm256_min_ps(_mm256_set1_ps(127.0f), _mm256_max_ps(_mm256_set1_ps(-126.0f), (__m256)w));
+    const __m256 shifted = _mm256_add_ps(v, magic);
+    const __m256 k = _mm256_sub_ps(shifted, magic);
+    const __m256i scale = _mm256_slli_epi32(_mm256_castps_si256(shifted), 23);
+    const vf p = exp2_reduced_vf((vf)_mm256_sub_ps(v, k));
+    return (vf)_mm256_add_epi32(_mm256_castps_si256((__m256)p), scale);
 }
 
 static inline vf exp_vf(vf v) {
@@ -217,14 +226,21 @@ static inline V step_##SUF(const T *dt, const T *dtb, int64_t d0, int softplus, 
                                                                                                                              \
 static void fwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const V *A, const T *Bm, const T *Cm,         \
                           int64_t bs, int64_t cs, const T *Dv, const T *z, int64_t zs, T *y, T *yg, T *states,               \
-                          int64_t bi, int64_t d0, int64_t t, int64_t d, int64_t n, V *h, V *DV) {                            \
+                          int64_t bi, int64_t d0, int64_t t, int64_t d, int64_t n, V *h, V *DV, V *G) {                      \
     const V zero = {0};                                                                                                      \
     for (int64_t j = 0; j < n; j++) h[j] = zero;                                                                             \
     const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                                          \
-    /* step sizes first, in a loop of independent rows: their latency (softplus) then overlaps */                            \
+    /* step sizes and gates silu(z) first, in a loop of independent rows: their latency (softplus, the                      \
+       divisions) then overlaps, and the recurrence's rows below end with one multiply */                                   \
     for (int64_t ti = 0; ti < t; ti++) {                                                                                     \
+        const int64_t row = bi * t + ti;                                                                                     \
+        if (ti + PF_STEP < t) {                                                                                              \
+            __builtin_prefetch(dt + (row + PF_STEP) * d + d0);                                                               \
+            if (z) __builtin_prefetch(z + (row + PF_STEP) * zs + d0);                                                        \
+        }                                                                                                                    \
         V slope;                                                                                                             \
-        DV[ti] = step_##SUF(dt + (bi * t + ti) * d + d0, dtb, d0, softplus, &slope);                                         \
+        DV[ti] = step_##SUF(dt + row * d + d0, dtb, d0, softplus, &slope);                                                   \
+        if (z) { const V zv = load_##SUF(z + row * zs + d0); G[ti] = zv * sigmoid_##SUF(zv); }                               \
     }                                                                                                                        \
     for (int64_t ti = 0; ti < t; ti++) {                                                                                     \
         const int64_t row = bi * t + ti;                                                                                     \
@@ -232,27 +248,33 @@ static void fwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, c
             const int64_t ahead = row + PF;                                                                                  \
             __builtin_prefetch(x + ahead * d + d0);                                                                          \
             __builtin_prefetch(Bm + ahead * bs); __builtin_prefetch(Cm + ahead * cs);                                        \
-            if (z) __builtin_prefetch(z + ahead * zs + d0);                                                                  \
         }                                                                                                                    \
         const V xv = load_##SUF(x + row * d + d0), dv = DV[ti];                                                              \
         const V dx = dv * xv;                                                                                                \
         const T *Br = Bm + row * bs, *Cr = Cm + row * cs;                                                                    \
-        V acc = Dvec * xv;                                                                                                   \
-        for (int64_t j = 0; j < n; j++) {                                                                                    \
+        /* two partial sums of the readout (even and odd state slots) halve its chain of dependent adds */                  \
+        V acc = Dvec * xv, acc2 = zero;                                                                                      \
+        int64_t j = 0;                                                                                                       \
+        for (; j + 1 < n; j += 2) {                                                                                          \
+            const V h0 = DECAYV(dv * A[j]) * h[j] + dx * Br[j];                                                              \
+            const V h1 = DECAYV(dv * A[j + 1]) * h[j + 1] + dx * Br[j + 1];                                                  \
+            h[j] = h0; h[j + 1] = h1;                                                                                        \
+            acc += h0 * Cr[j];                                                                                               \
+            acc2 += h1 * Cr[j + 1];                                                                                          \
+        }                                                                                                                    \
+        if (j < n) {                                                                                                         \
             const V hv = DECAYV(dv * A[j]) * h[j] + dx * Br[j];                                                              \
             h[j] = hv;                                                                                                       \
             acc += hv * Cr[j];                                                                                               \
         }                                                                                                                    \
+        acc += acc2;                                                                                                         \
         if (states) {                                                                                                        \
             T *sr = states + (row * d + d0) * n;                                                                             \
             for (int k = 0; k < BLK; k++)                                                                                    \
-                for (int64_t j = 0; j < n; j++) sr[k * n + j] = h[j][k];                                                     \
+                for (int64_t jj = 0; jj < n; jj++) sr[k * n + jj] = h[jj][k];                                                \
         }                                                                                                                    \
         if (y) store_##SUF(y + row * d + d0, acc);                                                                           \
-        if (yg) {                                                                                                            \
-            const V zv = load_##SUF(z + row * zs + d0);                                                                      \
-            store_##SUF(yg + row * d + d0, acc * zv * sigmoid_##SUF(zv));                                                    \
-        }                                                                                                                    \
+        if (yg) store_##SUF(yg + row * d + d0, acc * G[ti]);                                                                 \
     }                                                                                                                        \
 }                                                                                                                            \
                                                                                                                              \
@@ -265,6 +287,7 @@ void scan_fwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
         V *h = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                \
         V *A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                \
         V *DV = (V *)aligned_alloc(64, sizeof(V) * (size_t)t);                                                               \
+        V *G = (V *)aligned_alloc(64, sizeof(V) * (size_t)t);                                                                \
         int64_t loaded = -1;                                                                                                 \
         _Pragma("omp for schedule(dynamic, 4)")                                                                              \
         for (int64_t job = 0; job < b * nblk; job++) {                                                                       \
@@ -273,9 +296,9 @@ void scan_fwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
                 for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0) * (T)DECAY_SCALE;                                \
                 loaded = d0;                                                                                                 \
             }                                                                                                                \
-            fwd_job_##SUF(x, dt, dtb, softplus, A, Bm, Cm, bs, cs, Dv, z, zs, y, yg, states, bi, d0, t, d, n, h, DV);        \
+            fwd_job_##SUF(x, dt, dtb, softplus, A, Bm, Cm, bs, cs, Dv, z, zs, y, yg, states, bi, d0, t, d, n, h, DV, G);     \
         }                                                                                                                    \
-        free(h); free(A); free(DV);                                                                                          \
+        free(h); free(A); free(DV); free(G);                                                                                 \
     }                                                                                                                        \
 }                                                                                                                            \
                                                                                                                              \
@@ -293,7 +316,10 @@ static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, c
     V *H = s->H, *Ad = s->Ad, *g = s->g, *dAacc = s->dAacc, *LB = s->LB, *LC = s->LC;                                        \
     const V *A = s->A, *A2 = s->A2;                                                                                                  \
     /* 1. recompute step sizes DV[ti] (and slopes SL[ti]), then states and decays H[ti * n + j], Ad[ti * n + j] */           \
-    for (int64_t ti = 0; ti < t; ti++) s->DV[ti] = step_##SUF(dt + (bi * t + ti) * d + d0, dtb, d0, softplus, &s->SL[ti]);   \
+    for (int64_t ti = 0; ti < t; ti++) {                                                                                     \
+        if (ti + PF_STEP < t) __builtin_prefetch(dt + (bi * t + ti + PF_STEP) * d + d0);                                     \
+        s->DV[ti] = step_##SUF(dt + (bi * t + ti) * d + d0, dtb, d0, softplus, &s->SL[ti]);                                  \
+    }                                                                                                                        \
     for (int64_t ti = 0; ti < t; ti++) {                                                                                     \
         const int64_t row = bi * t + ti;                                                                                     \
         if (ti + PF < t) {                                                                                                   \
