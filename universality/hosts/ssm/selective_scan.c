@@ -303,9 +303,10 @@ void scan_fwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
 }                                                                                                                            \
                                                                                                                              \
 /* Per-thread scratch of the backward: states and decays [t, n], lane-wise dB/dC sums [t, n],                                \
-   step sizes and their slopes [t], adjoint and dA accumulators [n], the job's A [n]. */                                     \
+   step sizes and their slopes [t], the gate's factors silu(z) and silu'(z) [t], adjoint and dA                              \
+   accumulators [n], the job's A [n]. */                                                                                     \
 typedef struct {                                                                                                             \
-    V *H, *Ad, *LB, *LC, *DV, *SL, *g, *dAacc, *A, *A2;                                                                      \
+    V *H, *Ad, *LB, *LC, *DV, *SL, *G1, *G2, *g, *dAacc, *A, *A2;                                                            \
 } bwd_scratch_##SUF;                                                                                                         \
                                                                                                                              \
 static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T *Bm, const T *Cm, int64_t bs,         \
@@ -314,11 +315,21 @@ static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, c
                           const bwd_scratch_##SUF *s) {                                                                      \
     const V zero = {0};                                                                                                      \
     V *H = s->H, *Ad = s->Ad, *g = s->g, *dAacc = s->dAacc, *LB = s->LB, *LC = s->LC;                                        \
-    const V *A = s->A, *A2 = s->A2;                                                                                                  \
-    /* 1. recompute step sizes DV[ti] (and slopes SL[ti]), then states and decays H[ti * n + j], Ad[ti * n + j] */           \
+    const V *A = s->A, *A2 = s->A2;                                                                                          \
+    /* 1. step sizes DV[ti] and slopes SL[ti], and the gate's factors G1 = silu(z), G2 = silu'(z), in a loop of             \
+       independent rows (their exps and divisions overlap); then states and decays H[ti * n + j], Ad[ti * n + j] */         \
     for (int64_t ti = 0; ti < t; ti++) {                                                                                     \
-        if (ti + PF_STEP < t) __builtin_prefetch(dt + (bi * t + ti + PF_STEP) * d + d0);                                     \
-        s->DV[ti] = step_##SUF(dt + (bi * t + ti) * d + d0, dtb, d0, softplus, &s->SL[ti]);                                  \
+        const int64_t row = bi * t + ti;                                                                                     \
+        if (ti + PF_STEP < t) {                                                                                              \
+            __builtin_prefetch(dt + (row + PF_STEP) * d + d0);                                                               \
+            if (z) __builtin_prefetch(z + (row + PF_STEP) * zs + d0);                                                        \
+        }                                                                                                                    \
+        s->DV[ti] = step_##SUF(dt + row * d + d0, dtb, d0, softplus, &s->SL[ti]);                                            \
+        if (z) {                                                                                                             \
+            const V zv = load_##SUF(z + row * zs + d0), sg = sigmoid_##SUF(zv);                                              \
+            s->G1[ti] = zv * sg;                                                                                             \
+            s->G2[ti] = sg * (1 + zv * (1 - sg));                                                                            \
+        }                                                                                                                    \
     }                                                                                                                        \
     for (int64_t ti = 0; ti < t; ti++) {                                                                                     \
         const int64_t row = bi * t + ti;                                                                                     \
@@ -332,12 +343,14 @@ static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, c
         const T *Br = Bm + row * bs;                                                                                         \
         V *Hc = H + ti * n, *Ac = Ad + ti * n;                                                                               \
         for (int64_t j = 0; j < n; j++) {                                                                                    \
-            const V a = DECAYV(dv * A2[j]);                                                                                   \
+            const V a = DECAYV(dv * A2[j]);                                                                                  \
             Ac[j] = a;                                                                                                       \
             Hc[j] = ti > 0 ? a * Hc[j - n] + dx * Br[j] : dx * Br[j];                                                        \
         }                                                                                                                    \
     }                                                                                                                        \
-    /* 2. adjoint recurrence in reverse time; g carries dL/dh_t back through the decay */                                    \
+    /* 2. adjoint recurrence in reverse time; g carries dL/dh_t back through the decay. The sums over the state            \
+       slots (y, the step's gradient, B's contraction) each run as two partial sums (even and odd slots), which            \
+       halves their chains of dependent adds. */                                                                            \
     for (int64_t j = 0; j < n; j++) { g[j] = zero; dAacc[j] = zero; }                                                        \
     const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                                          \
     V dDacc = zero, dbacc = zero;                                                                                            \
@@ -348,23 +361,32 @@ static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, c
             __builtin_prefetch(x + ahead * d + d0); __builtin_prefetch(dy + ahead * d + d0);                                 \
             __builtin_prefetch(Bm + ahead * bs); __builtin_prefetch(Cm + ahead * cs);                                        \
             __builtin_prefetch(dxo + ahead * d + d0, 1); __builtin_prefetch(ddto + ahead * d + d0, 1);                       \
-            if (z) { __builtin_prefetch(z + ahead * zs + d0); __builtin_prefetch(dzo + ahead * dzs + d0, 1); }                 \
+            if (z) __builtin_prefetch(dzo + ahead * dzs + d0, 1);                                                            \
         }                                                                                                                    \
         const V xv = load_##SUF(x + row * d + d0), dv = s->DV[ti];                                                           \
-        V dyv = load_##SUF(dy + row * d + d0);                                                                               \
+        const V dyg = load_##SUF(dy + row * d + d0);                                                                         \
+        /* gated output yg = y * silu(z): dy = dyg * silu(z); dz = dyg * y * silu'(z), y summed in the loop below */        \
+        const V dyv = z ? dyg * s->G1[ti] : dyg;                                                                             \
         const V dx = dv * xv;                                                                                                \
         const T *Br = Bm + row * bs, *Cr = Cm + row * cs;                                                                    \
         const V *Hc = H + ti * n, *Ac = Ad + ti * n;                                                                         \
-        V zv = zero, sg = zero, dyg = zero;                                                                                  \
-        if (z) { /* gated output yg = y * silu(z): dy = dyg * silu(z); dz needs y, summed in the loop below */               \
-            zv = load_##SUF(z + row * zs + d0);                                                                              \
-            sg = sigmoid_##SUF(zv);                                                                                          \
-            dyg = dyv;                                                                                                       \
-            dyv = dyv * zv * sg;                                                                                             \
-        }                                                                                                                    \
-        V gB = zero, ddta = zero, yv = Dvec * xv;                                                                            \
+        V gB = zero, ddta = zero, yv = Dvec * xv, gB2 = zero, ddta2 = zero, yv2 = zero;                                      \
         V *LBr = LB + ti * n, *LCr = LC + ti * n;                                                                            \
-        for (int64_t j = 0; j < n; j++) {                                                                                    \
+        int64_t j = 0;                                                                                                       \
+        for (; j + 1 < n; j += 2) {                                                                                          \
+            const V gk = g[j] + dyv * Cr[j], gk1 = g[j + 1] + dyv * Cr[j + 1];                                               \
+            const V a = Ac[j], hv = Hc[j], a1 = Ac[j + 1], hv1 = Hc[j + 1];                                                  \
+            const V ga = ti > 0 ? gk * Hc[j - n] * a : zero;                                                                 \
+            const V ga1 = ti > 0 ? gk1 * Hc[j + 1 - n] * a1 : zero;                                                          \
+            yv += hv * Cr[j]; yv2 += hv1 * Cr[j + 1];                                                                        \
+            LCr[j] += dyv * hv; LCr[j + 1] += dyv * hv1;                                                                     \
+            LBr[j] += gk * dx; LBr[j + 1] += gk1 * dx;                                                                       \
+            ddta += ga * A[j]; ddta2 += ga1 * A[j + 1];                                                                      \
+            gB += gk * Br[j]; gB2 += gk1 * Br[j + 1];                                                                        \
+            dAacc[j] += ga * dv; dAacc[j + 1] += ga1 * dv;                                                                   \
+            g[j] = gk * a; g[j + 1] = gk1 * a1;                                                                              \
+        }                                                                                                                    \
+        if (j < n) {                                                                                                         \
             const V gk = g[j] + dyv * Cr[j];                                                                                 \
             const V a = Ac[j], hv = Hc[j];                                                                                   \
             const V ga = ti > 0 ? gk * Hc[j - n] * a : zero;                                                                 \
@@ -376,7 +398,8 @@ static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, c
             dAacc[j] += ga * dv;                                                                                             \
             g[j] = gk * a;                                                                                                   \
         }                                                                                                                    \
-        if (z) store_##SUF(dzo + row * dzs + d0, dyg * yv * sg * (1 + zv * (1 - sg)));                                         \
+        gB += gB2; ddta += ddta2; yv += yv2;                                                                                 \
+        if (z) store_##SUF(dzo + row * dzs + d0, dyg * yv * s->G2[ti]);                                                      \
         store_##SUF(dxo + row * d + d0, gB * dv + Dvec * dyv);                                                               \
         const V graw = (ddta + gB * xv) * s->SL[ti];                                                                         \
         store_##SUF(ddto + row * d + d0, graw);                                                                              \
@@ -418,6 +441,8 @@ void scan_bwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
         s.LC = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                                          \
         s.DV = (V *)aligned_alloc(64, sizeof(V) * (size_t)t);                                                                \
         s.SL = (V *)aligned_alloc(64, sizeof(V) * (size_t)t);                                                                \
+        s.G1 = (V *)aligned_alloc(64, sizeof(V) * (size_t)t);                                                                \
+        s.G2 = (V *)aligned_alloc(64, sizeof(V) * (size_t)t);                                                                \
         s.g = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                 \
         s.dAacc = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                             \
         s.A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                 \
@@ -460,7 +485,7 @@ void scan_bwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
             }                                                                                                                \
             if (row_b >= 0) flush_lanes_##SUF(s.LB, s.LC, dBp, dCp, row_b, t, n, 0);                                         \
         }                                                                                                                    \
-        free(s.H); free(s.Ad); free(s.LB); free(s.LC); free(s.DV); free(s.SL); free(s.g); free(s.dAacc); free(s.A); free(s.A2);          \
+        free(s.H); free(s.Ad); free(s.LB); free(s.LC); free(s.DV); free(s.SL); free(s.G1); free(s.G2); free(s.g); free(s.dAacc); free(s.A); free(s.A2);          \
     }                                                                                                                        \
 }
 
