@@ -32,7 +32,9 @@
  * The same code is instantiated for float and for double (libm exp per lane; used by the float64
  * references). For float the state decays exp(dt A) are a vectorised 2^w (a job multiplies its A by log2(e)
  * once; then one multiply, a degree-6 polynomial on the fraction, < 1.7 ulp, and the scaling by vscalefps on
- * AVX-512); the other exps (softplus, sigmoid) keep a Cody-Waite reduction and a degree-7 polynomial (~1 ulp).
+ * AVX-512, by an integer add to the exponent field on AVX2); the other exps (softplus, sigmoid) keep a
+ * Cody-Waite reduction and a degree-7 polynomial (~1 ulp). The instruction set is chosen at build time
+ * (_ckernel.py: UNIVERSALITY_KERNEL_ISA = native, avx2 or generic).
  */
 #include <math.h>
 #include <stdint.h>
