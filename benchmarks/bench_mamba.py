@@ -21,6 +21,12 @@ Config (issue 2): d_model 256, 4 layers, vocab 4096, state 16, expand 2, batch 1
 
 HF is timed with fewer repeats than ours (it is ~10-50x slower); every number is the best
 of the runs made. ``--quick`` shrinks everything for a smoke run.
+
+The run first prints :func:`universality.precision.cpu_description` (the CPU and what torch
+dispatches to) and the instruction set the C kernels were built for (``UNIVERSALITY_KERNEL_ISA``;
+unset, it follows ``ATEN_CPU_CAPABILITY``), and each figure's name carries that ISA. An AVX2-only
+CPU is reproduced on an AVX-512 one with
+``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2``.
 """
 
 from __future__ import annotations
@@ -69,8 +75,13 @@ def _set_requires_grad(model, flag: bool) -> None:
 
 
 def run(quick: bool) -> list[Figure]:
+    from universality.hosts.ssm._ckernel import kernel_isa
     from universality.hosts.ssm.heap import retained_heap
     from universality.hosts.ssm.scan import resolve_backend
+    from universality.precision import cpu_description
+
+    isa = kernel_isa()
+    print(f"cpu: {cpu_description()}; mamba C kernels built for: {isa}", flush=True)
 
     batch, seq = (4, 64) if quick else (16, 256)
     hf_seq = 16 if quick else 32  # HF backward: positions timed (same batch)
@@ -78,6 +89,7 @@ def run(quick: bool) -> list[Figure]:
         host = _build(tmp, quick)
         model = host.model
         used = resolve_backend(host.scan_backend, host.device, host.dtype)
+        used = f"{used}/{isa}" if used == "c" else used
         tokens = torch.randint(0, host.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0))
         short = tokens[:, :hf_seq]
 

@@ -183,6 +183,23 @@ def test_weight_gradients_match_hf(host, tokens):
     host.model.zero_grad(set_to_none=True)
 
 
+@pytest.mark.skipif(load_kernel() is None, reason="the C kernels cannot be built here")
+@pytest.mark.parametrize("isa", ["avx2", "generic"])
+def test_other_kernel_builds_match_hf_logits_and_weight_gradients(host, tokens, isa, monkeypatch):
+    """The whole host on the AVX2 (or baseline x86-64) build of the kernels, as an AVX2-only CPU runs it."""
+    import platform
+
+    from universality.hosts.ssm._ckernel import ISA_ENV_VAR
+    from universality.precision import cpu_flags
+
+    if platform.machine().lower() not in ("x86_64", "amd64") or (isa == "avx2" and not cpu_flags()["avx2"]):
+        pytest.skip(f"this CPU cannot run the {isa} build")
+    monkeypatch.setenv(ISA_ENV_VAR, isa)
+    with torch.no_grad():
+        torch.testing.assert_close(host(tokens), host.model(tokens, use_cache=False).logits, rtol=0, atol=1e-4)
+    test_weight_gradients_match_hf(host, tokens)
+
+
 def test_shift_kernel_in_conv_weights_shows_in_conv_out(host, tokens):
     mixer = host.model.backbone.layers[0].mixer
     saved_w, saved_b = mixer.conv1d.weight.detach().clone(), mixer.conv1d.bias.detach().clone()

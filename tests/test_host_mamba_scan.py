@@ -1,16 +1,41 @@
-"""The Mamba-1 selective scan: C kernel vs pure torch, hand-written backward, state patching."""
+"""The Mamba-1 selective scan: C kernel vs pure torch, hand-written backward, state patching.
+
+The kernel tests run once per instruction set the C library can be built for here (``isa``
+fixture: ``native``, and on x86-64 ``avx2`` when the CPU has it and ``generic``): each build has
+its own vector width and exp code, and each is checked against the same float64 references.
+"""
 
 from __future__ import annotations
+
+import functools
+import platform
 
 import numpy as np
 import pytest
 import torch
 
 from universality import UniversalityError
+from universality.hosts.ssm import _ckernel as ck
 from universality.hosts.ssm import scan as ss
 from universality.hosts.ssm._ckernel import load_kernel
+from universality.precision import cpu_flags
 
 needs_c = pytest.mark.skipif(load_kernel() is None, reason="the C scan kernel cannot be built here (no gcc)")
+
+
+def _isas() -> list[str]:
+    """Kernel builds this machine can run: native, plus avx2 (CPU with AVX2) and generic on x86-64."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return ["native"]
+    return ["native", "avx2", "generic"] if cpu_flags()["avx2"] else ["native", "generic"]
+
+
+@pytest.fixture(params=_isas())
+def isa(request, monkeypatch):
+    """Every kernel call of the test uses the library built for this instruction set (without gcc the
+    tests marked ``needs_c`` skip, and the others run their torch path)."""
+    monkeypatch.setenv(ck.ISA_ENV_VAR, request.param)
+    return request.param
 
 
 def _inputs(b=2, t=23, d=21, n=5, dtype=torch.float64, seed=0):
@@ -45,7 +70,7 @@ def test_torch_scan_matches_numpy_recurrence():
 
 @needs_c
 @pytest.mark.parametrize("d", [16, 21, 40])
-def test_c_kernel_matches_torch_float64_values_and_grads(d):
+def test_c_kernel_matches_torch_float64_values_and_grads(d, isa):
     args = _inputs(d=d)
     y_c = ss.selective_scan(*args, backend="c")
     y_t = ss.selective_scan_torch(*args)
@@ -59,7 +84,7 @@ def test_c_kernel_matches_torch_float64_values_and_grads(d):
 
 @needs_c
 @pytest.mark.parametrize("d", [32, 19])
-def test_gated_c_kernel_matches_torch_float64(d):
+def test_gated_c_kernel_matches_torch_float64(d, isa):
     args = _inputs(d=d)
     gen = torch.Generator().manual_seed(5)
     zz = torch.randn(2, 23, 2 * d, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -74,21 +99,28 @@ def test_gated_c_kernel_matches_torch_float64(d):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=f"gradient of {name}")
 
 
-@needs_c
-def test_c_kernel_float32_close_to_float64_reference():
+@functools.cache
+def _float64_reference():
+    """Inputs of the float32 test and their float64 step-by-step output and gradients (computed once)."""
     args64 = _inputs(b=3, t=64, d=48, n=16)
-    args32 = [v.detach().float().requires_grad_() for v in args64]
     _, y_ref = _numpy_scan(*args64)
+    g64 = torch.autograd.grad(ss.selective_scan_torch(*args64).sum(), args64)
+    return [v.detach() for v in args64], y_ref, [g.numpy() for g in g64]
+
+
+@needs_c
+def test_c_kernel_float32_close_to_float64_reference(isa):
+    args64, y_ref, g64 = _float64_reference()
+    args32 = [v.float().requires_grad_() for v in args64]
     y32 = ss.selective_scan(*args32, backend="c")
     np.testing.assert_allclose(y32.detach().numpy(), y_ref, rtol=1e-4, atol=1e-4)
     g32 = torch.autograd.grad(y32.sum(), args32)
-    g64 = torch.autograd.grad(ss.selective_scan_torch(*args64).sum(), args64)
     for a, b in zip(g32, g64):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(a.numpy(), b, rtol=2e-3, atol=2e-3)
 
 
 @needs_c
-def test_c_backward_passes_gradcheck():
+def test_c_backward_passes_gradcheck(isa):
     args = _inputs(b=1, t=6, d=17, n=3, seed=1)
     assert torch.autograd.gradcheck(lambda *a: ss.selective_scan(*a, backend="c"), args, eps=1e-6, atol=1e-7)
     z = torch.randn(1, 6, 17, dtype=torch.float64, requires_grad=True)
@@ -106,7 +138,7 @@ def _raw_steps(b, t, d, dtype, seed):
 
 @needs_c
 @pytest.mark.parametrize("d", [32, 19])
-def test_fused_dt_bias_and_softplus_match_torch_float64(d):
+def test_fused_dt_bias_and_softplus_match_torch_float64(d, isa):
     x, _, A, B, C, D = _inputs(d=d)
     raw, bias = _raw_steps(2, 23, d, torch.float64, seed=3)
     z = torch.randn(2, 23, d, dtype=torch.float64, generator=torch.Generator().manual_seed(4), requires_grad=True)
@@ -121,7 +153,7 @@ def test_fused_dt_bias_and_softplus_match_torch_float64(d):
 
 
 @needs_c
-def test_fused_softplus_float32_close_to_float64_reference():
+def test_fused_softplus_float32_close_to_float64_reference(isa):
     """The float32 kernel's own softplus/sigmoid (vectorised polynomials) against float64 torch."""
     x64, _, A64, B64, C64, D64 = _inputs(b=2, t=40, d=48, n=16)
     raw64, bias64 = _raw_steps(2, 40, 48, torch.float64, seed=7)
@@ -141,7 +173,7 @@ def test_fused_softplus_float32_close_to_float64_reference():
 
 
 @needs_c
-def test_fused_dt_backward_passes_gradcheck():
+def test_fused_dt_backward_passes_gradcheck(isa):
     x, _, A, B, C, D = _inputs(b=1, t=6, d=17, n=3, seed=2)
     raw, bias = _raw_steps(1, 6, 17, torch.float64, seed=5)
     raw = (raw.detach() / 8).requires_grad_()  # keep finite differences away from softplus' flat tail
@@ -150,7 +182,7 @@ def test_fused_dt_backward_passes_gradcheck():
         [x, raw, bias, A, B, C, D], eps=1e-6, atol=1e-7)
 
 
-def test_states_match_numpy_and_readout_gives_y():
+def test_states_match_numpy_and_readout_gives_y(isa):
     args = _inputs()
     x, dt, A, B, C, D = args
     states_ref, y_ref = _numpy_scan(*args)
@@ -202,7 +234,7 @@ def test_cuda_scan_matches_torch():
 
 
 @needs_c
-def test_fused_conv_silu_kernel_matches_torch_conv1d_and_gradcheck():
+def test_fused_conv_silu_kernel_matches_torch_conv1d_and_gradcheck(isa):
     from universality.hosts.ssm.conv import _ConvSiLUC, conv_act
 
     gen = torch.Generator().manual_seed(3)
@@ -222,7 +254,7 @@ def test_fused_conv_silu_kernel_matches_torch_conv1d_and_gradcheck():
 
 
 @needs_c
-def test_rms_norm_kernel_matches_formula_and_gradcheck():
+def test_rms_norm_kernel_matches_formula_and_gradcheck(isa):
     from universality.hosts.ssm.ops import _RMSNormC, rms_norm
 
     gen = torch.Generator().manual_seed(4)
@@ -244,12 +276,15 @@ def test_c_kernel_threaded_with_strided_B_C(batch, monkeypatch):
     x, dt, A, _, _, D = _inputs(b=batch, t=300, d=48, n=5)  # large enough (> 65k elements) for two threads
     BC = torch.randn(batch, 300, 13, dtype=torch.float64, generator=torch.Generator().manual_seed(6), requires_grad=True)
     B, C = BC[..., 3:8], BC[..., 8:]  # strided views, as split off x_proj's output
-    y_c = ss.selective_scan(x, dt, A, B, C, D, backend="c")
-    y_t = ss.selective_scan_torch(x, dt, A, B, C, D)
-    torch.testing.assert_close(y_c, y_t, rtol=1e-10, atol=1e-10)
-    grad_out = torch.randn_like(y_c)
-    for a, b in zip(torch.autograd.grad(y_c, (x, dt, A, BC, D), grad_out), torch.autograd.grad(y_t, (x, dt, A, BC, D), grad_out)):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    y_t = ss.selective_scan_torch(x, dt, A, B, C, D)  # the reference once; every kernel build against it
+    grad_out = torch.randn_like(y_t)
+    g_t = torch.autograd.grad(y_t, (x, dt, A, BC, D), grad_out)
+    for isa in _isas():
+        monkeypatch.setenv(ck.ISA_ENV_VAR, isa)
+        y_c = ss.selective_scan(x, dt, A, B, C, D, backend="c")
+        torch.testing.assert_close(y_c, y_t, rtol=1e-10, atol=1e-10, msg=isa)
+        for a, b in zip(torch.autograd.grad(y_c, (x, dt, A, BC, D), grad_out), g_t):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=isa)
 
 
 def test_two_headed_linear_gradcheck():
@@ -266,7 +301,7 @@ def test_two_headed_linear_gradcheck():
 
 
 @needs_c
-def test_float32_decays_match_float64_exp_over_a_wide_range():
+def test_float32_decays_match_float64_exp_over_a_wide_range(isa):
     """exp(dt A) of the float32 kernel (2^w polynomial) against float64 for dt A from -80 to 0: within 4 ulp
     plus the rounding of the argument w = dt A log2(e) (relative |w| 2^-24, of the size of dt A's own rounding)."""
     d = 64
@@ -282,7 +317,7 @@ def test_float32_decays_match_float64_exp_over_a_wide_range():
 
 
 @needs_c
-def test_mixer_core_matches_step_by_step_torch_float64_and_gradcheck():
+def test_mixer_core_matches_step_by_step_torch_float64_and_gradcheck(monkeypatch):
     from universality.hosts.ssm.mixer_core import mixer_core
 
     gen = torch.Generator().manual_seed(11)
@@ -304,11 +339,16 @@ def test_mixer_core_matches_step_by_step_torch_float64_and_gradcheck():
         dt = torch.nn.functional.softplus(dt_low @ dt_proj_w.t() + dt_bias)
         return ss.selective_scan_torch(xc, dt, A, B, C, D) * torch.nn.functional.silu(z)
 
-    out = mixer_core(*args, rank)
-    torch.testing.assert_close(out, reference(*args), rtol=1e-10, atol=1e-10)
-    grad_out = torch.randn(out.shape, generator=gen, dtype=torch.float64)
-    for got, want in zip(torch.autograd.grad(out, args, grad_out), torch.autograd.grad(reference(*args), args, grad_out)):
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    want = reference(*args)
+    grad_out = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    want_grads = torch.autograd.grad(want, args, grad_out)
+    for isa in _isas():  # every kernel build against the one reference
+        monkeypatch.setenv(ck.ISA_ENV_VAR, isa)
+        out = mixer_core(*args, rank)
+        torch.testing.assert_close(out, want, rtol=1e-10, atol=1e-10, msg=isa)
+        for got, ref in zip(torch.autograd.grad(out, args, grad_out), want_grads):
+            torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9, msg=isa)
+    monkeypatch.delenv(ck.ISA_ENV_VAR)
     assert torch.autograd.gradcheck(lambda *a: mixer_core(*a, rank), args)
 
 

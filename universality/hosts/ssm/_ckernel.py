@@ -1,10 +1,19 @@
 """Build-at-first-use loader for the C kernels in ``selective_scan.c`` (selective scan, conv + SiLU, RMS norm).
 
 The kernel is compiled once per source/flags/CPU combination with the system
-``gcc -O3 -march=native -fopenmp`` into ``$UNIVERSALITY_HOME/kernels``
+``gcc -O3 -fopenmp`` into ``$UNIVERSALITY_HOME/kernels``
 (default ``~/.cache/universality/kernels``) and loaded with :mod:`ctypes`.
 When no compiler is present or the build fails, :func:`load_kernel` returns
 ``None`` and callers fall back to the pure-torch scan.
+
+Which instruction set the build targets is :func:`kernel_isa`: ``UNIVERSALITY_KERNEL_ISA``
+= ``native`` (``-march=native``: AVX-512 where the CPU has it), ``avx2`` (x86-64 with
+AVX2 + FMA only, never a zmm register: what an AVX2-only CPU runs) or ``generic``
+(baseline x86-64, SSE2). Unset (or ``auto``), it follows torch: when torch was told to
+dispatch to AVX2 only (``ATEN_CPU_CAPABILITY=avx2``) on an AVX-512 CPU the kernel is
+built for AVX2 as well, with ``ATEN_CPU_CAPABILITY=default`` it is built generic, so one
+setting reproduces an older CPU; otherwise ``native``. Each ISA is its own library
+(the ISA's flags are part of the file name's hash) and loaded separately.
 
 The library's file name carries a hash of the exact source bytes it was built from
 (the build compiles that snapshot, not the file as it may be by then), and before any
@@ -32,9 +41,20 @@ from ..._io import ensure_writable_dir
 
 _SOURCE = Path(__file__).with_name("selective_scan.c")
 KERNEL_ABI = 3  # must equal KERNEL_ABI in selective_scan.c; bump both when an exported signature changes
-_FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
+_FLAGS = ("-O3", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
+ISA_ENV_VAR = "UNIVERSALITY_KERNEL_ISA"
+"""Environment override of the kernel's instruction set: ``native``, ``avx2``, ``generic`` or ``auto`` (default)."""
+ISAS = ("native", "avx2", "generic")
+# target flags per ISA; avx2 names its extensions rather than -march=x86-64-v3 so any gcc knows them
+_ISA_FLAGS = {
+    "native": ("-march=native",),
+    "avx2": ("-march=x86-64", "-mavx2", "-mfma", "-mf16c", "-mbmi", "-mbmi2", "-mlzcnt", "-mmovbe", "-mtune=generic"),
+    "generic": ("-march=x86-64", "-mtune=generic"),
+}
 _LOCK = threading.Lock()
-_STATE: dict[str, object] = {}
+_LIBS: dict[str, ctypes.CDLL | None] = {}  # per ISA: the loaded library, or None when it could not be built
+_LIBS_AUTO: dict[str, str] = {}  # torch's dispatch level is fixed for the process: "auto" is resolved once
+_MISSING = object()
 
 
 def kernel_home() -> Path:
@@ -53,22 +73,63 @@ def _cpu_signature() -> str:
         return platform.processor() + platform.machine()
 
 
-def _library_name(source: bytes) -> str:
-    """File name of the library built from ``source`` with our flags on this CPU."""
+def _flags(isa: str) -> tuple[str, ...]:
+    """Compiler flags of a build for ``isa`` (one of :data:`ISAS`)."""
+    if isa != "native" and platform.machine().lower() not in ("x86_64", "amd64"):
+        if isa == "generic":
+            return _FLAGS  # the compiler's own baseline for this architecture
+        raise UniversalityError(f"{ISA_ENV_VAR}=avx2 needs an x86-64 CPU, this one is {platform.machine()}")
+    return _ISA_FLAGS[isa] + _FLAGS
+
+
+def kernel_isa() -> str:
+    """The instruction set the C kernels are built for in this process: ``native``, ``avx2`` or ``generic``.
+
+    Read from ``UNIVERSALITY_KERNEL_ISA``; unset or ``auto`` follows torch's dispatch level
+    (``avx2`` when torch runs AVX2 kernels on a CPU that has AVX-512, ``generic`` when it runs
+    its default kernels, else ``native``). Raises :class:`UniversalityError` for any other value.
+    """
+    value = os.environ.get(ISA_ENV_VAR, "").strip().lower()
+    if value in ISAS:
+        _flags(value)  # avx2 off x86-64: the one-sentence error now, not a warning at build time
+        return value
+    if value not in ("", "auto"):
+        raise UniversalityError(f"{ISA_ENV_VAR}={os.environ[ISA_ENV_VAR]!r} is not valid; use one of "
+                                f"{', '.join(ISAS)} or auto")
+    return _auto_isa()
+
+
+def _auto_isa() -> str:
+    """``native`` unless torch was restricted below what this CPU has (see :func:`kernel_isa`)."""
+    if "auto" not in _LIBS_AUTO:
+        from ...precision import cpu_capability, cpu_flags
+
+        capability = cpu_capability().upper()
+        if capability == "AVX2" and cpu_flags()["avx512f"]:
+            _LIBS_AUTO["auto"] = "avx2"
+        elif capability == "DEFAULT":
+            _LIBS_AUTO["auto"] = "generic"
+        else:
+            _LIBS_AUTO["auto"] = "native"
+    return _LIBS_AUTO["auto"]
+
+
+def _library_name(source: bytes, isa: str = "native") -> str:
+    """File name of the library built from ``source`` for ``isa`` with our flags on this CPU."""
     key = hashlib.sha256()
     key.update(source)
-    key.update(" ".join(_FLAGS).encode())
+    key.update(" ".join(_flags(isa)).encode())
     key.update(_cpu_signature().encode())
-    return f"selective_scan_{key.hexdigest()[:16]}.so"
+    return f"selective_scan_{isa}_{key.hexdigest()[:16]}.so"
 
 
-def _load_or_build(folder: Path, source: bytes | None = None) -> ctypes.CDLL:
+def _load_or_build(folder: Path, source: bytes | None = None, isa: str = "native") -> ctypes.CDLL:
     """Load (building it first when absent) the library for ``source`` (default: the current
-    ``selective_scan.c``) from ``folder``, after checking its ABI version."""
+    ``selective_scan.c``) and ``isa`` from ``folder``, after checking its ABI version."""
     source = _SOURCE.read_bytes() if source is None else source
-    target = folder / _library_name(source)
+    target = folder / _library_name(source, isa)
     if not target.is_file():
-        _compile(target, source)
+        _compile(target, source, isa)
     lib = ctypes.CDLL(str(target))
     _check_abi(lib, target)
     return _bind(lib)
@@ -89,8 +150,8 @@ def _check_abi(lib: ctypes.CDLL, path: Path) -> None:
                            "(a stale build, or selective_scan.c and _ckernel.py out of step)")
 
 
-def _compile(target: Path, source: bytes) -> None:
-    """Compile ``source`` (a snapshot of ``selective_scan.c``) into ``target`` atomically."""
+def _compile(target: Path, source: bytes, isa: str = "native") -> None:
+    """Compile ``source`` (a snapshot of ``selective_scan.c``) for ``isa`` into ``target`` atomically."""
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         raise RuntimeError("no C compiler (gcc) on PATH")
@@ -98,7 +159,7 @@ def _compile(target: Path, source: bytes) -> None:
     with tempfile.TemporaryDirectory(prefix=target.stem + ".", dir=folder) as work:
         src, tmp = Path(work) / _SOURCE.name, Path(work) / target.name
         src.write_bytes(source)  # compile the bytes that were hashed, even if the file changes meanwhile
-        proc = subprocess.run([cc, *_FLAGS, str(src), "-o", str(tmp), "-lm"], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([cc, *_flags(isa), str(src), "-o", str(tmp), "-lm"], capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             raise RuntimeError(f"{cc} failed: {proc.stderr.strip()[:500]}")
         os.replace(tmp, target)  # atomic: concurrent builders write the same bytes
@@ -140,25 +201,30 @@ def kernel_threads(work: int) -> int:
 
 
 def load_kernel() -> ctypes.CDLL | None:
-    """The compiled scan library (building it on first use), or ``None`` when it cannot be built.
+    """The compiled scan library for :func:`kernel_isa` (building it on first use), or ``None`` when it cannot be built.
 
-    Set ``UNIVERSALITY_NO_CKERNEL=1`` to force the pure-torch path.
+    Set ``UNIVERSALITY_NO_CKERNEL=1`` to force the pure-torch path. Raises :class:`UniversalityError`
+    when ``UNIVERSALITY_KERNEL_ISA`` holds an invalid value.
     """
     if os.environ.get("UNIVERSALITY_NO_CKERNEL", "") not in ("", "0"):
         return None
+    isa = kernel_isa()
+    lib = _LIBS.get(isa, _MISSING)
+    if lib is not _MISSING:
+        return lib  # type: ignore[return-value]
     with _LOCK:
-        if "lib" in _STATE:
-            return _STATE["lib"]  # type: ignore[return-value]
+        if isa in _LIBS:
+            return _LIBS[isa]
         lib, errors = None, []
         # the cache folder, then a private temp folder when the cache is not writable
         for folder in (kernel_home(), Path(tempfile.gettempdir()) / f"universality-kernels-{os.getuid()}"):
             try:
-                lib = _load_or_build(folder)
+                lib = _load_or_build(folder, isa=isa)
                 break
             except (OSError, RuntimeError, AttributeError, UniversalityError, subprocess.SubprocessError) as e:
                 errors.append(str(e))
         if lib is None:
-            warnings.warn(f"universality: the C Mamba kernels are unavailable ({'; '.join(errors)}); using the slower "
-                          "pure-torch path", RuntimeWarning, stacklevel=2)
-        _STATE["lib"] = lib
+            warnings.warn(f"universality: the C Mamba kernels ({isa}) are unavailable ({'; '.join(errors)}); using the "
+                          "slower pure-torch path", RuntimeWarning, stacklevel=2)
+        _LIBS[isa] = lib
         return lib

@@ -17,11 +17,11 @@
  *   h_t[c,j] = exp(s_t[c] * A[c,j]) * h_{t-1}[c,j] + s_t[c] * x_t[c] * B_t[j]
  *   y_t[c]   = sum_j h_t[c,j] * C_t[j] + D[c] * x_t[c]
  *
- * Work is split into jobs (one batch row x one block of BLK = 16 channels;
- * the caller pads d to a multiple of BLK). A job keeps its BLK x n state in a
+ * Work is split into jobs (one batch row x one block of BLK channels: 16 with AVX-512, 8 with AVX2,
+ * 4 on baseline x86-64; the caller pads d to a multiple of 16). A job keeps its BLK x n state in a
  * small local buffer of vectors and walks time forward, so everything it
- * touches per step stays in L1. Arithmetic uses GCC vector extensions (one
- * AVX-512 register per block of 16 floats, or two AVX2 ones). The backward of
+ * touches per step stays in L1. Arithmetic uses GCC vector extensions, one
+ * register per block of BLK floats. The backward of
  * a job first recomputes the states and decays into per-thread buffers
  * [t, n, BLK] (256 KiB each for t = 256, n = 16), then runs the adjoint
  * recurrence in reverse time. Reductions over channels (dB, dC) are summed
@@ -32,7 +32,9 @@
  * The same code is instantiated for float and for double (libm exp per lane; used by the float64
  * references). For float the state decays exp(dt A) are a vectorised 2^w (a job multiplies its A by log2(e)
  * once; then one multiply, a degree-6 polynomial on the fraction, < 1.7 ulp, and the scaling by vscalefps on
- * AVX-512); the other exps (softplus, sigmoid) keep a Cody-Waite reduction and a degree-7 polynomial (~1 ulp).
+ * AVX-512, by an integer add to the exponent field on AVX2); the other exps (softplus, sigmoid) keep a
+ * Cody-Waite reduction and a degree-7 polynomial (~1 ulp). The instruction set is chosen at build time
+ * (_ckernel.py: UNIVERSALITY_KERNEL_ISA = native, avx2 or generic).
  */
 #include <math.h>
 #include <stdint.h>
@@ -41,7 +43,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -52,8 +54,21 @@
 
 int kernel_abi_version(void) { return KERNEL_ABI; }
 
+/* Channels per job = lanes of one float vector register: 16 with AVX-512, 8 with AVX/AVX2, 4 otherwise
+   (SSE2). A vector wider than the machine's registers is legal GCC but compiles to stack round trips
+   (~5x slower on AVX2), so the width follows the target. The callers pad d to a multiple of 16, which
+   every choice divides. */
+#if defined(__AVX512F__)
 #define BLK 16
+#elif defined(__AVX__)
+#define BLK 8
+#else
+#define BLK 4
+#endif
 #define PF 8 /* rows fetched ahead by the scan jobs */
+/* rows of dt fetched ahead by the step-size loops: an iteration there is short (softplus: ~50 instructions),
+   so the out-of-order window holds only a few of them and, without a fetch far ahead, waits for each row */
+#define PF_STEP 32
 
 typedef float vf __attribute__((vector_size(BLK * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(BLK * sizeof(int32_t))));
@@ -100,6 +115,34 @@ static inline vf exp_vf(vf v) {
     w = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), w);
     w = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.42860682030941723e-6f), w);
     return (vf)_mm512_scalef_ps((__m512)exp_reduced_vf((vf)w), k);
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+static inline vf exp2_vf(vf w) {
+    /* 2^w lane-wise, 6 instructions besides the polynomial: w is clamped to [-126, 127]; adding 1.5 * 2^23
+       rounds it to k = round(w) held in the low mantissa bits, so that sum shifted left by 23 is k << 23
+       (the sum's own exponent bits shift out) and subtracting 1.5 * 2^23 again gives k as a float;
+       2^(w - k) by the polynomial (in [0.70, 1.42]), then k is added to its exponent field as an integer.
+       w <= -126 (and -inf) gives 2^-126 ~ 1.2e-38 instead of a smaller number or 0; NaN passes (vmaxps and
+       vminps return their second operand when one is NaN, and the NaN's shifted bits are 0). */
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    const __m256 v = _mm256_min_ps(_mm256_set1_ps(127.0f), _mm256_max_ps(_mm256_set1_ps(-126.0f), (__m256)w));
+    const __m256 shifted = _mm256_add_ps(v, magic);
+    const __m256 k = _mm256_sub_ps(shifted, magic);
+    const __m256i scale = _mm256_slli_epi32(_mm256_castps_si256(shifted), 23);
+    const vf p = exp2_reduced_vf((vf)_mm256_sub_ps(v, k));
+    return (vf)_mm256_add_epi32(_mm256_castps_si256((__m256)p), scale);
+}
+
+static inline vf exp_vf(vf v) {
+    /* exp(v) lane-wise for v clamped to [-87.3, 88] (below, exp is under the normal range; the top keeps
+       2^k finite): v = k ln2 + r, |r| <= ln2/2, exp(r) by the polynomial, 2^k from the bits. */
+    __m256 w = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.3f), (__m256)v));
+    const __m256 k = _mm256_round_ps(_mm256_mul_ps(w, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    w = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693145751953125f), w);
+    w = _mm256_fnmadd_ps(k, _mm256_set1_ps(1.42860682030941723e-6f), w);
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return exp_reduced_vf((vf)w) * (vf)_mm256_castsi256_ps(bits);
 }
 #else
 /* v clamped lane-wise to [lo, hi] */
@@ -185,14 +228,21 @@ static inline V step_##SUF(const T *dt, const T *dtb, int64_t d0, int softplus, 
                                                                                                                              \
 static void fwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const V *A, const T *Bm, const T *Cm,         \
                           int64_t bs, int64_t cs, const T *Dv, const T *z, int64_t zs, T *y, T *yg, T *states,               \
-                          int64_t bi, int64_t d0, int64_t t, int64_t d, int64_t n, V *h, V *DV) {                            \
+                          int64_t bi, int64_t d0, int64_t t, int64_t d, int64_t n, V *h, V *DV, V *G) {                      \
     const V zero = {0};                                                                                                      \
     for (int64_t j = 0; j < n; j++) h[j] = zero;                                                                             \
     const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                                          \
-    /* step sizes first, in a loop of independent rows: their latency (softplus) then overlaps */                            \
+    /* step sizes and gates silu(z) first, in a loop of independent rows: their latency (softplus, the                      \
+       divisions) then overlaps, and the recurrence's rows below end with one multiply */                                   \
     for (int64_t ti = 0; ti < t; ti++) {                                                                                     \
+        const int64_t row = bi * t + ti;                                                                                     \
+        if (ti + PF_STEP < t) {                                                                                              \
+            __builtin_prefetch(dt + (row + PF_STEP) * d + d0);                                                               \
+            if (z) __builtin_prefetch(z + (row + PF_STEP) * zs + d0);                                                        \
+        }                                                                                                                    \
         V slope;                                                                                                             \
-        DV[ti] = step_##SUF(dt + (bi * t + ti) * d + d0, dtb, d0, softplus, &slope);                                         \
+        DV[ti] = step_##SUF(dt + row * d + d0, dtb, d0, softplus, &slope);                                                   \
+        if (z) { const V zv = load_##SUF(z + row * zs + d0); G[ti] = zv * sigmoid_##SUF(zv); }                               \
     }                                                                                                                        \
     for (int64_t ti = 0; ti < t; ti++) {                                                                                     \
         const int64_t row = bi * t + ti;                                                                                     \
@@ -200,27 +250,33 @@ static void fwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, c
             const int64_t ahead = row + PF;                                                                                  \
             __builtin_prefetch(x + ahead * d + d0);                                                                          \
             __builtin_prefetch(Bm + ahead * bs); __builtin_prefetch(Cm + ahead * cs);                                        \
-            if (z) __builtin_prefetch(z + ahead * zs + d0);                                                                  \
         }                                                                                                                    \
         const V xv = load_##SUF(x + row * d + d0), dv = DV[ti];                                                              \
         const V dx = dv * xv;                                                                                                \
         const T *Br = Bm + row * bs, *Cr = Cm + row * cs;                                                                    \
-        V acc = Dvec * xv;                                                                                                   \
-        for (int64_t j = 0; j < n; j++) {                                                                                    \
+        /* two partial sums of the readout (even and odd state slots) halve its chain of dependent adds */                  \
+        V acc = Dvec * xv, acc2 = zero;                                                                                      \
+        int64_t j = 0;                                                                                                       \
+        for (; j + 1 < n; j += 2) {                                                                                          \
+            const V h0 = DECAYV(dv * A[j]) * h[j] + dx * Br[j];                                                              \
+            const V h1 = DECAYV(dv * A[j + 1]) * h[j + 1] + dx * Br[j + 1];                                                  \
+            h[j] = h0; h[j + 1] = h1;                                                                                        \
+            acc += h0 * Cr[j];                                                                                               \
+            acc2 += h1 * Cr[j + 1];                                                                                          \
+        }                                                                                                                    \
+        if (j < n) {                                                                                                         \
             const V hv = DECAYV(dv * A[j]) * h[j] + dx * Br[j];                                                              \
             h[j] = hv;                                                                                                       \
             acc += hv * Cr[j];                                                                                               \
         }                                                                                                                    \
+        acc += acc2;                                                                                                         \
         if (states) {                                                                                                        \
             T *sr = states + (row * d + d0) * n;                                                                             \
             for (int k = 0; k < BLK; k++)                                                                                    \
-                for (int64_t j = 0; j < n; j++) sr[k * n + j] = h[j][k];                                                     \
+                for (int64_t jj = 0; jj < n; jj++) sr[k * n + jj] = h[jj][k];                                                \
         }                                                                                                                    \
         if (y) store_##SUF(y + row * d + d0, acc);                                                                           \
-        if (yg) {                                                                                                            \
-            const V zv = load_##SUF(z + row * zs + d0);                                                                      \
-            store_##SUF(yg + row * d + d0, acc * zv * sigmoid_##SUF(zv));                                                    \
-        }                                                                                                                    \
+        if (yg) store_##SUF(yg + row * d + d0, acc * G[ti]);                                                                 \
     }                                                                                                                        \
 }                                                                                                                            \
                                                                                                                              \
@@ -233,6 +289,7 @@ void scan_fwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
         V *h = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                \
         V *A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                \
         V *DV = (V *)aligned_alloc(64, sizeof(V) * (size_t)t);                                                               \
+        V *G = (V *)aligned_alloc(64, sizeof(V) * (size_t)t);                                                                \
         int64_t loaded = -1;                                                                                                 \
         _Pragma("omp for schedule(dynamic, 4)")                                                                              \
         for (int64_t job = 0; job < b * nblk; job++) {                                                                       \
@@ -241,16 +298,17 @@ void scan_fwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
                 for (int64_t j = 0; j < n; j++) A[j] = load_##SUF(At + j * d + d0) * (T)DECAY_SCALE;                                \
                 loaded = d0;                                                                                                 \
             }                                                                                                                \
-            fwd_job_##SUF(x, dt, dtb, softplus, A, Bm, Cm, bs, cs, Dv, z, zs, y, yg, states, bi, d0, t, d, n, h, DV);        \
+            fwd_job_##SUF(x, dt, dtb, softplus, A, Bm, Cm, bs, cs, Dv, z, zs, y, yg, states, bi, d0, t, d, n, h, DV, G);     \
         }                                                                                                                    \
-        free(h); free(A); free(DV);                                                                                          \
+        free(h); free(A); free(DV); free(G);                                                                                 \
     }                                                                                                                        \
 }                                                                                                                            \
                                                                                                                              \
 /* Per-thread scratch of the backward: states and decays [t, n], lane-wise dB/dC sums [t, n],                                \
-   step sizes and their slopes [t], adjoint and dA accumulators [n], the job's A [n]. */                                     \
+   step sizes and their slopes [t], the gate's factors silu(z) and silu'(z) [t], adjoint and dA                              \
+   accumulators [n], the job's A [n]. */                                                                                     \
 typedef struct {                                                                                                             \
-    V *H, *Ad, *LB, *LC, *DV, *SL, *g, *dAacc, *A, *A2;                                                                      \
+    V *H, *Ad, *LB, *LC, *DV, *SL, *G1, *G2, *g, *dAacc, *A, *A2;                                                            \
 } bwd_scratch_##SUF;                                                                                                         \
                                                                                                                              \
 static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T *Bm, const T *Cm, int64_t bs,         \
@@ -259,9 +317,22 @@ static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, c
                           const bwd_scratch_##SUF *s) {                                                                      \
     const V zero = {0};                                                                                                      \
     V *H = s->H, *Ad = s->Ad, *g = s->g, *dAacc = s->dAacc, *LB = s->LB, *LC = s->LC;                                        \
-    const V *A = s->A, *A2 = s->A2;                                                                                                  \
-    /* 1. recompute step sizes DV[ti] (and slopes SL[ti]), then states and decays H[ti * n + j], Ad[ti * n + j] */           \
-    for (int64_t ti = 0; ti < t; ti++) s->DV[ti] = step_##SUF(dt + (bi * t + ti) * d + d0, dtb, d0, softplus, &s->SL[ti]);   \
+    const V *A = s->A, *A2 = s->A2;                                                                                          \
+    /* 1. step sizes DV[ti] and slopes SL[ti], and the gate's factors G1 = silu(z), G2 = silu'(z), in a loop of             \
+       independent rows (their exps and divisions overlap); then states and decays H[ti * n + j], Ad[ti * n + j] */         \
+    for (int64_t ti = 0; ti < t; ti++) {                                                                                     \
+        const int64_t row = bi * t + ti;                                                                                     \
+        if (ti + PF_STEP < t) {                                                                                              \
+            __builtin_prefetch(dt + (row + PF_STEP) * d + d0);                                                               \
+            if (z) __builtin_prefetch(z + (row + PF_STEP) * zs + d0);                                                        \
+        }                                                                                                                    \
+        s->DV[ti] = step_##SUF(dt + row * d + d0, dtb, d0, softplus, &s->SL[ti]);                                            \
+        if (z) {                                                                                                             \
+            const V zv = load_##SUF(z + row * zs + d0), sg = sigmoid_##SUF(zv);                                              \
+            s->G1[ti] = zv * sg;                                                                                             \
+            s->G2[ti] = sg * (1 + zv * (1 - sg));                                                                            \
+        }                                                                                                                    \
+    }                                                                                                                        \
     for (int64_t ti = 0; ti < t; ti++) {                                                                                     \
         const int64_t row = bi * t + ti;                                                                                     \
         if (ti + PF < t) {                                                                                                   \
@@ -274,12 +345,14 @@ static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, c
         const T *Br = Bm + row * bs;                                                                                         \
         V *Hc = H + ti * n, *Ac = Ad + ti * n;                                                                               \
         for (int64_t j = 0; j < n; j++) {                                                                                    \
-            const V a = DECAYV(dv * A2[j]);                                                                                   \
+            const V a = DECAYV(dv * A2[j]);                                                                                  \
             Ac[j] = a;                                                                                                       \
             Hc[j] = ti > 0 ? a * Hc[j - n] + dx * Br[j] : dx * Br[j];                                                        \
         }                                                                                                                    \
     }                                                                                                                        \
-    /* 2. adjoint recurrence in reverse time; g carries dL/dh_t back through the decay */                                    \
+    /* 2. adjoint recurrence in reverse time; g carries dL/dh_t back through the decay. The sums over the state            \
+       slots (y, the step's gradient, B's contraction) each run as two partial sums (even and odd slots), which            \
+       halves their chains of dependent adds. */                                                                            \
     for (int64_t j = 0; j < n; j++) { g[j] = zero; dAacc[j] = zero; }                                                        \
     const V Dvec = Dv ? load_##SUF(Dv + d0) : zero;                                                                          \
     V dDacc = zero, dbacc = zero;                                                                                            \
@@ -290,23 +363,32 @@ static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, c
             __builtin_prefetch(x + ahead * d + d0); __builtin_prefetch(dy + ahead * d + d0);                                 \
             __builtin_prefetch(Bm + ahead * bs); __builtin_prefetch(Cm + ahead * cs);                                        \
             __builtin_prefetch(dxo + ahead * d + d0, 1); __builtin_prefetch(ddto + ahead * d + d0, 1);                       \
-            if (z) { __builtin_prefetch(z + ahead * zs + d0); __builtin_prefetch(dzo + ahead * dzs + d0, 1); }                 \
+            if (z) __builtin_prefetch(dzo + ahead * dzs + d0, 1);                                                            \
         }                                                                                                                    \
         const V xv = load_##SUF(x + row * d + d0), dv = s->DV[ti];                                                           \
-        V dyv = load_##SUF(dy + row * d + d0);                                                                               \
+        const V dyg = load_##SUF(dy + row * d + d0);                                                                         \
+        /* gated output yg = y * silu(z): dy = dyg * silu(z); dz = dyg * y * silu'(z), y summed in the loop below */        \
+        const V dyv = z ? dyg * s->G1[ti] : dyg;                                                                             \
         const V dx = dv * xv;                                                                                                \
         const T *Br = Bm + row * bs, *Cr = Cm + row * cs;                                                                    \
         const V *Hc = H + ti * n, *Ac = Ad + ti * n;                                                                         \
-        V zv = zero, sg = zero, dyg = zero;                                                                                  \
-        if (z) { /* gated output yg = y * silu(z): dy = dyg * silu(z); dz needs y, summed in the loop below */               \
-            zv = load_##SUF(z + row * zs + d0);                                                                              \
-            sg = sigmoid_##SUF(zv);                                                                                          \
-            dyg = dyv;                                                                                                       \
-            dyv = dyv * zv * sg;                                                                                             \
-        }                                                                                                                    \
-        V gB = zero, ddta = zero, yv = Dvec * xv;                                                                            \
+        V gB = zero, ddta = zero, yv = Dvec * xv, gB2 = zero, ddta2 = zero, yv2 = zero;                                      \
         V *LBr = LB + ti * n, *LCr = LC + ti * n;                                                                            \
-        for (int64_t j = 0; j < n; j++) {                                                                                    \
+        int64_t j = 0;                                                                                                       \
+        for (; j + 1 < n; j += 2) {                                                                                          \
+            const V gk = g[j] + dyv * Cr[j], gk1 = g[j + 1] + dyv * Cr[j + 1];                                               \
+            const V a = Ac[j], hv = Hc[j], a1 = Ac[j + 1], hv1 = Hc[j + 1];                                                  \
+            const V ga = ti > 0 ? gk * Hc[j - n] * a : zero;                                                                 \
+            const V ga1 = ti > 0 ? gk1 * Hc[j + 1 - n] * a1 : zero;                                                          \
+            yv += hv * Cr[j]; yv2 += hv1 * Cr[j + 1];                                                                        \
+            LCr[j] += dyv * hv; LCr[j + 1] += dyv * hv1;                                                                     \
+            LBr[j] += gk * dx; LBr[j + 1] += gk1 * dx;                                                                       \
+            ddta += ga * A[j]; ddta2 += ga1 * A[j + 1];                                                                      \
+            gB += gk * Br[j]; gB2 += gk1 * Br[j + 1];                                                                        \
+            dAacc[j] += ga * dv; dAacc[j + 1] += ga1 * dv;                                                                   \
+            g[j] = gk * a; g[j + 1] = gk1 * a1;                                                                              \
+        }                                                                                                                    \
+        if (j < n) {                                                                                                         \
             const V gk = g[j] + dyv * Cr[j];                                                                                 \
             const V a = Ac[j], hv = Hc[j];                                                                                   \
             const V ga = ti > 0 ? gk * Hc[j - n] * a : zero;                                                                 \
@@ -318,7 +400,8 @@ static void bwd_job_##SUF(const T *x, const T *dt, const T *dtb, int softplus, c
             dAacc[j] += ga * dv;                                                                                             \
             g[j] = gk * a;                                                                                                   \
         }                                                                                                                    \
-        if (z) store_##SUF(dzo + row * dzs + d0, dyg * yv * sg * (1 + zv * (1 - sg)));                                         \
+        gB += gB2; ddta += ddta2; yv += yv2;                                                                                 \
+        if (z) store_##SUF(dzo + row * dzs + d0, dyg * yv * s->G2[ti]);                                                      \
         store_##SUF(dxo + row * d + d0, gB * dv + Dvec * dyv);                                                               \
         const V graw = (ddta + gB * xv) * s->SL[ti];                                                                         \
         store_##SUF(ddto + row * d + d0, graw);                                                                              \
@@ -360,6 +443,8 @@ void scan_bwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
         s.LC = (V *)aligned_alloc(64, sizeof(V) * (size_t)(t * n));                                                          \
         s.DV = (V *)aligned_alloc(64, sizeof(V) * (size_t)t);                                                                \
         s.SL = (V *)aligned_alloc(64, sizeof(V) * (size_t)t);                                                                \
+        s.G1 = (V *)aligned_alloc(64, sizeof(V) * (size_t)t);                                                                \
+        s.G2 = (V *)aligned_alloc(64, sizeof(V) * (size_t)t);                                                                \
         s.g = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                 \
         s.dAacc = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                             \
         s.A = (V *)aligned_alloc(64, sizeof(V) * (size_t)n);                                                                 \
@@ -402,7 +487,7 @@ void scan_bwd_##SUF(const T *x, const T *dt, const T *dtb, int softplus, const T
             }                                                                                                                \
             if (row_b >= 0) flush_lanes_##SUF(s.LB, s.LC, dBp, dCp, row_b, t, n, 0);                                         \
         }                                                                                                                    \
-        free(s.H); free(s.Ad); free(s.LB); free(s.LC); free(s.DV); free(s.SL); free(s.g); free(s.dAacc); free(s.A); free(s.A2);          \
+        free(s.H); free(s.Ad); free(s.LB); free(s.LC); free(s.DV); free(s.SL); free(s.G1); free(s.G2); free(s.g); free(s.dAacc); free(s.A); free(s.A2);          \
     }                                                                                                                        \
 }
 
