@@ -101,3 +101,17 @@ def test_rwkv_host_and_hf_forward_alternate_on_one_model(tmp_path):
             torch.testing.assert_close(host(tokens), want_train, rtol=0, atol=1e-4)
     ref_weight = tf.RwkvForCausalLM.from_pretrained(tmp_path).rwkv.blocks[3].attention.output.weight
     assert torch.equal(host.model.rwkv.blocks[3].attention.output.weight, ref_weight)  # train mode: unscaled, exactly
+
+
+@pytest.mark.parametrize("model_type,attr", [("mamba", "mixer.dt_proj"), ("mamba2", "mixer.dt_bias")])
+def test_mamba_hosts_name_a_missing_attribute(model_type, attr):
+    cfg_cls, model_cls = ((tf.MambaConfig, tf.MambaForCausalLM) if model_type == "mamba"
+                          else (tf.Mamba2Config, tf.Mamba2ForCausalLM))
+    extra = {} if model_type == "mamba" else {"num_heads": 4, "head_dim": 16, "n_groups": 1, "chunk_size": 16}
+    model = model_cls(cfg_cls(vocab_size=50, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2, **extra))
+    parent, name = attr.rsplit(".", 1)
+    delattr(model.backbone.layers[1].get_submodule(parent), name)
+    from universality.hosts.registry import host_class
+
+    with pytest.raises(UniversalityError, match=rf"reads '{attr}' of .*transformers {tf.__version__}"):
+        host_class(model_type)(model)

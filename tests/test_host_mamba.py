@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import universality as uv
+from hf_reference import assert_cache_matches_hidden_states
 from universality import UniversalityError
 from universality.hosts.ssm._ckernel import load_kernel
 
@@ -69,11 +70,8 @@ def test_logits_and_hidden_states_match_hf(host, tokens, backend):
     finally:
         host.set_scan_backend("auto")
     torch.testing.assert_close(logits, ref.logits, rtol=0, atol=1e-4)
-    # HF lists one entry per block (no embeddings first), then the post-final-norm stream
-    assert len(ref.hidden_states) == N_LAYERS + 1
-    for i in range(N_LAYERS):
-        torch.testing.assert_close(cache[f"blocks.{i}.resid_post"], ref.hidden_states[i], rtol=0, atol=1e-5)
-    torch.testing.assert_close(cache["final_norm"], ref.hidden_states[-1], rtol=0, atol=1e-5)
+    # transformers 5.25 lists one entry per block (no embeddings first), then the final norm: derived, not assumed
+    assert_cache_matches_hidden_states(cache, host.model, tokens, atol=1e-5, n_layers=N_LAYERS)
     assert "blocks.0.ssm.state" not in cache  # on demand only
 
 

@@ -58,6 +58,9 @@ class MambaHost(MambaBackboneHost):
     """
 
     scan_backend: str = "auto"
+    block_attrs = ("norm.weight", "norm.variance_epsilon", "mixer.in_proj", "mixer.conv1d", "mixer.x_proj",
+                   "mixer.dt_proj", "mixer.A_log", "mixer.D", "mixer.out_proj", "mixer.act", "mixer.activation",
+                   "mixer.intermediate_size", "mixer.ssm_state_size", "mixer.time_step_rank")
 
     def set_scan_backend(self, backend: str) -> None:
         """Choose the selective-scan implementation (one of ``BACKENDS``)."""

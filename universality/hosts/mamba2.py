@@ -43,6 +43,10 @@ class Mamba2Host(MambaBackboneHost):
     """
 
     chunk_size: int = 64
+    block_attrs = ("norm.weight", "norm.variance_epsilon", "mixer.in_proj", "mixer.conv1d", "mixer.dt_bias",
+                   "mixer.A_log", "mixer.D", "mixer.norm.weight", "mixer.norm.variance_epsilon", "mixer.out_proj",
+                   "mixer.act", "mixer.activation", "mixer.time_step_limit", "mixer.num_heads", "mixer.head_dim",
+                   "mixer.n_groups", "mixer.ssm_state_size", "mixer.intermediate_size")
 
     def _block(self, i: int, layer: torch.nn.Module, h: torch.Tensor, run: HookRun) -> torch.Tensor:
         p = f"blocks.{i}."

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..base import Host
+from ..compat import require_attributes
 from ..hookrun import HookRun
 from .ops import lm_head, rms_norm
 
@@ -25,6 +26,18 @@ class MambaBackboneHost(Host):
     arch = "mamba"
     block_points = SSM_BLOCK_POINTS
     on_demand_points = ("ssm.state",)
+    model_attrs: tuple[str, ...] = ("backbone.embeddings", "backbone.layers", "backbone.norm_f.weight",
+                                    "backbone.norm_f.variance_epsilon", "lm_head")
+    """Attribute paths read on the ``*ForCausalLM`` module (checked when a host is built)."""
+    block_attrs: tuple[str, ...] = ()
+    """Attribute paths read on every block (``layers[i]``), per subclass."""
+
+    def __init__(self, model, tokenizer=None, name_or_path: str = ""):
+        name = f"Mamba ({model.config.model_type})"
+        require_attributes(model, self.model_attrs, name)
+        for layer in model.backbone.layers:
+            require_attributes(layer, self.block_attrs, name)
+        super().__init__(model, tokenizer, name_or_path)
 
     def _norm_kernel(self) -> bool:
         """Whether the fused C RMS-norm kernel may be used for the final norm (it falls back by itself)."""
