@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from itertools import combinations
 from typing import Any
 
-import numpy as np
 import torch
 
 from .common import hook_name, layer_at, train_stage
@@ -24,15 +22,5 @@ def seed_overlap_entry(run: RunDir, label: str, host: Any, host_fp: str, store: 
     coders = [train_stage(run, store, h, rows, tag=f"{label}-{h}-{kind}-n{n_latents}-s{s}", host_fp=host_fp, kind=kind,
                           n_latents=n_latents, k=k, seed=s, epochs=epochs, device=device) for s in seeds]
     coders = [c.cpu() for c in coders]
-    overlaps = [matching.seed_overlap(a, b, threshold) for a, b in combinations(coders, 2)]
-    fracs = np.array([o.shared_fraction for o in overlaps])
-    presence = matching.seed_presence(coders, threshold)
-    first = overlaps[0]
-    curve = [float(((first.encoder_cos > t) & (first.decoder_cos > t)).double().mean()) for t in CURVE_THRESHOLDS]
-    agree = [o.assignments_agree for o in overlaps if o.assignments_agree == o.assignments_agree]
-    return {"model": label, "hook": h, "kind": kind, "n_latents": n_latents, "k": k if kind in ("topk", "batchtopk") else None,
-            "seeds": list(seeds), "threshold": threshold, "shared_fraction": float(fracs.mean()),
-            "shared_fraction_std": float(fracs.std(ddof=1)) if fracs.size > 1 else 0.0,
-            "agreement": float(np.mean(agree)) if agree else None,
-            "n_seed_hist": [int(x) for x in presence.histogram[1:].tolist()],
-            "curve": {"thresholds": list(CURVE_THRESHOLDS), "shared_fraction": curve}}
+    return matching.seed_stability(coders, threshold, seeds=seeds, model=label, hook=h, kind=kind,
+                                   k=k if kind in ("topk", "batchtopk") else None, curve_thresholds=CURVE_THRESHOLDS).to_dict()
