@@ -24,3 +24,32 @@ def seed_overlap_entry(run: RunDir, label: str, host: Any, host_fp: str, store: 
     coders = [c.cpu() for c in coders]
     return matching.seed_stability(coders, threshold, seeds=seeds, model=label, hook=h, kind=kind,
                                    k=k if kind in ("topk", "batchtopk") else None, curve_thresholds=CURVE_THRESHOLDS).to_dict()
+
+
+def seeds_job(cfg: Any, out: Any, device: torch.device, log: Any) -> dict:
+    """``universality seeds``: dictionaries of several seeds, kinds and sizes on one host (a ``SeedsConfig``); their overlap."""
+    from ..activations import host_fingerprint
+    from ..matching import SeedOverlapResult
+    from ..results import RunResults
+    from .common import cache_stage, environment, load_corpus_checked, load_hosts, model_entry, now
+    from .compare import Side
+    from .config import config_dict
+    from .pipeline import corpus_entry, finish, start_run, streams
+
+    label = cfg.name or cfg.model.rstrip("/").split("/")[-1]
+    host = load_hosts({label: cfg.model}, device)[label]
+    corpus = load_corpus_checked(cfg.corpus)
+    run = start_run(out, "seeds", cfg, log)
+    st = streams({label: host}, corpus, cfg.n_tokens, cfg.seq_len, 0)
+    fp = host_fingerprint(host)
+    side = Side(label, host, cfg.model, "model", st.streams[0], fp)
+    h = hook_name(layer_at(host, cfg.layer), cfg.hook)
+    store = cache_stage(run, f"{label}-{cfg.hook}", host, [h], side.stream, fp)
+    entries = [SeedOverlapResult.from_dict(
+        seed_overlap_entry(run, label, host, fp, store, side.mask_rows, hook=cfg.hook, depth=cfg.layer, kind=kind, n_latents=n,
+                           k=cfg.k, seeds=cfg.seeds, epochs=cfg.sae_epochs, threshold=cfg.threshold, device=device))
+        for kind in cfg.kinds for n in cfg.n_latents]
+    res = RunResults(f"Seed stability of dictionaries on {label}", now(), environment(device),
+                     corpus_entry(corpus, int(side.stream.mask.sum()), cfg.corpus),
+                     models=[model_entry(label, host, cfg.model, "model")], seed_overlap=entries, config=config_dict(cfg))
+    return finish(run, res, log)
