@@ -6,7 +6,8 @@ import platform
 
 import numpy as np
 
-from .schema import SCHEMA, summarize_values
+from ..matching.stats import summarize_values
+from ..results import SCHEMA
 
 
 def _beta(rng: np.random.Generator, mean: float, n: int, conc: float = 12.0) -> np.ndarray:
