@@ -26,7 +26,7 @@ EXIT_INTERRUPTED = 130
 
 @dataclass(frozen=True)
 class Command:
-    """One subcommand: its typed config (the source of its options) and the job it runs."""
+    """One subcommand and its typed config, the source of its options (the job it runs is picked in :func:`_run`)."""
 
     name: str
     """Subcommand name."""
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for cmd in COMMAND_TABLE:
         cls = _config_class(cmd)
-        sp = sub.add_parser(cmd.name, help=cmd.help, description=(cls.__doc__ or "").strip(),
+        sp = sub.add_parser(cmd.name, help=cmd.help, description=(cls.__doc__ or "").strip().replace("``", ""),
                             argument_default=argparse.SUPPRESS)
         add_config_arguments(sp, cls)
         run_opts = sp.add_argument_group("run options")
