@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Callable
 
 import torch
 
 from .common import hook_name, layer_at, train_stage
+from .config import SeedsConfig
 from .rundir import RunDir
 
 CURVE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -26,8 +28,8 @@ def seed_overlap_entry(run: RunDir, label: str, host: Any, host_fp: str, store: 
                                    k=k if kind in ("topk", "batchtopk") else None, curve_thresholds=CURVE_THRESHOLDS).to_dict()
 
 
-def seeds_job(cfg: Any, out: Any, device: torch.device, log: Any) -> dict:
-    """``universality seeds``: dictionaries of several seeds, kinds and sizes on one host (a ``SeedsConfig``); their overlap."""
+def seeds_job(cfg: SeedsConfig, out: str | os.PathLike, device: torch.device, log: Callable[[str], None]) -> dict:
+    """``universality seeds``: dictionaries of several seeds, kinds and sizes on one host; their overlap → report."""
     from ..activations import host_fingerprint
     from ..matching import SeedOverlapResult
     from ..results import RunResults
