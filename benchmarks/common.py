@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from universality._timing import best_time  # noqa: F401  (re-exported for the bench modules)
+from universality.precision import bf16_pays, cpu_capability
+
+
+def _precision_tag() -> str:
+    """``"AVX2, bf16 off"``-style tag: the CPU capability torch dispatched to and the bfloat16 decision."""
+    return f"{cpu_capability()}, bf16 {'on' if bf16_pays() else 'off'}"
 
 
 @dataclass
@@ -27,6 +33,8 @@ class Figure:
     """Required ratio (None: informational)."""
     goal_value: float | None = None
     """Required absolute value (None: informational)."""
+    cpu: str = field(default_factory=_precision_tag)
+    """The CPU capability torch dispatched to when the figure was made, and whether bfloat16 was used."""
 
     @property
     def ratio(self) -> float:
@@ -50,7 +58,7 @@ class Figure:
         if self.goal_value is not None:
             goal.append(f"value {'>=' if self.higher_is_better else '<='} {self.goal_value:g}")
         status = {True: "MET", False: "BELOW GOAL", None: ""}[self.met]
-        return (f"{self.name}: {self.value:,.4g} {self.unit} vs {self.baseline} {self.baseline_value:,.4g} "
+        return (f"[{self.cpu}] {self.name}: {self.value:,.4g} {self.unit} vs {self.baseline} {self.baseline_value:,.4g} "
                 f"-> ratio {self.ratio:.2f}x" + (f"  [goal {' and '.join(goal)}: {status}]" if goal else ""))
 
     def as_dict(self) -> dict:

@@ -24,12 +24,15 @@ sys.path.insert(0, str(HERE))
 
 from common import Figure  # noqa: E402
 
+from universality.precision import cpu_capability, cpu_description  # noqa: E402
+
 
 def _machine() -> dict:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_description(),
+        "capability": cpu_capability(),
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
@@ -47,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         mods = [m for m in mods if m.stem.removeprefix("bench_") in args.only]
     print(f"machine: {_machine()}")
+    print(f"cpu: {cpu_description()}")
     figures: list[Figure] = []
     for path in mods:
         spec = importlib.util.spec_from_file_location(path.stem, path)

@@ -88,3 +88,12 @@ def test_cpu_description_names_the_capability(fresh, monkeypatch):
     monkeypatch.setenv(precision.ENV_VAR, "0")
     line = precision.cpu_description()
     assert f"torch capability {precision.cpu_capability()}" in line and "bf16 off (env)" in line
+
+
+def test_bad_override_at_the_command_line_is_one_sentence_and_status_2(fresh, monkeypatch, capsys):
+    from universality.cli import main
+
+    monkeypatch.setenv(precision.ENV_VAR, "fast")
+    assert main(["zoo", "--home", str(fresh)]) == 2
+    err = capsys.readouterr().err
+    assert "UNIVERSALITY_BF16='fast' is not a valid precision override" in err and "Traceback" not in err

@@ -12,6 +12,7 @@ import torch
 from universality import UniversalityError, reports
 from universality.analysis import (InductionConfig, InductionResult, InductionSummary, PatchEffect, WriteLagConfig,
                                    WriteLagProfile, WriteLagResult, WriteLagTable)
+from universality.jobs.compare_results import FamiliesResult, PairResult
 from universality.matching import SeedOverlapResult, seed_overlap, seed_stability
 from universality.results import SCHEMA, RunResults
 
@@ -25,6 +26,8 @@ def test_run_results_round_trip_the_example_exactly():
     typed = RunResults.from_dict(res)
     assert isinstance(typed.seed_overlap[0], SeedOverlapResult) and typed.seed_overlap[1].kind == "relu"
     assert isinstance(typed.induction[0], InductionSummary) and isinstance(typed.write_lag[0], WriteLagResult)
+    assert isinstance(typed.pairs[0], PairResult) and typed.pairs[0].grid.layers_a == [0, 1, 2, 3]
+    assert isinstance(typed.families, FamiliesResult) and typed.families.by_size["3"] == 25
     out = typed.to_dict()
     assert out == res
     assert list(out) == [k for k in ["schema", "title", "created", "environment", "corpus", "models", "pairs", "families",
@@ -35,7 +38,7 @@ def test_optional_sections_are_left_out_and_families_follow_pairs():
     r = RunResults("t", "now", {"device": "cpu"}, {"name": "c"})
     d = r.to_dict()
     assert "families" not in d and "config" not in d and "timings" not in d and d["pairs"] == []
-    r.pairs = [{"a": "x"}]
+    r.pairs = [{"a": "x"}]  # a stage's recorded dict is written as it is
     assert r.to_dict()["families"] is None  # a comparison of two hosts has no families, but says so
 
 

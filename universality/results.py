@@ -44,7 +44,7 @@ class RunResults:
     models: list[dict] = field(default_factory=list)
     """One ``{name, arch, role, n_layers, d_model, n_params, path, fingerprint}`` per host."""
     pairs: list[Any] = field(default_factory=list)
-    """Compared host pairs (``PairResult`` records or their dicts)."""
+    """Compared host pairs (:class:`~universality.jobs.compare_results.PairResult`, or its dict as a stage recorded it)."""
     families: Any = None
     """N-way feature families (a ``FamiliesResult`` or its dict); written whenever pairs were compared."""
     dictionaries: dict | None = None
@@ -89,9 +89,10 @@ class RunResults:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunResults":
-        """Inverse of :meth:`to_dict`: section entries come back as their typed records (pairs and families stay dicts)."""
+        """Inverse of :meth:`to_dict`: every section entry comes back as its typed record."""
         from .analysis.induction import InductionSummary
         from .analysis.write_lag import WriteLagResult
+        from .jobs.compare_results import FamiliesResult, PairResult
         from .matching.seeds import SeedOverlapResult
 
         if not isinstance(d, dict):
@@ -100,8 +101,10 @@ class RunResults:
         missing = [k for k in ("title", "environment", "corpus", "models") if k not in d]
         if missing:
             raise UniversalityError(f"results.json lacks {', '.join(missing)}; it must follow schema {SCHEMA} (see docs/report.md)")
-        return cls(d["title"], d.get("created", ""), d["environment"], d["corpus"], list(d["models"]), list(d.get("pairs") or []),
-                   d.get("families"), d.get("dictionaries"),
+        fam = d.get("families")
+        return cls(d["title"], d.get("created", ""), d["environment"], d["corpus"], list(d["models"]),
+                   [PairResult.from_dict(p) for p in d.get("pairs") or []], None if fam is None else FamiliesResult.from_dict(fam),
+                   d.get("dictionaries"),
                    [SeedOverlapResult.from_dict(e) for e in d.get("seed_overlap") or []],
                    [InductionSummary.from_dict(e) for e in d.get("induction") or []],
                    [WriteLagResult.from_dict(e) for e in d.get("write_lag") or []],

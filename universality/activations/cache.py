@@ -30,7 +30,7 @@ from .._progress import progress
 from ..data.stream import TokenStream, context_length
 from .fingerprint import host_fingerprint
 
-FORMAT = "universality.activations/1"
+from .store_format import FORMAT
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _SHARD_BYTES = 32 << 20
 

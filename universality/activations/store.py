@@ -12,7 +12,7 @@ import torch
 from .._errors import UniversalityError
 from .._io import sha256_file
 from ..data.stream import TokenStream
-from .cache import FORMAT
+from .store_format import FORMAT
 
 
 class ActivationStore:
@@ -43,7 +43,10 @@ class ActivationStore:
         self.n_sequences: int = int(self.manifest["n_sequences"])
         self.seq_len: int = int(self.manifest["seq_len"])
         self._shards = sorted(self.manifest["shards"], key=lambda s: s["index"])
+        _check_coverage(self.path, self._shards, self.n_sequences)
         self._stream: TokenStream | None = None
+        self._verified: set[Path] = set()
+        """Files whose checksum matched already: each file is hashed once per store object, not on every read."""
 
     # ----- metadata ------------------------------------------------------------------
     @property
@@ -183,10 +186,10 @@ class ActivationStore:
 
     def verify(self) -> None:
         """Check every file's SHA-256 against the manifest; raise naming the first bad file."""
-        self._check_file(self.path / self.manifest["tokens"]["file"], self.manifest["tokens"]["sha256"])
+        self._check_file(self.path / self.manifest["tokens"]["file"], self.manifest["tokens"]["sha256"], force=True)
         for s in self._shards:
             for entry in s["files"].values():
-                self._check_file(self.path / entry["file"], entry["sha256"])
+                self._check_file(self.path / entry["file"], entry["sha256"], force=True)
 
     # ----- helpers -------------------------------------------------------------------
     def _hook(self, hook: str | None) -> str:
@@ -198,8 +201,10 @@ class ActivationStore:
             raise UniversalityError(f"hook '{hook}' is not in store '{self.path}'; it holds {', '.join(self.hooks)}")
         return hook
 
-    def _check_file(self, f: Path, sha: str) -> None:
-        if not self.verify_reads:
+    def _check_file(self, f: Path, sha: str, force: bool = False) -> None:
+        if not self.verify_reads or (f in self._verified and not force):
+            if not f.is_file():
+                raise UniversalityError(f"file '{f}' of activation store '{self.path}' is missing; rerun the cache command to rewrite it")
             return
         if not f.is_file():
             raise UniversalityError(f"file '{f}' of activation store '{self.path}' is missing; rerun the cache command to rewrite it")
@@ -207,6 +212,20 @@ class ActivationStore:
             raise UniversalityError(
                 f"file '{f}' is corrupt or truncated (checksum mismatch with the manifest); rerun the same cache command to rewrite it"
             )
+        self._verified.add(f)
+
+
+def _check_coverage(path: Path, shards: list[dict], n_sequences: int) -> None:
+    """Raise unless the shards' sequence ranges tile ``[0, n_sequences)`` in order, without gap or overlap."""
+    end = 0
+    for s in shards:
+        lo, hi = s["sequences"]
+        if lo != end or hi <= lo:
+            break
+        end = hi
+    if end != n_sequences:
+        raise UniversalityError(f"the shards of activation store '{path}' do not cover its {n_sequences} sequences "
+                                f"(first gap or overlap at sequence {end}); rerun the same cache command to repair it")
 
 
 def paired_chunks(store_a: ActivationStore, store_b: ActivationStore, hook_a: str | None = None, hook_b: str | None = None,

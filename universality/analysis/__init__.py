@@ -8,7 +8,7 @@
   several hosts.
 
 Hosts are used only through ``run_with_cache`` / ``run_with_hooks`` and the hook
-names of ``DESIGN.md``, so any host honouring the vocabulary works.
+names of ``docs/design.md``, so any host honouring the vocabulary works.
 """
 
 from .induction import InductionConfig, InductionResult, InductionSummary, PatchEffect, induction, induction_sites

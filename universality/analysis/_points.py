@@ -1,6 +1,6 @@
 """Small helpers shared by the analyses: checking hook points, reading and writing one position.
 
-Everything here talks to a host only through the hook vocabulary of ``DESIGN.md``:
+Everything here talks to a host only through the hook vocabulary of ``docs/design.md``:
 ``host.arch``, ``host.n_layers``, ``host.hook_points`` and the hook functions
 given to ``run_with_cache`` / ``run_with_hooks``. Every per-block point used by
 the analyses has the position on axis 1 (``[b, t, ...]``); ``attn.pattern``

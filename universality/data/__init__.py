@@ -8,8 +8,8 @@ two differently tokenized streams at shared character offsets.
 
 from .align import AlignConfig, AlignedPair, Alignment, aligned_streams
 from .corpus import Corpus, CorpusConfig, Document, corpus_from_texts, default_corpus, is_heldout, load_corpus
-from .stream import (HostStreams, StreamConfig, TokenStream, context_length, make_stream, special_mask,
-                     streams_for_hosts)
+from .host_streams import HostStreams, streams_for_hosts
+from .stream import StreamConfig, TokenStream, context_length, make_stream, special_mask
 from .tokenizing import OffsetEncoder, SpecialIds, adds_bos, special_ids, tokenizer_fingerprint
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Host adapters: one hook vocabulary over Transformer, Mamba and RWKV checkpoints.
 
 ``load_host(name_or_path)`` dispatches on ``config.model_type``; every host exposes
-``run_with_cache`` and ``run_with_hooks`` over the names in ``DESIGN.md``.
+``run_with_cache`` and ``run_with_hooks`` over the names in ``docs/design.md``.
 """
 
 from .base import Host

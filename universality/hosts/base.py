@@ -2,7 +2,9 @@
 
 A concrete host (Transformer, Mamba, RWKV) implements :meth:`Host._forward`,
 which runs the model over ``tokens`` calling ``run(name, tensor)`` at each hook
-point of the vocabulary in ``DESIGN.md``; everything else lives here.
+point of the vocabulary in ``docs/design.md``; everything else lives here,
+including the host facts other modules read: :attr:`Host.max_positions`,
+:attr:`Host.fingerprint`, :meth:`Host.hook_name` and :meth:`Host.layer_at`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from .._errors import UniversalityError
+from . import names
+from .fingerprint import compute_fingerprint, weights_state_key
 from .hookrun import HookFn, HookRun
 
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
@@ -56,6 +60,7 @@ class Host:
         points.append("final_norm")
         self.hook_points: tuple[str, ...] = tuple(points)
         self._point_set = frozenset(points)
+        self._fingerprint: tuple[tuple, str] | None = None
 
     # ----- to implement per architecture -------------------------------------------
     def _n_layers(self) -> int:
@@ -84,6 +89,35 @@ class Host:
     def dtype(self) -> torch.dtype:
         """Floating dtype of the weights."""
         return next(self.model.parameters()).dtype
+
+    @property
+    def max_positions(self) -> int | None:
+        """Longest sequence this host accepts (``None`` when unbounded, e.g. Mamba and RWKV)."""
+        n = self._max_positions()
+        return None if n is None else int(n)
+
+    @property
+    def fingerprint(self) -> str:
+        """16-hex hash of architecture, config and every weight's bytes (equal fingerprints: the same function of the tokens).
+
+        Computed once and cached; the weights are hashed again only when one was
+        replaced, moved or modified in place since (their version counters say so;
+        a write through ``param.data``, which bypasses the counter, is not seen).
+        """
+        key = weights_state_key(self.model)
+        if self._fingerprint is None or self._fingerprint[0] != key:
+            self._fingerprint = (key, compute_fingerprint(self))
+        return self._fingerprint[1]
+
+    def hook_name(self, layer: int, point: str) -> str:
+        """Full name of per-block hook ``point`` at block ``layer`` (``"blocks.<layer>.<point>"``), checked against this host."""
+        name = names.hook_name(layer, point)
+        self.validate_names([name])
+        return name
+
+    def layer_at(self, depth: float) -> int:
+        """Block index at relative depth ``depth`` in [0, 1] (0: first block, 1: last; rounded half up)."""
+        return names.layer_at(self.n_layers, depth)
 
     def run_with_cache(
         self,
@@ -191,12 +225,13 @@ class Host:
         if lo < 0 or hi >= self.vocab_size:
             bad = lo if lo < 0 else hi
             raise UniversalityError(f"token id {bad} is outside this model's vocabulary 0..{self.vocab_size - 1}")
-        max_len = self._max_positions()
+        max_len = self.max_positions
         if max_len is not None and tokens.shape[1] > max_len:
             raise UniversalityError(f"sequence length {tokens.shape[1]} exceeds this model's context of {max_len} positions")
         return tokens.to(device=self.device, dtype=torch.long)
 
     def _max_positions(self) -> int | None:
+        """Longest accepted sequence, per architecture (``None``: unbounded); read it through :attr:`max_positions`."""
         return None
 
     @staticmethod

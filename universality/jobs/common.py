@@ -41,14 +41,14 @@ def load_hosts(paths: dict[str, str], device: torch.device) -> dict[str, Any]:
     return {name: load_host(path, device=str(device)) for name, path in paths.items()}
 
 
-def model_entry(name: str, host: Any, path: str, role: str) -> dict:
-    """The results.json ``models`` entry of one host."""
+def model_entry(name: str, host: Any, path: str, role: str, fingerprint: str | None = None) -> dict:
+    """The results.json ``models`` entry of one host (``fingerprint``: its known host fingerprint, else hashed here)."""
     from ..activations import host_fingerprint
 
     return {"name": name, "arch": host.arch, "model_type": getattr(getattr(host.model, "config", None), "model_type", ""),
             "role": role, "n_layers": int(host.n_layers), "d_model": int(host.d_model),
             "n_params": int(sum(p.numel() for p in host.model.parameters())), "path": str(path),
-            "fingerprint": host_fingerprint(host)}
+            "fingerprint": fingerprint if fingerprint is not None else host_fingerprint(host)}
 
 
 def layer_at(host: Any, depth: float) -> int:
@@ -78,18 +78,29 @@ def cache_stage(run: RunDir, label: str, host: Any, hooks: list[str], stream: An
 
 def train_stage(run: RunDir, store: Any, hook: str, rows: torch.Tensor, *, tag: str, host_fp: str, kind: str,
                 n_latents: int, k: int, seed: int, epochs: int, device: torch.device):
-    """A dictionary on ``store``'s ``hook`` rows ``rows``, trained once and reloaded on rerun."""
+    """A dictionary on the counted rows ``rows`` of ``store``'s ``hook``, trained once and reloaded on rerun.
+
+    Training streams shuffled batches from the store (a few shards in memory), ``epochs`` passes over the rows;
+    the dictionary's metrics are measured on its last training batches.
+    """
     from .. import sae
 
     name = f"sae-{tag}"
     folder = run.path / "stages" / name
-    inputs = {"host": host_fp, "hook": hook, "rows": int(rows.numel()), "stream": store.stream.fingerprint, "kind": kind,
+    inputs = {"source": "store-batches", "host": host_fp, "hook": hook, "rows": int(rows.numel()), "stream": store.stream.fingerprint, "kind": kind,
               "n_latents": n_latents, "k": k, "seed": seed, "epochs": epochs}
 
+    n_rows = int(rows.numel())
+    if n_rows != int(store.mask.sum()):
+        raise UniversalityError(f"dictionaries train on the {int(store.mask.sum())} counted rows of the store, not on {n_rows} chosen rows")
+
+    def batches():  # the store's bounded-memory reader, reshuffled each epoch
+        for epoch in range(epochs):
+            yield from store.batches(min(1024, n_rows), hook=hook, shuffle=True, seed=seed * 1_000_003 + epoch, masked=True)
+
     def build():
-        x = store.read(hook)[rows]
-        coder = sae.fit(x, kind=kind, n_latents=n_latents, k=k, seed=seed, n_tokens=epochs * int(x.shape[0]),
-                        batch_size=min(1024, int(x.shape[0])), device=str(device), hook=hook)
+        coder = sae.fit(batches, kind=kind, n_latents=n_latents, k=k, seed=seed, n_tokens=epochs * n_rows,
+                        batch_size=min(1024, n_rows), device=str(device), hook=hook)
         coder.save(folder)
         metrics = getattr(coder, "metrics", None)
         out = {"folder": name}
@@ -101,13 +112,6 @@ def train_stage(run: RunDir, store: Any, hook: str, rows: torch.Tensor, *, tag: 
 
     run.stage(name, inputs, build, valid=lambda r: folder.is_dir() and any(folder.iterdir()))
     return sae.load(folder)
-
-
-@torch.no_grad()
-def encode(coder: Any, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """Codes ``[n, n_latents]`` of ``x`` ``[n, d]`` on CPU, encoded chunk by chunk."""
-    dev = next(coder.parameters()).device
-    return torch.cat([coder.encode(x[i:i + chunk].to(dev)).float().cpu() for i in range(0, x.shape[0], chunk)])
 
 
 def load_corpus_checked(source: str):

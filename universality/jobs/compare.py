@@ -6,28 +6,30 @@ Every heavy step is a call into the library (``data``, ``activations``, ``sae``,
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from itertools import combinations
 from typing import Any, Callable
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from .._errors import UniversalityError
-from ..reports import summarize_values
-from .common import cache_stage, encode, hook_name, layer_at, model_entry, train_stage
+from ..matching.stats import summarize_values
+from .common import cache_stage, hook_name, layer_at, model_entry, train_stage
+from .compare_results import FamiliesResult, GridResult, PairResult
 from .config import CompareConfig
 from .rundir import RunDir
 
 
 class Side:
-    """One host as seen by the comparison: its store, the rows that count, and its dictionaries by layer."""
+    """One host as seen by the comparison: its store, the rows that count, and its dictionaries' codes by layer."""
 
     def __init__(self, label: str, host: Any, path: str, role: str, stream: Any, host_fp: str):
         self.label, self.host, self.path, self.role, self.stream, self.host_fp = label, host, path, role, stream, host_fp
         self.store = None
-        self.codes: dict[int, torch.Tensor] = {}
-        """Layer → codes of every row of the stream ``[n_rows, n_latents]``."""
-        self.coders: dict[int, Any] = {}
+        self.codes: dict[Any, Any] = {}
+        """Layer (or ``(layer, seed)``) → :class:`~universality.activations.CodeStore` of that dictionary's sparse codes."""
 
     @property
     def mask_rows(self) -> torch.Tensor:
@@ -35,16 +37,17 @@ class Side:
         return self.stream.mask.reshape(-1).nonzero().squeeze(1)
 
 
-def mppc_summaries(ca: torch.Tensor, cb: torch.Tensor, n_boot: int, seed: int) -> tuple[dict, dict, Any]:
-    """MPPC of codes ``ca`` ``[n, n_a]`` and ``cb`` ``[n, n_b]``: results.json summaries both ways and the raw result.
+def mppc_summaries(ca: Any, cb: Any, n_boot: int, seed: int, result: Any = None) -> tuple[dict, dict, Any]:
+    """MPPC of codes ``ca`` ``[n, n_a]`` and ``cb`` ``[n, n_b]`` (tensors or scipy CSR): results.json summaries both ways and the raw result.
 
-    The interval of each mean is a bootstrap over tokens when ``n_boot`` > 0: the bias-bounded interval of
-    :func:`universality.matching.bias_bounded_interval`, which allows for MPPC's upward bias on finite tokens
+    ``result``, when given, is the already computed :class:`~universality.matching.MPPCResult` of these codes (not
+    recomputed). The interval of each mean is a bootstrap over tokens when ``n_boot`` > 0: the bias-bounded interval
+    of :func:`universality.matching.bias_bounded_interval`, which allows for MPPC's upward bias on finite tokens
     (so it reaches further below the estimate than above it).
     """
     from .. import matching
 
-    r = matching.mppc(ca, cb)
+    r = result if result is not None else matching.mppc(ca, cb)
     out = []
     for d in ("a_to_b", "b_to_a"):
         vals = getattr(r, d).max_r.numpy()
@@ -65,27 +68,36 @@ def _token_texts(tokenizer: Any, ids: list[int]) -> list[str]:
     return [tokenizer.decode([i]) for i in ids]
 
 
-def contexts(side: Side, rows: torch.Tensor, codes: torch.Tensor, feature: int, n: int = 2, window: int = 10) -> list[dict]:
-    """The ``n`` top-activating contexts of ``feature``: token texts up to and including the active token."""
-    col = codes[:, feature]
-    top = torch.topk(col, min(n, col.numel())).indices
+def contexts(side: Side, rows: torch.Tensor, codes: sp.csc_matrix, feature: int, n: int = 2, window: int = 10) -> list[dict]:
+    """The ``n`` top-activating contexts of ``feature``: token texts up to and including the active token.
+
+    ``codes`` are the CSC codes ``[len(rows), n_latents]`` of the stream rows ``rows``; ties go to the earlier row.
+    """
+    lo, hi = codes.indptr[feature], codes.indptr[feature + 1]
+    where, vals = codes.indices[lo:hi], codes.data[lo:hi]
+    top = np.argsort(-vals, kind="stable")[:n]
     seq_len = side.stream.seq_len
     out = []
-    for i in top.tolist():
-        if col[i] <= 0:
+    for t in top.tolist():
+        if vals[t] <= 0:
             continue
-        row = int(rows[i])
+        row = int(rows[int(where[t])])
         s, pos = divmod(row, seq_len)
         start = max(0, pos - window + 1)
         ids = side.stream.tokens[s, start:pos + 1].tolist()
-        out.append({"tokens": _token_texts(side.host.tokenizer, ids), "target": pos - start, "activation": float(col[i])})
+        out.append({"tokens": _token_texts(side.host.tokenizer, ids), "target": pos - start, "activation": float(vals[t])})
     return out
 
 
-def top_matches(a: Side, b: Side, rows_a, rows_b, ca, cb, result, n: int) -> list[dict]:
-    """The ``n`` features of A with the highest MPPC (active on ≥ 5 tokens) and their partners' contexts."""
+def top_matches(a: Side, b: Side, rows_a, rows_b, ca: sp.spmatrix, cb: sp.spmatrix, result, n: int) -> list[dict]:
+    """The ``n`` features of A with the highest MPPC (active on ≥ 5 tokens) and their partners' contexts.
+
+    ``ca`` ``[len(rows_a), n_a]`` and ``cb`` ``[len(rows_b), n_b]`` are sparse codes of the aligned rows.
+    """
     r = result.a_to_b.max_r.clone()
-    active = (ca > 0).sum(0)
+    ca = sp.csr_matrix(ca)
+    active = torch.from_numpy(np.bincount(ca.indices[ca.data > 0], minlength=ca.shape[1]))
+    ca, cb = ca.tocsc(), sp.csc_matrix(cb)
     r[~torch.isfinite(r) | (active < 5)] = -2
     order = torch.argsort(r, descending=True)[:n]
     out = []
@@ -106,6 +118,75 @@ def rows_between(a: Side, b: Side, alignment: Any) -> tuple[torch.Tensor, torch.
     return alignment.rows_a, alignment.rows_b
 
 
+class Dictionaries:
+    """The dictionaries of one ``compare`` run, their sparse codes on disk and every MPPC between them, each computed once.
+
+    A dictionary is ``(side, layer, seed)``: trained from the side's activation store, encoded into a
+    :class:`~universality.activations.CodeStore` (both cached stages of the run directory). MPPC results are kept
+    per pair of dictionaries and row set, so the middle-layer MPPC serves the pair, its grid cell and the families.
+    """
+
+    _KEEP = 4  # code matrices held in memory (tokens × k non-zeros each)
+
+    def __init__(self, run: RunDir, cfg: CompareConfig, device: torch.device):
+        self.run, self.cfg, self.device = run, cfg, device
+        self._mppc: dict[tuple, Any] = {}
+        self._matrices: OrderedDict[tuple, sp.csr_matrix] = OrderedDict()
+
+    def key(self, side: Side, layer: int, seed: int | None = None) -> dict:
+        """Everything a dictionary's codes depend on: host weights, token stream, hook and training settings."""
+        cfg = self.cfg
+        return {"host": side.host_fp, "stream": side.stream.fingerprint, "hook": hook_name(layer, cfg.hook), "kind": cfg.kind,
+                "n_latents": cfg.n_latents, "k": cfg.k, "seed": cfg.seed if seed is None else seed, "epochs": cfg.sae_epochs}
+
+    def codes(self, side: Side, layer: int, seed: int | None = None) -> Any:
+        """The :class:`~universality.activations.CodeStore` of ``side``'s dictionary at ``layer`` (trained and encoded once)."""
+        from ..activations.codes import encode_store
+
+        cfg = self.cfg
+        seed = cfg.seed if seed is None else seed
+        slot = layer if seed == cfg.seed else (layer, seed)
+        if slot not in side.codes:
+            h = hook_name(layer, cfg.hook)
+            tag = f"{side.label}-{h}-{cfg.kind}-s{seed}"
+            coder = train_stage(self.run, side.store, h, side.mask_rows, tag=tag, host_fp=side.host_fp, kind=cfg.kind,
+                                n_latents=cfg.n_latents, k=cfg.k, seed=seed, epochs=cfg.sae_epochs, device=self.device)
+            folder = self.run.path / "stages" / f"codes-{tag}"
+            job = self.key(side, layer, seed)
+            self.run.stage(f"codes-{tag}", job, lambda: encode_store(coder, side.store, h, folder, job=job).manifest["n_rows"],
+                           valid=lambda r: (folder / "manifest.json").is_file())
+            side.codes[slot] = encode_store(coder, side.store, h, folder, job=job)  # reopens the complete store
+        return side.codes[slot]
+
+    def matrix(self, side: Side, layer: int, rows: torch.Tensor, rows_tag: str, seed: int | None = None) -> sp.csr_matrix:
+        """CSR codes ``[len(rows), n_latents]`` of stream rows ``rows`` (``rows_tag`` names that row set)."""
+        k = (side.label, layer, seed, rows_tag)
+        if k in self._matrices:
+            self._matrices.move_to_end(k)
+            return self._matrices[k]
+        m = self.codes(side, layer, seed).gather(rows)
+        self._matrices[k] = m
+        while len(self._matrices) > self._KEEP:
+            self._matrices.popitem(last=False)
+        return m
+
+    def mppc(self, a: Side, la: int, rows_a: torch.Tensor, b: Side, lb: int, rows_b: torch.Tensor, rows_tag: str,
+             seed_a: int | None = None, seed_b: int | None = None) -> Any:
+        """The :class:`~universality.matching.MPPCResult` of two dictionaries on aligned rows, computed at most once."""
+        from .. import matching
+
+        k = (a.label, la, seed_a, b.label, lb, seed_b, rows_tag)
+        if k not in self._mppc:
+            self._mppc[k] = matching.mppc(self.matrix(a, la, rows_a, rows_tag + ":a", seed_a),
+                                          self.matrix(b, lb, rows_b, rows_tag + ":b", seed_b))
+        return self._mppc[k]
+
+
+def _rows_tag(a: Side, b: Side, alignment: Any) -> str:
+    """Name of the row set :func:`rows_between` gives for ``a`` and ``b``."""
+    return "mask" if alignment is None or a.stream is b.stream else f"align:{a.label}|{b.label}"
+
+
 def run_compare(run: RunDir, cfg: CompareConfig, sides: list[Side], floors: dict[str, Side], seeds: dict[str, Side],
                 alignment: Any, device: torch.device, log: Callable[[str], None]) -> dict:
     """Dictionaries, MPPC per pair with floor and skylines, the layer grid and N-way families → results sections.
@@ -113,9 +194,8 @@ def run_compare(run: RunDir, cfg: CompareConfig, sides: list[Side], floors: dict
     ``sides`` are the compared hosts; ``floors`` maps a label to its random-init stand-in; ``seeds`` maps a label
     to another training seed of it. Returns ``{"models", "pairs", "families", "dictionaries"}`` for results.json.
     """
-    from .. import matching
-
     hook = cfg.hook
+    dicts = Dictionaries(run, cfg, device)
 
     def layers_of(side: Side) -> list[int]:
         main = layer_at(side.host, 0.5)
@@ -125,83 +205,86 @@ def run_compare(run: RunDir, cfg: CompareConfig, sides: list[Side], floors: dict
             ls = {layer_at(side.host, d) for d in cfg.layers}
         return sorted(ls | {main})
 
-    def dictionary(side: Side, layer: int, seed: int = cfg.seed) -> torch.Tensor:
-        key = layer if seed == cfg.seed else (layer, seed)
-        if key in side.codes:
-            return side.codes[key]
-        h = hook_name(layer, hook)
-        coder = train_stage(run, side.store, h, side.mask_rows, tag=f"{side.label}-{h}-{cfg.kind}-s{seed}", host_fp=side.host_fp,
-                            kind=cfg.kind, n_latents=cfg.n_latents, k=cfg.k, seed=seed, epochs=cfg.sae_epochs, device=device)
-        side.codes[key] = encode(coder, side.store.read(h))
-        return side.codes[key]
-
     all_sides = sides + list(floors.values()) + list(seeds.values())
     for side in all_sides:
         layers = layers_of(side) if side in sides else [layer_at(side.host, 0.5)]
         hooks = [hook_name(layer, hook) for layer in layers]
         side.store = cache_stage(run, side.label, side.host, hooks, side.stream, side.host_fp)
 
-    pairs, pair_results = [], {}
+    pairs = []
     for a, b in combinations(sides, 2):
-        rows_a, rows_b = rows_between(a, b, alignment)
         la, lb = layer_at(a.host, 0.5), layer_at(b.host, 0.5)
         log(f"compare {a.label} × {b.label}: layers {la} and {lb}")
-
-        def pair_stats(a=a, b=b, rows_a=rows_a, rows_b=rows_b, la=la, lb=lb):
-            ca, cb = dictionary(a, la)[rows_a], dictionary(b, lb)[rows_b]
-            s_ab, s_ba, res = mppc_summaries(ca, cb, cfg.n_boot, cfg.seed)
-            refs = {}
-            if b.label in floors:
-                fl = floors[b.label]
-                refs["random-init floor"] = mppc_summaries(ca, dictionary(fl, layer_at(fl.host, 0.5))[rows_b], cfg.ref_boot, cfg.seed)[0]
-            if cfg.sae_seed_skyline:
-                ra = a.mask_rows
-                refs["SAE-seed skyline"] = mppc_summaries(dictionary(a, la)[ra], dictionary(a, la, cfg.seed + 1)[ra],
-                                                          cfg.ref_boot, cfg.seed)[0]
-            if a.label in seeds:
-                sd, ra = seeds[a.label], a.mask_rows
-                refs["model-seed skyline"] = mppc_summaries(dictionary(a, la)[ra], dictionary(sd, layer_at(sd.host, 0.5))[ra],
-                                                            cfg.ref_boot, cfg.seed)[0]
-            grid_a, grid_b = layers_of(a), layers_of(b)
-            values = [[float(matching.mppc(dictionary(a, i)[rows_a], dictionary(b, j)[rows_b]).summary("a_to_b").mean)
-                       for j in grid_b] for i in grid_a]
-            values = [[v if np.isfinite(v) else 0.0 for v in row] for row in values]
-            return {"a": a.label, "b": b.label, "layer_a": la, "layer_b": lb, "hook": hook, "a_to_b": s_ab, "b_to_a": s_ba,
-                    "references": refs, "grid": {"layers_a": grid_a, "layers_b": grid_b, "stat": "mean", "values": values},
-                    "top_matches": top_matches(a, b, rows_a, rows_b, ca, cb, res, cfg.top_matches)}
-
-        inputs = {"a": a.host_fp, "b": b.host_fp, "stream": [a.stream.fingerprint, b.stream.fingerprint],
-                  "floor": floors[b.label].host_fp if b.label in floors else None,
-                  "seed": seeds[a.label].host_fp if a.label in seeds else None,
-                  "cfg": {k: getattr(cfg, k) for k in ("hook", "layers", "kind", "n_latents", "k", "sae_epochs", "n_boot", "ref_boot", "seed",
-                                                        "sae_seed_skyline", "top_matches")}}
-        pairs.append(run.stage(f"pair-{a.label}-{b.label}", inputs, pair_stats))
+        grid_a, grid_b = layers_of(a), layers_of(b)
+        refs_in = {"floor": dicts.key(floors[b.label], layer_at(floors[b.label].host, 0.5)) if b.label in floors else None,
+                   "sae_seed": dicts.key(a, la, cfg.seed + 1) if cfg.sae_seed_skyline else None,
+                   "model_seed": dicts.key(seeds[a.label], layer_at(seeds[a.label].host, 0.5)) if a.label in seeds else None}
+        inputs = {"a": dicts.key(a, la), "b": dicts.key(b, lb), "references": refs_in,
+                  "grid": [[dicts.key(a, i) for i in grid_a], [dicts.key(b, j) for j in grid_b]],
+                  "cfg": {k: getattr(cfg, k) for k in ("n_boot", "ref_boot", "seed", "top_matches")}}
+        pairs.append(run.stage(f"pair-{a.label}-{b.label}", inputs,
+                               lambda a=a, b=b: _pair(dicts, cfg, a, b, floors, seeds, alignment, grid_a, grid_b).to_dict()))
 
     families = None
     if len(sides) >= 3:
-        def fam():
-            results = {}
-            for a, b in combinations(sides, 2):
-                rows_a, rows_b = rows_between(a, b, alignment)
-                results[(a.label, b.label)] = matching.mppc(dictionary(a, layer_at(a.host, 0.5))[rows_a],
-                                                            dictionary(b, layer_at(b.host, 0.5))[rows_b])
-            f = matching.families_from_mppc({s.label: cfg.n_latents for s in sides}, results, threshold=cfg.family_threshold)
-            by_size = {str(m): int(f.present_in[m]) for m in range(1, len(sides) + 1)}
-            examples = []
-            fam_ids = [int(i) for i in torch.nonzero(f.family_hosts == len(sides)).squeeze(1)[:5]]
-            for fid in fam_ids:
-                members = {}
-                for s in sides:
-                    idx = torch.nonzero(f.labels[s.label] == fid).squeeze(1)
-                    members[s.label] = " ".join(f"#{int(i)}" for i in idx[:3])
-                examples.append({"members": members})
-            return {"hosts": [s.label for s in sides], "threshold": cfg.family_threshold, "n_families": int(f.family_hosts.numel()),
-                    "by_size": by_size, "examples": examples}
+        mids = {s.label: layer_at(s.host, 0.5) for s in sides}
+        families = run.stage("families", {"dictionaries": [dicts.key(s, mids[s.label]) for s in sides],
+                                          "threshold": cfg.family_threshold},
+                             lambda: _families(dicts, cfg, sides, alignment).to_dict())
 
-        families = run.stage("families", {"pairs": [p["a"] + p["b"] for p in pairs], "hosts": [s.host_fp for s in sides],
-                                          "threshold": cfg.family_threshold, "kind": cfg.kind, "n_latents": cfg.n_latents,
-                                          "k": cfg.k, "seed": cfg.seed, "epochs": cfg.sae_epochs}, fam)
-
-    models = [model_entry(s.label, s.host, s.path, s.role) for s in all_sides]
+    models = [model_entry(s.label, s.host, s.path, s.role, fingerprint=s.host_fp) for s in all_sides]
     return {"models": models, "pairs": pairs, "families": families,
             "dictionaries": {"hook": hook, "kind": cfg.kind, "n_latents": cfg.n_latents, "k": cfg.k, "epochs": cfg.sae_epochs}}
+
+
+def _pair(dicts: Dictionaries, cfg: CompareConfig, a: Side, b: Side, floors: dict[str, Side], seeds: dict[str, Side],
+          alignment: Any, grid_a: list[int], grid_b: list[int]) -> PairResult:
+    """The pair's MPPC both ways with bootstrap intervals, its reference lines, grid and top matches."""
+    rows_a, rows_b = rows_between(a, b, alignment)
+    tag = _rows_tag(a, b, alignment)
+    la, lb = layer_at(a.host, 0.5), layer_at(b.host, 0.5)
+    ca, cb = dicts.matrix(a, la, rows_a, tag + ":a"), dicts.matrix(b, lb, rows_b, tag + ":b")
+    res = dicts.mppc(a, la, rows_a, b, lb, rows_b, tag)
+    s_ab, s_ba, _ = mppc_summaries(ca, cb, cfg.n_boot, cfg.seed, result=res)
+    refs = {}
+    if b.label in floors:
+        fl = floors[b.label]
+        lf = layer_at(fl.host, 0.5)
+        refs["random-init floor"] = mppc_summaries(ca, dicts.matrix(fl, lf, rows_b, tag + ":b"), cfg.ref_boot, cfg.seed,
+                                                   result=dicts.mppc(a, la, rows_a, fl, lf, rows_b, tag))[0]
+    ra = a.mask_rows
+    if cfg.sae_seed_skyline:
+        s2 = cfg.seed + 1
+        refs["SAE-seed skyline"] = mppc_summaries(dicts.matrix(a, la, ra, "mask"), dicts.matrix(a, la, ra, "mask", s2),
+                                                  cfg.ref_boot, cfg.seed, result=dicts.mppc(a, la, ra, a, la, ra, "mask", seed_b=s2))[0]
+    if a.label in seeds:
+        sd = seeds[a.label]
+        ls = layer_at(sd.host, 0.5)
+        refs["model-seed skyline"] = mppc_summaries(dicts.matrix(a, la, ra, "mask"), dicts.matrix(sd, ls, ra, "mask"),
+                                                    cfg.ref_boot, cfg.seed, result=dicts.mppc(a, la, ra, sd, ls, ra, "mask"))[0]
+    values = [[float(dicts.mppc(a, i, rows_a, b, j, rows_b, tag).summary("a_to_b").mean) for j in grid_b] for i in grid_a]
+    values = [[v if np.isfinite(v) else 0.0 for v in row] for row in values]
+    ca, cb = dicts.matrix(a, la, rows_a, tag + ":a"), dicts.matrix(b, lb, rows_b, tag + ":b")
+    return PairResult(a.label, b.label, la, lb, cfg.hook, s_ab, s_ba, refs, GridResult(grid_a, grid_b, values),
+                      top_matches(a, b, rows_a, rows_b, ca, cb, res, cfg.top_matches))
+
+
+def _families(dicts: Dictionaries, cfg: CompareConfig, sides: list[Side], alignment: Any) -> FamiliesResult:
+    """N-way families from the middle-layer MPPC of every pair (the pairs' own results, not recomputed)."""
+    from .. import matching
+
+    results = {}
+    for a, b in combinations(sides, 2):
+        rows_a, rows_b = rows_between(a, b, alignment)
+        results[(a.label, b.label)] = dicts.mppc(a, layer_at(a.host, 0.5), rows_a, b, layer_at(b.host, 0.5), rows_b,
+                                                 _rows_tag(a, b, alignment))
+    f = matching.families_from_mppc({s.label: cfg.n_latents for s in sides}, results, threshold=cfg.family_threshold)
+    by_size = {str(m): int(f.present_in[m]) for m in range(1, len(sides) + 1)}
+    examples = []
+    for fid in [int(i) for i in torch.nonzero(f.family_hosts == len(sides)).squeeze(1)[:5]]:
+        members = {}
+        for s in sides:
+            idx = torch.nonzero(f.labels[s.label] == fid).squeeze(1)
+            members[s.label] = " ".join(f"#{int(i)}" for i in idx[:3])
+        examples.append({"members": members})
+    return FamiliesResult([s.label for s in sides], cfg.family_threshold, int(f.family_hosts.numel()), by_size, examples)

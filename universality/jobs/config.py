@@ -8,7 +8,13 @@ from typing import Any, Mapping
 from .._errors import UniversalityError
 
 HOOK_KINDS = ("resid_pre", "resid_post", "mixer_in", "mixer_out", "mlp_in", "mlp_out")
-SAE_KINDS = ("topk", "batchtopk", "relu", "jumprelu")
+
+
+def _sae_kinds() -> tuple[str, ...]:
+    """Every registered dictionary kind (:func:`universality.sae.registered_kinds`)."""
+    from ..sae.registry import registered_kinds
+
+    return registered_kinds()
 
 
 def cli(*, positional: bool = False, flag: str | None = None, repeat: bool = False, metavar: str | None = None,
@@ -87,8 +93,8 @@ class CompareConfig:
             raise UniversalityError(f"names must give one distinct label per model ({len(self.models)}), got {self.names}")
         if self.hook not in HOOK_KINDS:
             raise UniversalityError(f"hook '{self.hook}' is not valid; use one of {', '.join(HOOK_KINDS)}")
-        if self.kind not in SAE_KINDS:
-            raise UniversalityError(f"kind '{self.kind}' is not valid; use one of {', '.join(SAE_KINDS)}")
+        if self.kind not in _sae_kinds():
+            raise UniversalityError(f"kind '{self.kind}' is not valid; use one of {', '.join(_sae_kinds())}")
         if self.layers is not None and not all(isinstance(x, (int, float)) and 0 <= x <= 1 for x in self.layers):
             raise UniversalityError(f"layers {self.layers} is not valid; give relative depths between 0 and 1")
         for name in ("n_tokens", "seq_len", "n_latents", "k", "sae_epochs", "top_matches"):
@@ -149,9 +155,9 @@ class SeedsConfig:
             raise UniversalityError("seeds needs a model: a checkpoint folder or a hub id")
         if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
             raise UniversalityError(f"seeds {self.seeds} is not valid; give two or more distinct integers, e.g. 0,1,2")
-        bad = [k for k in self.kinds if k not in SAE_KINDS]
+        bad = [k for k in self.kinds if k not in _sae_kinds()]
         if bad or not self.kinds:
-            raise UniversalityError(f"kinds {self.kinds} is not valid; use some of {', '.join(SAE_KINDS)}")
+            raise UniversalityError(f"kinds {self.kinds} is not valid; use some of {', '.join(_sae_kinds())}")
         if self.hook not in HOOK_KINDS:
             raise UniversalityError(f"hook '{self.hook}' is not valid; use one of {', '.join(HOOK_KINDS)}")
         for n in self.n_latents:
@@ -250,8 +256,8 @@ class TrainConfig:
     def __post_init__(self):
         if not self.store:
             raise UniversalityError("train needs an activation store folder written by 'universality cache'")
-        if self.kind not in SAE_KINDS:
-            raise UniversalityError(f"kind '{self.kind}' is not valid; use one of {', '.join(SAE_KINDS)}")
+        if self.kind not in _sae_kinds():
+            raise UniversalityError(f"kind '{self.kind}' is not valid; use one of {', '.join(_sae_kinds())}")
         for name in ("n_latents", "k", "batch_size"):
             _pos_int(name, getattr(self, name))
         _pos_int("seed", self.seed, 0)

@@ -9,7 +9,8 @@ import torch
 
 from .._errors import UniversalityError
 from .circuits import induction_stage, write_lag_stage
-from .common import cache_stage, hook_name, layer_at, load_corpus_checked, load_hosts
+from ..hosts.names import hook_name, layer_at
+from .common import cache_stage, load_corpus_checked, load_hosts
 from .compare import Side
 from .config import CompareConfig, DemoConfig
 from .pipeline import compare_results, finish, start_run
@@ -57,7 +58,7 @@ def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log:
     stream = make_stream(corpus, t_host.tokenizer, StreamConfig.for_tokens(ccfg.n_tokens, seq_len=seq_len), max_len=context_length(t_host))
     side = Side(names[0], t_host, paths[names[0]], "model", stream, t_fp)
     seeds = [0, 1] if cfg.quick else [0, 1, 2]
-    hook = hook_name(layer_at(t_host, 0.5), "mlp_out")
+    hook = hook_name(layer_at(t_host.n_layers, 0.5), "mlp_out")
     store = cache_stage(run, f"{names[0]}-mlp_out", t_host, [hook], stream, t_fp)
     seed_overlap = [SeedOverlapResult.from_dict(
         seed_overlap_entry(run, names[0], t_host, t_fp, store, side.mask_rows, hook="mlp_out", depth=0.5, kind=kind,

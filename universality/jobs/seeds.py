@@ -7,7 +7,8 @@ from typing import Any, Callable
 
 import torch
 
-from .common import hook_name, layer_at, train_stage
+from ..hosts.names import hook_name, layer_at
+from .common import train_stage
 from .config import SeedsConfig
 from .rundir import RunDir
 
@@ -20,12 +21,12 @@ def seed_overlap_entry(run: RunDir, label: str, host: Any, host_fp: str, store: 
     """results.json ``seed_overlap`` entry: mean shared fraction over seed pairs, N-seed histogram, threshold curve."""
     from .. import matching
 
-    h = hook_name(layer_at(host, depth), hook)
+    h = hook_name(layer_at(host.n_layers, depth), hook)
     coders = [train_stage(run, store, h, rows, tag=f"{label}-{h}-{kind}-n{n_latents}-s{s}", host_fp=host_fp, kind=kind,
                           n_latents=n_latents, k=k, seed=s, epochs=epochs, device=device) for s in seeds]
     coders = [c.cpu() for c in coders]
     return matching.seed_stability(coders, threshold, seeds=seeds, model=label, hook=h, kind=kind,
-                                   k=k if kind in ("topk", "batchtopk") else None, curve_thresholds=CURVE_THRESHOLDS).to_dict()
+                                   k=getattr(coders[0].cfg, "k", None), curve_thresholds=CURVE_THRESHOLDS).to_dict()
 
 
 def seeds_job(cfg: SeedsConfig, out: str | os.PathLike, device: torch.device, log: Callable[[str], None]) -> dict:
@@ -45,7 +46,7 @@ def seeds_job(cfg: SeedsConfig, out: str | os.PathLike, device: torch.device, lo
     st = streams({label: host}, corpus, cfg.n_tokens, cfg.seq_len, 0)
     fp = host_fingerprint(host)
     side = Side(label, host, cfg.model, "model", st.streams[0], fp)
-    h = hook_name(layer_at(host, cfg.layer), cfg.hook)
+    h = hook_name(layer_at(host.n_layers, cfg.layer), cfg.hook)
     store = cache_stage(run, f"{label}-{cfg.hook}", host, [h], side.stream, fp)
     entries = [SeedOverlapResult.from_dict(
         seed_overlap_entry(run, label, host, fp, store, side.mask_rows, hook=cfg.hook, depth=cfg.layer, kind=kind, n_latents=n,

@@ -7,23 +7,31 @@ Short path::
     codes = coder.encode(x)                                          # [n, n_latents]
     coder.save("out/sae"); coder = sae.load("out/sae")               # also reads sparsify / SAELens folders
 
+Kinds: each registered name (:func:`registered_kinds`) has a coder class and a
+config class with its own settings (:class:`TopKConfig`, :class:`ReLUConfig`,
+...); a new kind is a :class:`SparseCoder` subclass decorated with
+:func:`register_kind` (see ``docs/sae.md``).
+
 Long path: :class:`TrainerConfig` with several :class:`CoderConfig` trained from
 the same batches by :class:`Trainer`. Evaluation: :func:`evaluate` (FVU, L0,
 dead/dense fractions) and :func:`evaluate_lm_loss` (loss with the dictionary spliced in).
 """
 
-from . import kinds as _kinds  # noqa: F401  (registers the kinds)
-from .coder import SparseCoder, build_coder, coder_class, register_kind, registered_kinds
-from .config import CoderConfig, TrainerConfig
+from . import kinds as _kinds  # noqa: F401  (registers the built-in kinds)
+from . import registry
+from .coder import SparseCoder, StepOut, build_coder
+from .config import BatchTopKConfig, CoderConfig, JumpReLUConfig, ReLUConfig, TopKConfig, TrainerConfig
 from .formats import detect_format, load, save
 from .kinds import BatchTopKCoder, JumpReLUCoder, ReLUCoder, TopKCoder
 from .metrics import LMLoss, Metrics, evaluate, evaluate_lm_loss
 from .source import BatchStream
+from .registry import coder_class, config_class, register_kind, registered_kinds, unregister_kind
 from .trainer import Trainer, TrainResult, fit, geometric_median
 
 __all__ = [
-    "SparseCoder", "TopKCoder", "BatchTopKCoder", "ReLUCoder", "JumpReLUCoder",
-    "CoderConfig", "TrainerConfig", "Trainer", "TrainResult", "BatchStream",
+    "SparseCoder", "StepOut", "TopKCoder", "BatchTopKCoder", "ReLUCoder", "JumpReLUCoder",
+    "CoderConfig", "TopKConfig", "BatchTopKConfig", "ReLUConfig", "JumpReLUConfig", "TrainerConfig", "Trainer", "TrainResult", "BatchStream",
     "fit", "load", "save", "detect_format", "evaluate", "evaluate_lm_loss", "Metrics", "LMLoss",
-    "build_coder", "coder_class", "register_kind", "registered_kinds", "geometric_median",
+    "build_coder", "coder_class", "config_class", "register_kind", "registered_kinds", "unregister_kind", "registry",
+    "geometric_median",
 ]

@@ -1,4 +1,4 @@
-"""The sparse dictionary module shared by every kind, and the registry of kinds.
+"""The sparse dictionary module shared by every kind (kinds register in :mod:`universality.sae.registry`).
 
 A dictionary maps an input ``x`` [..., d_in] to non-negative codes
 [..., n_latents] and back to a reconstruction of the target [..., d_out]
@@ -21,38 +21,14 @@ import torch
 from torch import nn
 
 from .._errors import UniversalityError
+from . import registry
 from .config import CoderConfig
+from .formats import save as _save_folder
 from .sparse_ops import Pairs, sparse_decode
 
-_REGISTRY: dict[str, type["SparseCoder"]] = {}
-
-
-def register_kind(cls: type["SparseCoder"]) -> type["SparseCoder"]:
-    """Class decorator: make ``cls`` the implementation of ``cls.kind`` (each kind registers once)."""
-    if not cls.kind:
-        raise TypeError(f"{cls.__name__} has no kind name")
-    if cls.kind in _REGISTRY:
-        raise TypeError(f"kind '{cls.kind}' is already registered by {_REGISTRY[cls.kind].__name__}")
-    _REGISTRY[cls.kind] = cls
-    return cls
-
-
-def coder_class(kind: str) -> type["SparseCoder"]:
-    """The registered class for ``kind``; a clear error names the valid kinds."""
-    try:
-        return _REGISTRY[kind]
-    except KeyError:
-        raise UniversalityError(f"kind '{kind}' is not a known dictionary kind; use one of {', '.join(sorted(_REGISTRY))}") from None
-
-
-def registered_kinds() -> tuple[str, ...]:
-    """Names of every registered dictionary kind."""
-    return tuple(sorted(_REGISTRY))
-
-
 def build_coder(cfg: CoderConfig) -> "SparseCoder":
-    """A freshly initialised dictionary of ``cfg.kind``."""
-    return coder_class(cfg.kind)(cfg)
+    """A freshly initialised dictionary of kind ``cfg.kind`` (the registered coder class called with ``cfg``)."""
+    return registry.coder_class(cfg.kind)(cfg)
 
 
 class StepOut(NamedTuple):
@@ -82,6 +58,9 @@ class SparseCoder(nn.Module):
     """
 
     kind: ClassVar[str] = ""
+    """Registered kind name (see :func:`universality.sae.registry.register_kind`)."""
+    config_class: ClassVar[type[CoderConfig]] = CoderConfig
+    """The kind's config class (a :class:`CoderConfig` subclass whose ``kind`` defaults to :attr:`kind`)."""
     encoder_init_scale: ClassVar[float] = 1.0
     """Initial encoder rows are the decoder rows times this (autoencoders)."""
 
@@ -199,14 +178,14 @@ class SparseCoder(nn.Module):
 
     def save(self, path) -> "Path":
         """Write the dictionary to folder ``path`` (``cfg.json`` + ``sae.safetensors``); see :func:`universality.sae.load`."""
-        from .formats import save
-
-        return save(self, path)
+        return _save_folder(self, path)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Every parameter and buffer by name (what is saved)."""
         return {k: v.detach() for k, v in self.state_dict().items()}
 
     def extra_repr(self) -> str:
+        """One line for ``repr``: kind, shape and the kind's own settings."""
         c = self.cfg
-        return f"kind={c.kind}, d_in={c.d_in}, n_latents={c.n_latents}, d_out={c.d_out}" + (f", k={c.k}" if c.kind in ("topk", "batchtopk") else "")
+        own = "".join(f", {k}={v}" for k, v in c.own_settings().items())
+        return f"kind={c.kind}, d_in={c.d_in}, n_latents={c.n_latents}, d_out={c.d_out}{own}"

@@ -1,4 +1,4 @@
-"""Typed configurations: one dictionary (:class:`CoderConfig`) and one training run (:class:`TrainerConfig`)."""
+"""Typed configurations: one dictionary (:class:`CoderConfig` and one subclass per kind) and one training run (:class:`TrainerConfig`)."""
 
 from __future__ import annotations
 
@@ -8,42 +8,44 @@ from typing import Any
 
 from .._errors import UniversalityError
 
-KINDS = ("topk", "batchtopk", "relu", "jumprelu")
+from . import registry
+
 B_DEC_INITS = ("geometric_median", "mean", "zeros")
+
+
+def _check_number(cfg: Any, name: str, low: float, inclusive: bool) -> None:
+    """Raise unless ``cfg.<name>`` is a finite number ``>= low`` (``inclusive``) or ``> low``."""
+    v = getattr(cfg, name)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v >= low if inclusive else v > low)
+    if not ok:
+        raise UniversalityError(f"{name}={v!r} is not valid; it must be a finite number {'>=' if inclusive else '>'} {low:g}")
 
 
 @dataclass
 class CoderConfig:
-    """Shape and sparsity mechanism of one sparse dictionary (autoencoder or transcoder)."""
+    """Shape of one sparse dictionary (autoencoder or transcoder): the settings every kind shares.
+
+    Each kind has its own subclass with its own settings (:class:`TopKConfig`,
+    :class:`ReLUConfig`, ... or a kind registered elsewhere). Calling
+    ``CoderConfig(kind="relu", ...)`` builds the registered config class of that
+    kind (here :class:`ReLUConfig`), so the base class also works as a factory;
+    a setting the kind does not have is an error naming the kind's settings.
+    """
 
     kind: str = "topk"
-    """Activation: ``"topk"`` (with AuxK), ``"batchtopk"`` (learned inference threshold), ``"relu"`` (L1 weighted by decoder-row norms) or ``"jumprelu"`` (learned thresholds, straight-through L0)."""
+    """Registered dictionary kind (see :func:`universality.sae.registered_kinds`): built in are ``"topk"``, ``"batchtopk"``, ``"relu"`` and ``"jumprelu"``."""
     d_in: int = 0
     """Width of the input activations."""
     n_latents: int = 4096
     """Number of dictionary latents."""
-    k: int = 32
-    """Active latents per token for ``topk``/``batchtopk`` (the batch keeps ``k * batch`` in ``batchtopk``)."""
     d_out: int | None = None
     """Width of the reconstruction target; ``None`` means ``d_in`` (an autoencoder)."""
     transcoder: bool = False
     """Whether the dictionary maps an input hook to a different output target (the encoder does not subtract ``b_dec``)."""
     skip: bool = False
     """Add an affine skip connection ``x @ W_skip.T`` to the reconstruction (skip transcoders)."""
-    l1_coefficient: float = 0.3
-    """``relu`` only: weight of the L1 penalty ``sum_i f_i * ||W_dec[i]||`` added to the per-token squared error (in normalised units)."""
-    l0_coefficient: float = 0.05
-    """``jumprelu`` only: weight of the straight-through L0 penalty (in normalised units)."""
-    jump_bandwidth: float = 0.1
-    """``jumprelu`` only: width of the rectangle kernel of the straight-through threshold gradient."""
-    jump_init_threshold: float = 0.3
-    """``jumprelu`` only: initial threshold of every latent."""
-    aux_k: int | None = None
-    """Dead latents used by the AuxK loss per token; ``None`` means ``d_in // 2`` (topk and batchtopk)."""
-    aux_coefficient: float = 1 / 32
-    """Weight of the AuxK loss (0 switches it off)."""
     unit_norm_decoder: bool | None = None
-    """Keep decoder rows at unit norm (gradient's parallel part removed); ``None`` means yes except for ``relu``, whose L1 is weighted by the row norms instead."""
+    """Keep decoder rows at unit norm (gradient's parallel part removed); ``None`` means yes (``relu`` defaults to no: its L1 is weighted by the row norms)."""
     seed: int = 0
     """Seed of the parameter initialisation."""
     input_scale: float = 1.0
@@ -55,45 +57,128 @@ class CoderConfig:
     target_hook: str | None = None
     """Hook point of a transcoder's target (metadata)."""
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> "CoderConfig":
+        """Pick the kind's registered config class (when called on the base class) and check the setting names."""
+        kind = kwargs.get("kind", args[0] if args else None)
+        if cls is CoderConfig:
+            target = registry.config_class(kind if kind is not None else "topk")
+        else:
+            target = cls
+        unknown = sorted(set(kwargs) - {f.name for f in fields(target)})
+        if unknown:
+            valid = ", ".join(f.name for f in fields(target))
+            raise UniversalityError(f"{', '.join(unknown)} is not a setting of dictionary kind '{kind or target.kind}'; its settings are {valid}")
+        return object.__new__(target)
+
+    def __getnewargs_ex__(self) -> tuple[tuple, dict[str, Any]]:
+        """Arguments :meth:`__new__` needs to rebuild this class on unpickling (its kind)."""
+        return (), {"kind": self.kind}
+
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise UniversalityError(f"kind '{self.kind}' is not a known dictionary kind; use one of {', '.join(KINDS)}")
+        entry = registry.lookup(self.kind)
+        if entry.config_class is not type(self):
+            raise UniversalityError(f"kind '{self.kind}' is configured by {entry.config_class.__name__}, not {type(self).__name__}; use that class or CoderConfig(kind='{self.kind}', ...)")
         for name in ("d_in", "n_latents"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v <= 0:
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise UniversalityError(f"{name}={v!r} is not valid; it must be a positive integer")
         if self.d_out is None:
             self.d_out = self.d_in
-        if not isinstance(self.d_out, int) or self.d_out <= 0:
+        if not isinstance(self.d_out, int) or isinstance(self.d_out, bool) or self.d_out <= 0:
             raise UniversalityError(f"d_out={self.d_out!r} is not valid; it must be a positive integer or None")
         if self.d_out != self.d_in and not self.transcoder:
             raise UniversalityError(f"d_out={self.d_out} differs from d_in={self.d_in}; set transcoder=True for a different target")
-        if self.kind in ("topk", "batchtopk") and not (isinstance(self.k, int) and 0 < self.k < self.n_latents):
-            raise UniversalityError(f"k={self.k!r} is not valid for n_latents={self.n_latents}; use 0 < k < n_latents")
-        if self.aux_k is None:
-            self.aux_k = max(1, min(self.d_in // 2, self.n_latents))
-        if self.aux_k <= 0:
-            raise UniversalityError(f"aux_k={self.aux_k} is not valid; it must be positive")
-        for name in ("l1_coefficient", "l0_coefficient", "aux_coefficient"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise UniversalityError(f"{name}={v!r} is not valid; it must be a finite number >= 0")
-        for name in ("jump_bandwidth", "jump_init_threshold", "input_scale", "output_scale"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise UniversalityError(f"{name}={v!r} is not valid; it must be a finite number > 0")
+        for name in ("input_scale", "output_scale"):
+            _check_number(self, name, 0, inclusive=False)
         if self.unit_norm_decoder is None:
-            self.unit_norm_decoder = self.kind != "relu"
+            self.unit_norm_decoder = True
+
+    def own_settings(self) -> dict[str, Any]:
+        """The settings of this kind that the shared :class:`CoderConfig` does not have (e.g. ``{"k": 32, ...}`` for TopK)."""
+        shared = {f.name for f in fields(CoderConfig)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in shared}
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict of every field."""
+        """JSON-ready dict of every field (the shared ones and the kind's own)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CoderConfig":
-        """Build from a dict, ignoring keys this version does not know."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """Build from a dict, ignoring keys the kind's config does not know (other kinds' settings, newer fields).
+
+        On the base class the dict's ``kind`` (default ``"topk"``) picks the config class.
+        """
+        target = registry.config_class(d.get("kind", "topk")) if cls is CoderConfig else cls
+        names = {f.name for f in fields(target)}
+        return target(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class TopKConfig(CoderConfig):
+    """A TopK dictionary: ``k`` active latents per token, with the AuxK loss reviving dead latents."""
+
+    kind: str = "topk"
+    """Always ``"topk"``."""
+    k: int = 32
+    """Active latents per token (0 < k < n_latents)."""
+    aux_k: int | None = None
+    """Dead latents used by the AuxK loss per token; ``None`` means ``d_in // 2`` (at most ``n_latents``)."""
+    aux_coefficient: float = 1 / 32
+    """Weight of the AuxK loss (0 switches it off)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (isinstance(self.k, int) and not isinstance(self.k, bool) and 0 < self.k < self.n_latents):
+            raise UniversalityError(f"k={self.k!r} is not valid for n_latents={self.n_latents}; use 0 < k < n_latents")
+        if self.aux_k is None:
+            self.aux_k = max(1, min(self.d_in // 2, self.n_latents))
+        if not isinstance(self.aux_k, int) or isinstance(self.aux_k, bool) or self.aux_k <= 0:
+            raise UniversalityError(f"aux_k={self.aux_k!r} is not valid; it must be a positive integer or None")
+        _check_number(self, "aux_coefficient", 0, inclusive=True)
+
+
+@dataclass
+class BatchTopKConfig(TopKConfig):
+    """A BatchTopK dictionary: ``k * batch`` active latents per batch in training, a learned threshold at inference."""
+
+    kind: str = "batchtopk"
+    """Always ``"batchtopk"``."""
+
+
+@dataclass
+class ReLUConfig(CoderConfig):
+    """A ReLU dictionary with an L1 penalty weighted by the decoder-row norms."""
+
+    kind: str = "relu"
+    """Always ``"relu"``."""
+    unit_norm_decoder: bool | None = False
+    """Keep decoder rows at unit norm; off by default, since the L1 penalty is weighted by the row norms instead."""
+    l1_coefficient: float = 0.3
+    """Weight of the L1 penalty ``sum_i f_i * ||W_dec[i]||`` added to the per-token squared error (in normalised units)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_number(self, "l1_coefficient", 0, inclusive=True)
+
+
+@dataclass
+class JumpReLUConfig(CoderConfig):
+    """A JumpReLU dictionary: one learned threshold per latent, trained with a straight-through L0 penalty."""
+
+    kind: str = "jumprelu"
+    """Always ``"jumprelu"``."""
+    l0_coefficient: float = 0.05
+    """Weight of the straight-through L0 penalty (in normalised units)."""
+    jump_bandwidth: float = 0.1
+    """Width of the rectangle kernel of the straight-through threshold gradient (> 0)."""
+    jump_init_threshold: float = 0.3
+    """Initial threshold of every latent (> 0)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_number(self, "l0_coefficient", 0, inclusive=True)
+        for name in ("jump_bandwidth", "jump_init_threshold"):
+            _check_number(self, name, 0, inclusive=False)
 
 
 @dataclass
@@ -134,7 +219,7 @@ class TrainerConfig:
     """Hook point of the activations (metadata stored with every dictionary)."""
 
     def __post_init__(self) -> None:
-        self.coders = [c if isinstance(c, CoderConfig) else CoderConfig.from_dict(c) for c in self.coders]
+        self.coders = [c if isinstance(c, CoderConfig) else CoderConfig(**c) for c in self.coders]
         if not self.coders:
             raise UniversalityError("coders is empty; give at least one CoderConfig")
         if not (isinstance(self.batch_size, int) and self.batch_size > 0):

@@ -3,9 +3,12 @@
 Every format is a folder with a JSON config and a safetensors file; nothing is
 ever unpickled.
 
-* own: ``cfg.json`` (``"format": "universality.sae"`` plus every
-  :class:`CoderConfig` field) + ``sae.safetensors`` (``W_enc``, ``b_enc``,
-  ``W_dec``, ``b_dec``, optional ``W_skip`` and the kind's extra tensors).
+* own: ``cfg.json`` (``"format": "universality.sae"`` plus every field of
+  the kind's config) + ``sae.safetensors`` (``W_enc``, ``b_enc``, ``W_dec``,
+  ``b_dec``, optional ``W_skip`` and the kind's extra tensors). Loading builds
+  the config class registered for the saved ``kind`` and ignores keys it does
+  not know, so folders written when every kind shared one flat config (with
+  ``k``, ``l1_coefficient``, ... in every file) still load.
 * sparsify: ``cfg.json`` (``d_in``, ``k``, ``num_latents`` or
   ``expansion_factor``, ``transcode``, ``skip_connection``) + ``sae.safetensors``
   (``encoder.weight`` [n, d_in], ``encoder.bias``, ``W_dec`` [n, d_out],
@@ -21,21 +24,23 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .._errors import UniversalityError
 from .._io import atomic_save_tensors, atomic_write_json, ensure_writable_dir, load_tensors
-from . import kinds as _kinds  # noqa: F401  (registers the kinds)
-from .coder import SparseCoder, build_coder
+from . import registry
 from .config import CoderConfig
+
+if TYPE_CHECKING:
+    from .coder import SparseCoder
 
 FORMAT_NAME = "universality.sae"
 FORMAT_VERSION = 1
 
 
-def save(coder: SparseCoder, path: str | os.PathLike) -> Path:
+def save(coder: "SparseCoder", path: str | os.PathLike) -> Path:
     """Write ``coder`` to the folder ``path`` as ``cfg.json`` + ``sae.safetensors`` (atomic writes); returns the folder."""
     folder = ensure_writable_dir(path)
     atomic_save_tensors(folder / "sae.safetensors", coder.tensors())
@@ -47,6 +52,11 @@ def save(coder: SparseCoder, path: str | os.PathLike) -> Path:
     return folder
 
 
+def _build(cfg: CoderConfig) -> "SparseCoder":
+    """A fresh coder of ``cfg.kind`` (the registered class), to load tensors into."""
+    return registry.coder_class(cfg.kind)(cfg)
+
+
 def _read_json(p: Path) -> dict[str, Any]:
     try:
         return json.loads(p.read_text())
@@ -54,10 +64,10 @@ def _read_json(p: Path) -> dict[str, Any]:
         raise UniversalityError(f"'{p}' is not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
-def _load_own(folder: Path, cfg: dict[str, Any], device: str) -> SparseCoder:
+def _load_own(folder: Path, cfg: dict[str, Any], device: str) -> "SparseCoder":
     if cfg.get("version", 0) > FORMAT_VERSION:
         raise UniversalityError(f"'{folder}' was written by a newer format version {cfg['version']}; this reader knows up to {FORMAT_VERSION}")
-    coder = build_coder(CoderConfig.from_dict(cfg))
+    coder = _build(CoderConfig.from_dict(cfg))
     tensors = load_tensors(folder / "sae.safetensors")
     missing = set(coder.state_dict()) - set(tensors)
     if missing:
@@ -66,7 +76,7 @@ def _load_own(folder: Path, cfg: dict[str, Any], device: str) -> SparseCoder:
     return coder.to(device).eval()
 
 
-def _load_sparsify(folder: Path, cfg: dict[str, Any], device: str) -> SparseCoder:
+def _load_sparsify(folder: Path, cfg: dict[str, Any], device: str) -> "SparseCoder":
     t = load_tensors(folder / "sae.safetensors")
     for key in ("encoder.weight", "encoder.bias", "W_dec", "b_dec"):
         if key not in t:
@@ -81,7 +91,7 @@ def _load_sparsify(folder: Path, cfg: dict[str, Any], device: str) -> SparseCode
         raise UniversalityError(f"sparsify folder '{folder}' uses activation '{activation}'; only 'topk' is supported")
     c = CoderConfig(kind="topk", d_in=int(d_in), n_latents=int(n), k=min(k, int(n) - 1), d_out=int(d_out), transcoder=transcode,
                     skip="W_skip" in t, unit_norm_decoder=bool(cfg.get("normalize_decoder", True)))
-    coder = build_coder(c)
+    coder = _build(c)
     state = {"W_enc": W_enc, "b_enc": t["encoder.bias"], "W_dec": W_dec, "b_dec": t["b_dec"]}
     if "W_skip" in t:
         state["W_skip"] = t["W_skip"]
@@ -92,7 +102,7 @@ def _load_sparsify(folder: Path, cfg: dict[str, Any], device: str) -> SparseCode
 _SAELENS_ARCH = {"standard": "relu", "relu": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}
 
 
-def _load_saelens(folder: Path, cfg: dict[str, Any], device: str) -> SparseCoder:
+def _load_saelens(folder: Path, cfg: dict[str, Any], device: str) -> "SparseCoder":
     arch = cfg.get("architecture", "standard")
     if arch not in _SAELENS_ARCH:
         raise UniversalityError(f"SAELens folder '{folder}' has architecture '{arch}'; supported: {', '.join(_SAELENS_ARCH)}")
@@ -111,9 +121,10 @@ def _load_saelens(folder: Path, cfg: dict[str, Any], device: str) -> SparseCoder
         kind = "topk"
     k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k") or 32
     transcoder = not bool(cfg.get("apply_b_dec_to_input", True)) or d_out != d_in
-    c = CoderConfig(kind=kind, d_in=int(d_in), n_latents=int(n), k=min(int(k), int(n) - 1), d_out=int(d_out), transcoder=transcoder,
-                    hook=cfg.get("hook_name") or (cfg.get("metadata") or {}).get("hook_name"))
-    coder = build_coder(c)
+    # from_dict drops k for the kinds without one (relu, jumprelu)
+    c = CoderConfig.from_dict(dict(kind=kind, d_in=int(d_in), n_latents=int(n), k=min(int(k), int(n) - 1), d_out=int(d_out),
+                                   transcoder=transcoder, hook=cfg.get("hook_name") or (cfg.get("metadata") or {}).get("hook_name")))
+    coder = _build(c)
     state = {"W_enc": W_enc, "b_enc": t["b_enc"], "W_dec": t["W_dec"], "b_dec": t["b_dec"]}
     if kind == "jumprelu":
         if "threshold" not in t:
@@ -147,7 +158,7 @@ def detect_format(path: str | os.PathLike) -> str:
     )
 
 
-def load(path: str | os.PathLike, device: str = "cpu") -> SparseCoder:
+def load(path: str | os.PathLike, device: str = "cpu") -> "SparseCoder":
     """Load a dictionary folder of any supported format (dispatching on its config) onto ``device``."""
     fmt = detect_format(path)
     folder = Path(path)

@@ -1,6 +1,6 @@
 """The four dictionary kinds: TopK (+AuxK), BatchTopK, ReLU with norm-weighted L1, JumpReLU.
 
-Each registers itself once with :func:`register_kind`. Losses are in normalised
+Each registers itself once with :func:`~universality.sae.registry.register_kind`, naming its config class. Losses are in normalised
 units: the reconstruction term is the per-token squared error divided by
 ``d_out`` (about the fraction of variance unexplained, since targets are scaled
 to mean squared norm ``d_out``).
@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .coder import SparseCoder, StepOut, register_kind
+from .coder import SparseCoder, StepOut
+from .config import BatchTopKConfig, JumpReLUConfig, ReLUConfig, TopKConfig
+from .registry import register_kind
 from .sparse_ops import Pairs, SelectedPreacts, bf16_ranking_pays, preact_topk, sparse_decode, topk_pairs
 
 
@@ -85,6 +87,7 @@ class TopKCoder(_SparseSelectCoder):
     """TopK dictionary (Gao et al. 2024): keep the ``k`` largest ReLU pre-activations per token; AuxK revives dead latents."""
 
     kind = "topk"
+    config_class = TopKConfig
 
     def select(self, pre):  # noqa: D102
         return topk_pairs(pre, self.cfg.k)
@@ -111,6 +114,7 @@ class BatchTopKCoder(_SparseSelectCoder):
     """
 
     kind = "batchtopk"
+    config_class = BatchTopKConfig
     candidate_factor = 4
 
     def __init__(self, cfg):
@@ -147,6 +151,7 @@ class ReLUCoder(SparseCoder):
     """
 
     kind = "relu"
+    config_class = ReLUConfig
 
     def activate(self, pre):  # noqa: D102
         return pre.relu()
@@ -214,6 +219,7 @@ class JumpReLUCoder(SparseCoder):
     """
 
     kind = "jumprelu"
+    config_class = JumpReLUConfig
 
     def __init__(self, cfg):
         super().__init__(cfg)

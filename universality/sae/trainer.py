@@ -21,10 +21,10 @@ from .._device import resolve_device
 from .._errors import UniversalityError
 from .._io import atomic_save_tensors, atomic_write_json, fingerprint, load_tensors, sha256_file
 from .._progress import progress
-from . import kinds as _kinds  # noqa: F401  (registers the kinds)
 from .coder import SparseCoder, build_coder
 from .config import CoderConfig, TrainerConfig
 from .metrics import Metrics, evaluate
+from .registry import kind_settings
 from .source import BatchStream
 
 
@@ -361,20 +361,23 @@ def fit(
 
     ``x``: tensor [n, d_in], activation store (``.batches``), callable or iterable
     of [batch, d_in] tensors (or ``(x, y)`` pairs). ``target`` [n, d_out] makes a
-    transcoder (``skip=True`` adds the affine skip). ``kind``: ``"topk"``,
-    ``"batchtopk"``, ``"relu"``, ``"jumprelu"``. Other :class:`CoderConfig` fields
-    (``l1_coefficient``, ``aux_k``, ...) pass through ``coder_options``.
-    ``data_seed`` sets the data order (default: ``seed``). The final metrics are
-    in ``coder.metrics``.
+    transcoder (``skip=True`` adds the affine skip). ``kind``: any registered
+    kind (built in: ``"topk"``, ``"batchtopk"``, ``"relu"``, ``"jumprelu"``);
+    ``k`` goes to the kinds whose config has a ``k`` setting and is ignored by
+    the others. Other settings of the kind's config (``l1_coefficient``,
+    ``aux_k``, ...) pass through ``coder_options``; one the kind does not have
+    is an error. ``data_seed`` sets the data order (default: ``seed``). The
+    final metrics are in ``coder.metrics``.
     """
+    own = {"k": k} if "k" in kind_settings(kind) else {}
     stream = BatchStream(x, batch_size, seed=seed if data_seed is None else data_seed, target=target, n_tokens=n_tokens)
     x0, y0 = stream.first()
     transcoder = y0 is not None
     if skip and not transcoder:
         raise UniversalityError("skip=True needs a target (a transcoder); pass target= or yield (x, y) pairs")
     ccfg = CoderConfig(
-        kind=kind, d_in=int(x0.shape[-1]), n_latents=n_latents, k=k, d_out=int(y0.shape[-1]) if transcoder else None,
-        transcoder=transcoder, skip=skip, seed=seed, hook=hook, **coder_options,
+        kind=kind, d_in=int(x0.shape[-1]), n_latents=n_latents, d_out=int(y0.shape[-1]) if transcoder else None,
+        transcoder=transcoder, skip=skip, seed=seed, hook=hook, **own, **coder_options,
     )
     tcfg = TrainerConfig(coders=[ccfg], batch_size=batch_size, n_tokens=n_tokens, lr=lr, seed=stream.seed, device=device, hook=hook)
     trainer = Trainer(tcfg)
