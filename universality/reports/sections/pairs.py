@@ -7,7 +7,7 @@ from typing import Mapping
 from ..._errors import UniversalityError
 from .. import figures as F
 from ..page import Page, csv_text, slug
-from ..schema import check_summary, need
+from ..checks import check_summary, need
 from .base import Section, register
 
 

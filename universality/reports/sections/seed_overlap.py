@@ -6,7 +6,7 @@ from typing import Mapping
 
 from .. import figures as F
 from ..page import Page, csv_text
-from ..schema import need
+from ..checks import need
 from .base import Section, register
 
 
