@@ -93,8 +93,9 @@ def _run_skip(cmd: Command) -> tuple[str, ...]:
     return () if cmd.writes else ("out",)
 
 
-def _settings(args: argparse.Namespace, cmd: Command) -> tuple[tuple[type, dict], Any, str]:
-    """Merge config-file values and explicit options → ((config class, its values), run options, where values came from)."""
+def _settings(args: argparse.Namespace, cmd: Command) -> tuple[type, dict, Any, str]:
+    """Merge config-file values and explicit options (the command line wins) → (the command's config class, its given
+    values, the :class:`~universality.jobs.config.RunOptions`, where the values came from)."""
     from .jobs.config import RunOptions, config_from_mapping
 
     cls = _config_class(cmd)
@@ -110,7 +111,7 @@ def _settings(args: argparse.Namespace, cmd: Command) -> tuple[tuple[type, dict]
     source = f"config file '{args.config}'" if getattr(args, "config", None) else "the options"
     run = config_from_mapping(RunOptions, {**{k: v for k, v in from_file.items() if k in run_kinds}, **run_given}, source)
     values = {k: v for k, v in {**{k: v for k, v in from_file.items() if k in kinds}, **given}.items() if v is not None}
-    return (cls, values), run, source
+    return cls, values, run, source
 
 
 def _check_out(path: str) -> Path:
@@ -139,12 +140,13 @@ def _log_fn(quiet: bool):
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Resolve the options, check the output folder (writing nothing), build the config and run the command's job."""
     from ._device import resolve_device
     from ._progress import set_quiet
     from .jobs.config import config_from_mapping
 
     cmd = next(c for c in COMMAND_TABLE if c.name == args.command)
-    (cls, values), opts, source = _settings(args, cmd)
+    cls, values, opts, source = _settings(args, cmd)
     set_quiet(opts.quiet)
     log = _log_fn(opts.quiet)
     out = _check_out(opts.out or f"runs/{cmd.name}") if cmd.writes else None
