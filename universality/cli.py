@@ -133,7 +133,9 @@ def _check_out(path: str) -> Path:
 
 def _log_fn(quiet: bool):
     def log(msg: str) -> None:
-        if not quiet:
+        from . import _dist  # torchrun: only rank 0 prints
+
+        if not quiet and _dist.is_main():
             print(f"[universality] {msg}", file=sys.stderr, flush=True)
 
     return log
@@ -145,10 +147,14 @@ def _run(args: argparse.Namespace) -> int:
     from ._progress import set_quiet
     from .jobs.config import config_from_mapping
 
+    from . import _dist
+
     cmd = next(c for c in COMMAND_TABLE if c.name == args.command)
     cls, values, opts, source = _settings(args, cmd)
     set_quiet(opts.quiet)
     log = _log_fn(opts.quiet)
+    if cmd.writes and _dist.launched() and cmd.name not in ("compare", "cache"):
+        raise UniversalityError(f"'{cmd.name}' runs in one process; under torchrun only 'compare' and 'cache' run (WORLD_SIZE > 1 here)")
     out = _check_out(opts.out or f"runs/{cmd.name}") if cmd.writes else None
     cfg = config_from_mapping(cls, values, source)
     device = resolve_device(opts.device)
@@ -168,9 +174,11 @@ def _run(args: argparse.Namespace) -> int:
 
     if cmd.name in ("induction", "off-by-one"):
         jobs.circuits_job(cmd.name, cfg, out, device, log)
+    elif cmd.name in ("compare", "cache"):
+        with _dist.session(device) as device:
+            (jobs.compare_job if cmd.name == "compare" else jobs.cache_job)(cfg, out, device, log)
     else:
-        job = {"demo": jobs.demo_job, "compare": jobs.compare_job, "seeds": jobs.seeds_job, "cache": jobs.cache_job,
-               "train": jobs.train_job}[cmd.name]
+        job = {"demo": jobs.demo_job, "seeds": jobs.seeds_job, "train": jobs.train_job}[cmd.name]
         job(cfg, out, device, log)
     print(str(out))
     return 0

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .. import _dist
 from .._errors import UniversalityError
 from .._io import atomic_write_bytes, atomic_write_json, ensure_writable_dir, fingerprint, sha256_bytes, sha256_file
 from .._progress import progress
@@ -93,10 +94,34 @@ def cache_activations(host: Any, hooks: Sequence[str] | str, stream: TokenStream
     limit = context_length(host)
     if limit is not None and stream.seq_len > limit:
         raise UniversalityError(f"sequences of {stream.seq_len} tokens exceed this model's context of {limit}; build the stream with seq_len <= {limit}")
-    out = ensure_writable_dir(out_dir)
     job = {"format": FORMAT, "host": host_fingerprint(host), "stream": stream.fingerprint, "hooks": hooks,
            "dtype": config.dtype, "batch_size": config.batch_size, "shard_sequences": config.shard_sequences}
     job_fp = fingerprint(job)
+    # under torchrun every process must cache the same job; checked before anything is created or written
+    _dist.check_agree(stream.fingerprint, "the token-stream fingerprint",
+                      "give every process the same corpus, token count, sequence length and seed")
+    _dist.check_agree(job_fp, "the caching job (host weights, hooks or settings)", "give every process the same model and options")
+    manifest, error = None, None
+    if _dist.is_main():  # rank 0 alone reads, replaces or starts the shared manifest
+        try:
+            manifest = _prepare_manifest(host, stream, out_dir, config, job, job_fp)
+        except UniversalityError as e:
+            error = e
+    manifest, message = _dist.broadcast_object((manifest, None if error is None else str(error)))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise UniversalityError(message)
+    out = Path(out_dir)
+    # a complete store is re-checked (every shard's checksum) and any damaged shard is recomputed
+    _Writer(host, hooks, stream, out, config, manifest).run()
+    _dist.barrier()
+    return ActivationStore(out)
+
+
+def _prepare_manifest(host: Any, stream: TokenStream, out_dir: Any, config: CacheConfig, job: dict, job_fp: str) -> dict:
+    """The manifest to continue from: the folder's own when it holds this job, else a new one (tokens file written)."""
+    out = ensure_writable_dir(out_dir)
     manifest = _read_manifest(out)
     if manifest is not None and manifest.get("job_fingerprint") != job_fp:
         if not config.overwrite:
@@ -116,9 +141,7 @@ def cache_activations(host: Any, hooks: Sequence[str] | str, stream: TokenStream
                     "n_sequences": stream.n_sequences, "seq_len": stream.seq_len, "batch_size": config.batch_size,
                     "shard_sequences": config.shard_sequences, "shards": [], "complete": False,
                     "tokens": {"file": "tokens.safetensors", "sha256": sha256_file(tokens_file)}}
-    # a complete store is re-checked (every shard's checksum) and any damaged shard is recomputed
-    _Writer(host, hooks, stream, out, config, manifest).run()
-    return ActivationStore(out)
+    return manifest
 
 
 def _read_manifest(out: Path) -> dict | None:
@@ -148,25 +171,44 @@ class _Writer:
         if per is None:
             per = self._auto_shard_sequences()
             self.manifest["shard_sequences"] = per
-        done = {s["index"]: s for s in self.manifest["shards"] if self._shard_intact(s)}
+        # rank 0 checks the recorded shards (checksums) and every process continues from its verdict
+        intact = [k for k, s in enumerate(self.manifest["shards"]) if self._shard_intact(s)] if _dist.is_main() else None
+        intact = _dist.broadcast_object(intact)
+        done = {s["index"]: s for k, s in enumerate(self.manifest["shards"]) if k in set(intact)}
         self.manifest["shards"] = [done[k] for k in sorted(done)]
         n_shards = -(-n // per)
         todo = [k for k in range(n_shards) if k not in done]
         if todo:
             self.manifest["complete"] = False
+        lo_t, hi_t = _dist.shard_range(len(todo))  # under torchrun each process takes a disjoint run of shards
+        error = None
         # one writer thread: shard k is serialised, hashed and written while shard k + 1 is computed;
         # at most one write is pending, so memory stays at two shards
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer") as pool:
-            pending = None
-            for k in progress(todo, desc="caching activations", unit="shard"):
-                lo, hi = k * per, min(n, (k + 1) * per)
-                acts = self._compute(lo, hi)
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer") as pool:
+                pending = None
+                for k in progress(todo[lo_t:hi_t], desc="caching activations", unit="shard"):
+                    lo, hi = k * per, min(n, (k + 1) * per)
+                    acts = self._compute(lo, hi)
+                    if pending is not None:
+                        pending.result()
+                    pending = pool.submit(self._write_shard, k, lo, hi, acts)
                 if pending is not None:
                     pending.result()
-                pending = pool.submit(self._write_shard, k, lo, hi, acts)
-            if pending is not None:
-                pending.result()
-        if todo or not self.manifest.get("complete"):
+        except UniversalityError as e:
+            if not _dist.active():
+                raise
+            error = e
+        if _dist.active():
+            _dist.raise_if_any(error)
+            gathered = _dist.all_gather_objects((self.manifest["shards"], self.manifest["hooks"]))
+            for shards, hooks in gathered:
+                for h, info in hooks.items():
+                    self.manifest["hooks"].setdefault(h, info)
+                by_index = {s["index"]: s for s in self.manifest["shards"]}
+                by_index.update({s["index"]: s for s in shards})
+                self.manifest["shards"] = [by_index[k] for k in sorted(by_index)]
+        if (todo or not self.manifest.get("complete")) and _dist.is_main():
             self.manifest["complete"] = True
             atomic_write_json(self.out / "manifest.json", self.manifest)
 
@@ -185,7 +227,8 @@ class _Writer:
             files[h] = {"file": rel, "sha256": sha256_bytes(data), "rows": int(acts[h].shape[0])}
         self.manifest["shards"].append({"index": k, "sequences": [lo, hi], "files": files})
         self.manifest["shards"].sort(key=lambda s: s["index"])
-        atomic_write_json(self.out / "manifest.json", self.manifest)
+        if _dist.is_main():  # other processes' shards are recorded by rank 0 when every process is done
+            atomic_write_json(self.out / "manifest.json", self.manifest)
 
     def _shard_intact(self, shard: dict) -> bool:
         for h in self.hooks:

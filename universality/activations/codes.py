@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .. import _dist
 from .._errors import UniversalityError
 from .._io import atomic_write_bytes, atomic_write_json, ensure_writable_dir, fingerprint, sha256_bytes, sha256_file
 from .._progress import progress
@@ -63,24 +64,21 @@ def encode_store(coder: Any, store: Any, hook: str, out_dir: str | os.PathLike, 
     store of the same job is returned as is. One activation shard and one chunk of dense codes are in memory
     at a time. Returns the :class:`CodeStore`.
     """
-    out = ensure_writable_dir(out_dir)
     job_fp = fingerprint({"format": CODES_FORMAT, "hook": hook, "store": store.manifest["job_fingerprint"], "job": job})
-    mf = out / "manifest.json"
-    if mf.is_file():
-        try:
-            old = json.loads(mf.read_text())
-        except ValueError:
-            old = {}
-        if old.get("job_fingerprint") == job_fp and old.get("complete"):
-            return CodeStore(out)
-        for s in old.get("shards", []):
-            (out / s["file"]).unlink(missing_ok=True)
-        mf.unlink()
+    # under torchrun every process must encode the same store with the same job before anything is touched
+    _dist.check_agree(store.stream.fingerprint, "the token-stream fingerprint", "give every process the same activation store")
+    _dist.check_agree(job_fp, "the encoding job (store, hook or dictionary)", "give every process the same dictionary and store")
+    out = Path(out_dir)
+    reuse = _clear_or_reuse(out, job_fp) if _dist.is_main() else None  # rank 0 alone reads or removes shared files
+    if _dist.broadcast_object(reuse):
+        return CodeStore(out)
+    _dist.barrier()
     from safetensors.torch import save
 
     flat_mask = store.mask.reshape(-1)
     shards = []
-    for k in progress(range(store.n_shards), desc=f"encoding {hook}", unit="shard"):
+    lo_k, hi_k = _dist.shard_range(store.n_shards)  # under torchrun each process encodes a disjoint run of shards
+    for k in progress(range(lo_k, hi_k), desc=f"encoding {hook}", unit="shard"):
         lo, hi = store.shard_rows(k)
         keep = flat_mask[lo:hi]
         x = store.shard(k, hook)[keep]
@@ -93,10 +91,30 @@ def encode_store(coder: Any, store: Any, hook: str, out_dir: str | os.PathLike, 
         atomic_write_bytes(out / rel, data)
         shards.append({"index": k, "file": rel, "sha256": sha256_bytes(data), "n_rows": int(rows.numel()),
                        "first_row": int(rows[0]) if rows.numel() else lo, "nnz": int(csr.nnz)})
-    atomic_write_json(mf, {"format": CODES_FORMAT, "job_fingerprint": job_fp, "job": job, "hook": hook,
-                           "n_latents": int(coder.cfg.n_latents), "stream": store.stream.fingerprint,
-                           "n_rows": sum(s["n_rows"] for s in shards), "shards": shards, "complete": True})
+    shards = [s for part in _dist.all_gather_objects(shards) for s in part]  # rank order = shard order
+    if _dist.is_main():  # the manifest last: a store reads as complete only when every shard is on disk
+        atomic_write_json(out / "manifest.json", {"format": CODES_FORMAT, "job_fingerprint": job_fp, "job": job, "hook": hook,
+                                                  "n_latents": int(coder.cfg.n_latents), "stream": store.stream.fingerprint,
+                                                  "n_rows": sum(s["n_rows"] for s in shards), "shards": shards, "complete": True})
+    _dist.barrier()
     return CodeStore(out)
+
+
+def _clear_or_reuse(out_dir: Path, job_fp: str) -> bool:
+    """True when ``out_dir`` holds a complete code store of ``job_fp``; otherwise remove any other store's files there."""
+    out = ensure_writable_dir(out_dir)
+    mf = out / "manifest.json"
+    if mf.is_file():
+        try:
+            old = json.loads(mf.read_text())
+        except ValueError:
+            old = {}
+        if old.get("job_fingerprint") == job_fp and old.get("complete"):
+            return True
+        for s in old.get("shards", []):
+            (out / s["file"]).unlink(missing_ok=True)
+        mf.unlink()
+    return False
 
 
 class CodeStore:

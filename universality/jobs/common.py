@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .. import _dist
 from .._errors import UniversalityError
 from .rundir import RunDir
 
@@ -24,11 +25,13 @@ def environment(device: torch.device) -> dict:
     import numpy
     import transformers
 
-    from .. import __version__
+    from .. import __version__, precision
 
     env = {"universality": __version__, "python": platform.python_version(), "torch": torch.__version__,
            "transformers": transformers.__version__, "numpy": numpy.__version__, "platform": platform.platform(),
-           "cpu_count": os.cpu_count() or 0, "device": str(device), "torch_threads": torch.get_num_threads()}
+           "cpu_count": os.cpu_count() or 0, "device": str(device), "torch_threads": torch.get_num_threads(),
+           "cpu": precision.cpu_model(), "cpu_capability": precision.cpu_capability(),
+           "bf16": precision.bf16_pays(device)}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
@@ -94,14 +97,30 @@ def train_stage(run: RunDir, store: Any, hook: str, rows: torch.Tensor, *, tag: 
     if n_rows != int(store.mask.sum()):
         raise UniversalityError(f"dictionaries train on the {int(store.mask.sum())} counted rows of the store, not on {n_rows} chosen rows")
 
-    def batches():  # the store's bounded-memory reader, reshuffled each epoch
+    # under torchrun every process reads the same global batches and trains on its 1/world share of each
+    # (the trainer averages gradients): the batch and the run's total rows are cut to multiples of the world size
+    world = _dist.world()
+    batch = min(1024, n_rows) // world * world
+    total = epochs * n_rows // world * world
+    if batch == 0:
+        raise UniversalityError(f"{n_rows} counted rows cannot be shared by {world} processes; use more tokens or fewer processes")
+
+    def batches():  # the store's bounded-memory reader, reshuffled each epoch, stopped after ``total`` rows
+        left = total
         for epoch in range(epochs):
-            yield from store.batches(min(1024, n_rows), hook=hook, shuffle=True, seed=seed * 1_000_003 + epoch, masked=True)
+            for b in store.batches(batch, hook=hook, shuffle=True, seed=seed * 1_000_003 + epoch, masked=True):
+                b = b[:left]
+                if not b.shape[0]:
+                    return
+                left -= b.shape[0]
+                yield b
 
     def build():
-        coder = sae.fit(batches, kind=kind, n_latents=n_latents, k=k, seed=seed, n_tokens=epochs * n_rows,
-                        batch_size=min(1024, n_rows), device=str(device), hook=hook)
-        coder.save(folder)
+        coder = sae.fit(batches, kind=kind, n_latents=n_latents, k=k, seed=seed, n_tokens=total,
+                        batch_size=batch, device=str(device), hook=hook)
+        if _dist.is_main():  # one writer; the others load rank 0's files, so every process encodes with the same weights
+            coder.save(folder)
+        _dist.barrier()
         metrics = getattr(coder, "metrics", None)
         out = {"folder": name}
         if metrics is not None and hasattr(metrics, "_asdict"):

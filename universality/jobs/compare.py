@@ -14,7 +14,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .. import _dist
 from .._errors import UniversalityError
+from ..matching.mppc import mppc_reduced
 from ..matching.stats import summarize_values
 from .common import cache_stage, hook_name, layer_at, model_entry, train_stage
 from .compare_results import FamiliesResult, GridResult, PairResult
@@ -177,8 +179,13 @@ class Dictionaries:
 
         k = (a.label, la, seed_a, b.label, lb, seed_b, rows_tag)
         if k not in self._mppc:
-            self._mppc[k] = matching.mppc(self.matrix(a, la, rows_a, rows_tag + ":a", seed_a),
-                                          self.matrix(b, lb, rows_b, rows_tag + ":b", seed_b))
+            if _dist.active():  # torchrun: each process sums its token shard; float64 sums reduced across processes
+                lo, hi = _dist.shard_range(int(rows_a.numel()))
+                self._mppc[k] = mppc_reduced(self.codes(a, la, seed_a).gather(rows_a[lo:hi]),
+                                             self.codes(b, lb, seed_b).gather(rows_b[lo:hi]))
+            else:
+                self._mppc[k] = matching.mppc(self.matrix(a, la, rows_a, rows_tag + ":a", seed_a),
+                                              self.matrix(b, lb, rows_b, rows_tag + ":b", seed_b))
         return self._mppc[k]
 
 

@@ -71,6 +71,10 @@ def finish(run: RunDir, results: RunResults, log: Callable[[str], None]) -> dict
 
     results.timings = dict(run.timings)
     data = results.to_dict()
+    from .. import _dist  # torchrun: rank 0 alone writes results.json and the report
+
+    if not _dist.is_main():
+        return data
     files = write_report(run.path, data)
     log(f"wrote {files.html}, {files.markdown} and {files.results}")
     return data

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import _dist
 from .._errors import UniversalityError
 from .._io import atomic_write_json, ensure_writable_dir, fingerprint
 
@@ -69,14 +70,18 @@ class RunDir:
             raise UniversalityError(f"stage name '{stage}' is not valid; use letters, digits, '-', '_' or '.'")
         t0 = time.perf_counter()
         hit = self.cached(stage, inputs)
-        if hit is not None and (valid is None or valid(hit)):
+        fresh = hit is not None and (valid is None or valid(hit))
+        fresh, hit = _dist.broadcast_object((fresh, hit))  # under torchrun: every process follows rank 0's record
+        if fresh:
             self.timings[stage] = {"seconds": round(time.perf_counter() - t0, 2), "status": "skipped"}
             self.log(f"{stage}: unchanged, skipped")
             return hit
         self.log(f"{stage}: running")
         result = fn()
         seconds = round(time.perf_counter() - t0, 2)
-        atomic_write_json(self._record(stage), {"fingerprint": fingerprint(inputs), "inputs": inputs, "result": result,
-                                                "seconds": seconds})
+        if _dist.is_main():  # one writer of the shared record; the others wait until it is on disk
+            atomic_write_json(self._record(stage), {"fingerprint": fingerprint(inputs), "inputs": inputs, "result": result,
+                                                    "seconds": seconds})
+        _dist.barrier()
         self.timings[stage] = {"seconds": seconds, "status": "ran"}
         return result
