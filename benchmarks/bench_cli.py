@@ -27,7 +27,7 @@ def _demo_seconds(argv: list[str]) -> float:
 def run(quick: bool) -> list[Figure]:
     """Cold demo (fresh run directory, zoo built beforehand and not timed) vs its resumed rerun."""
     from universality import zoo
-    from universality.jobs.pipeline import DEMO_MODELS
+    from universality.jobs.demo import DEMO_MODELS
 
     preset = "test" if quick else "default"
     members = [m.name for m in zoo.get_preset(preset).models if m.name.split("-")[0] in DEMO_MODELS]

@@ -12,7 +12,7 @@ import torch
 from universality import reports, sae
 from universality.activations import ActivationStore
 from universality.cli import main
-from universality.jobs.pipeline import DEMO_MODELS
+from universality.jobs.demo import DEMO_MODELS
 
 pytestmark = pytest.mark.slow
 

@@ -11,14 +11,14 @@ Hosts are used only through ``run_with_cache`` / ``run_with_hooks`` and the hook
 names of ``docs/design.md``, so any host honouring the vocabulary works.
 """
 
-from .induction import InductionConfig, InductionResult, PatchEffect, induction, induction_sites
+from .induction import InductionConfig, InductionResult, InductionSummary, PatchEffect, induction, induction_sites
 from .patching import PatchRun, PatchSite, patch_sites
 from .tasks import InductionPrompts, distinct_tokens, induction_prompts, repeated_halves
-from .write_lag import (WRITE_POINTS, WriteLagConfig, WriteLagProfile, WriteLagTable, compare_write_lag, write_lag,
-                        write_lag_all)
+from .write_lag import (WRITE_POINTS, LayerLag, WriteLagConfig, WriteLagProfile, WriteLagResult, WriteLagTable,
+                        compare_write_lag, write_lag, write_lag_all)
 
 __all__ = [
-    "InductionConfig", "InductionPrompts", "InductionResult", "PatchEffect", "PatchRun", "PatchSite",
-    "WRITE_POINTS", "WriteLagConfig", "WriteLagProfile", "WriteLagTable", "compare_write_lag", "distinct_tokens",
+    "InductionConfig", "InductionPrompts", "InductionResult", "InductionSummary", "LayerLag", "PatchEffect", "PatchRun", "PatchSite",
+    "WRITE_POINTS", "WriteLagConfig", "WriteLagProfile", "WriteLagResult", "WriteLagTable", "compare_write_lag", "distinct_tokens",
     "induction", "induction_prompts", "induction_sites", "patch_sites", "repeated_halves", "write_lag", "write_lag_all",
 ]

@@ -113,6 +113,19 @@ def tensor_to_list(t: torch.Tensor | None) -> Any:
     return [tensor_to_list(row) for row in t] if t.dim() > 1 else [finite_or_none(v) for v in t.tolist()]
 
 
+def list_to_tensor(x: Any) -> torch.Tensor | None:
+    """Inverse of :func:`tensor_to_list`: nested lists of floats (``None`` → NaN) as a float64 tensor, or ``None``."""
+    if x is None:
+        return None
+
+    def fill(v: Any) -> Any:
+        if isinstance(v, list):
+            return [fill(e) for e in v]
+        return float("nan") if v is None else float(v)
+
+    return torch.tensor(fill(x), dtype=torch.float64)
+
+
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:
     """CSV text (header from the first row's keys; ``None`` written as an empty cell) for tidy rows."""
     if not rows:

@@ -26,8 +26,8 @@ import torch
 from .._errors import UniversalityError
 from .._io import atomic_write_json, atomic_write_text
 from .._progress import progress
-from ._points import (block, check_arch, chunks, finite_or_none, require_points, row_groups, rows_to_csv,
-                      tensor_to_list)
+from ._points import (block, check_arch, chunks, finite_or_none, list_to_tensor, require_points, row_groups,
+                      rows_to_csv, tensor_to_list)
 from .patching import PatchSite, patch_sites
 from .tasks import induction_prompts, repeated_halves
 
@@ -133,6 +133,15 @@ class PatchEffect:
         d["normalised_effect"] = None if self.normalised_effect is None else finite_or_none(self.normalised_effect)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PatchEffect":
+        """Inverse of :meth:`to_dict` (a ``None`` effect, written for NaN, reads back as NaN)."""
+        _need(d, ("component", "hook", "layer", "head", "position", "position_index", "effect", "normalised_effect"),
+              "patching-table row")
+        eff = d["effect"]
+        return cls(d["component"], d["hook"], int(d["layer"]), d["head"], d["position"], int(d["position_index"]),
+                   float("nan") if eff is None else float(eff), d["normalised_effect"])
+
 
 @dataclass
 class InductionResult:
@@ -200,6 +209,73 @@ class InductionResult:
             "ranking": [f"{e.component}@{e.position}" for e in self.ranking()],
             "config": asdict(self.config),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "InductionResult":
+        """Inverse of :meth:`to_dict`: tensors come back as float64 (``None`` entries as NaN)."""
+        _need(d, ("arch", "n_layers", "loss_first", "loss_second", "layer_scores", "head_induction", "head_prev_token",
+                  "clean_metric", "corrupted_metric", "effects", "config"), "induction result")
+
+        def num(x: Any) -> float:
+            return float("nan") if x is None else float(x)
+
+        return cls(d["arch"], int(d["n_layers"]), num(d["loss_first"]), num(d["loss_second"]), list_to_tensor(d["layer_scores"]),
+                   list_to_tensor(d["head_induction"]), list_to_tensor(d["head_prev_token"]), num(d["clean_metric"]),
+                   num(d["corrupted_metric"]), [PatchEffect.from_dict(e) for e in d["effects"]], InductionConfig(**d["config"]))
+
+    def summary(self, model: str) -> "InductionSummary":
+        """This result as the results.json ``induction`` entry of host ``model`` (rows whose normalised effect
+        is undefined, clean ≈ corrupted, are left out)."""
+        scores = self.layer_scores.tolist() if self.layer_scores is not None else []
+        comps = [{"component": e.component, "position": e.position, "effect": float(e.effect),
+                  "normalised_effect": float(e.normalised_effect) if e.normalised_effect is not None else float("nan")}
+                 for e in self.effects]
+        comps = [c for c in comps if c["normalised_effect"] == c["normalised_effect"]]  # drop NaN
+        return InductionSummary(model, self.arch, [float(x) for x in scores], comps, float(self.icl_score),
+                                float(self.clean_metric), float(self.corrupted_metric))
+
+
+def _need(d: Any, keys: tuple[str, ...], what: str) -> None:
+    """Raise one sentence naming the missing keys when ``d`` is not a mapping holding ``keys``."""
+    missing = [k for k in keys if not isinstance(d, dict) or k not in d]
+    if missing:
+        raise UniversalityError(f"this {what} record lacks {', '.join(missing)}; it was not written by this version of universality")
+
+
+@dataclass
+class InductionSummary:
+    """One host's entry of results.json ``induction``: per-layer scores and the patching table, for the report."""
+
+    model: str
+    """Label of the host in the run."""
+    arch: str
+    """Architecture of the host."""
+    layer_scores: list[float]
+    """Per layer: in-context gain lost when the layer's ``mixer_out`` is mean-ablated (empty when not computed)."""
+    components: list[dict]
+    """Patching table rows ``{component, position, effect, normalised_effect}`` with a defined normalised effect."""
+    icl_score: float
+    """In-context gain, loss on the first half minus loss on the second (nats)."""
+    clean_metric: float
+    """Reference-task metric on clean prompts."""
+    corrupted_metric: float
+    """Reference-task metric with token ``s + 1`` replaced."""
+    score_name: str = "in-context gain lost on mean-ablating mixer_out"
+    """What ``layer_scores`` measure (the report's colour-bar label)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The results.json entry (keys in the documented order)."""
+        return {"model": self.model, "arch": self.arch, "score_name": self.score_name,
+                "layer_scores": list(self.layer_scores), "components": [dict(c) for c in self.components],
+                "icl_score": self.icl_score, "clean_metric": self.clean_metric, "corrupted_metric": self.corrupted_metric}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "InductionSummary":
+        """Inverse of :meth:`to_dict`."""
+        _need(d, ("model", "arch", "layer_scores", "components", "icl_score", "clean_metric", "corrupted_metric"),
+              "results.json induction")
+        return cls(d["model"], d["arch"], list(d["layer_scores"]), [dict(c) for c in d["components"]], d["icl_score"],
+                   d["clean_metric"], d["corrupted_metric"], d.get("score_name", cls.score_name))
 
 
 def _n_heads(host) -> int:

@@ -33,8 +33,8 @@ import torch
 from .._errors import UniversalityError
 from .._io import atomic_write_json, atomic_write_text
 from .._progress import progress
-from ._points import (block, check_arch, check_layer, chunks, finite_or_none, require_points, row_groups,
-                      rows_to_csv, target_metric, tensor_to_list)
+from ._points import (block, check_arch, check_layer, chunks, finite_or_none, list_to_tensor, require_points,
+                      row_groups, rows_to_csv, target_metric, tensor_to_list)
 from .tasks import distinct_tokens, induction_prompts
 
 #: hook points (per block) whose values make up the layer's write, per architecture
@@ -158,6 +158,15 @@ class WriteLagProfile:
             "degenerate": self.degenerate,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "WriteLagProfile":
+        """Inverse of :meth:`to_dict` (tensors float64; ``None`` entries, written for NaN, read back as NaN)."""
+        _need(d, ("arch", "layer", "effect", "raw", "write_points", "n_samples"), "write-lag profile")
+        full = d.get("behavioural_full_change")
+        return cls(d["arch"], int(d["layer"]), list_to_tensor(d["effect"]), list_to_tensor(d["raw"]), tuple(d["write_points"]),
+                   int(d["n_samples"]), list_to_tensor(d.get("behavioural_effect")), list_to_tensor(d.get("behavioural_change")),
+                   None if full is None else float(full), d.get("metric", "logit"), bool(d.get("degenerate", False)))
+
 
 @dataclass
 class WriteLagTable:
@@ -205,6 +214,68 @@ class WriteLagTable:
         return {"kind": "write_lag", "name": self.name, "arch": self.arch, "peaks": self.peaks,
                 "effect": tensor_to_list(self.effect), "profiles": [p.to_dict() for p in self.profiles],
                 "config": asdict(self.config)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "WriteLagTable":
+        """Inverse of :meth:`to_dict`."""
+        _need(d, ("name", "arch", "profiles", "config"), "write-lag table")
+        return cls(d["name"], d["arch"], [WriteLagProfile.from_dict(p) for p in d["profiles"]], WriteLagConfig(**d["config"]))
+
+    def summary(self, model: str | None = None) -> "WriteLagResult":
+        """The results.json ``write_lag`` entry: each layer's profile and peak (``model`` defaults to :attr:`name`)."""
+        return WriteLagResult(model or self.name, self.arch,
+                              [LayerLag(p.layer, [float(x) for x in p.effect.tolist()], int(p.peak)) for p in self.profiles])
+
+
+def _need(d: Any, keys: tuple[str, ...], what: str) -> None:
+    """Raise one sentence naming the missing keys when ``d`` is not a mapping holding ``keys``."""
+    missing = [k for k in keys if not isinstance(d, dict) or k not in d]
+    if missing:
+        raise UniversalityError(f"this {what} record lacks {', '.join(missing)}; it was not written by this version of universality")
+
+
+@dataclass
+class LayerLag:
+    """One layer of a :class:`WriteLagResult`."""
+
+    layer: int
+    """Block index."""
+    effect: list[float]
+    """Share of the write change at lag δ = 0, 1, ... (non-negative, sums to 1)."""
+    peak: int
+    """Lag with the largest share."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{layer, effect, peak}``."""
+        return {"layer": self.layer, "effect": list(self.effect), "peak": self.peak}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LayerLag":
+        """Inverse of :meth:`to_dict`."""
+        _need(d, ("layer", "effect", "peak"), "write-lag layer")
+        return cls(int(d["layer"]), [float(x) for x in d["effect"]], int(d["peak"]))
+
+
+@dataclass
+class WriteLagResult:
+    """One host's entry of results.json ``write_lag``: the write-lag profile of every layer."""
+
+    model: str
+    """Label of the host in the run."""
+    arch: str
+    """Architecture of the host."""
+    layers: list[LayerLag]
+    """One profile per layer, in layer order."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The results.json entry ``{model, arch, layers: [{layer, effect, peak}]}``."""
+        return {"model": self.model, "arch": self.arch, "layers": [x.to_dict() for x in self.layers]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "WriteLagResult":
+        """Inverse of :meth:`to_dict`."""
+        _need(d, ("model", "arch", "layers"), "results.json write_lag")
+        return cls(d["model"], d["arch"], [LayerLag.from_dict(x) for x in d["layers"]])
 
 
 def _config(config: WriteLagConfig | None, overrides: dict) -> WriteLagConfig:

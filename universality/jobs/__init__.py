@@ -1,14 +1,22 @@
-"""Pipeline stages behind the ``universality`` command, writing into run directories.
+"""The commands' pipelines, one module per command, writing into run directories.
 
 * :class:`RunDir` — stages recorded with the fingerprint of their inputs, skipped on rerun when unchanged.
-* :func:`compare_job`, :func:`seeds_job`, :func:`circuits_job`, :func:`demo_job` — the commands' pipelines;
-  each ends with ``results.json``, ``report.html`` and ``summary.md`` in the run directory.
-* :class:`CompareConfig`, :class:`SeedsConfig`, :class:`DemoConfig` — typed settings shared with the CLI.
+* :func:`compare_job`, :func:`seeds_job`, :func:`circuits_job`, :func:`demo_job` — each ends with ``results.json``
+  (a :class:`~universality.results.RunResults`), ``report.html`` and ``summary.md`` in the run directory;
+  :func:`cache_job` writes an activation store and :func:`train_job` a dictionary.
+* :mod:`.config` — the typed settings of every command; the CLI's options are generated from them.
 """
 
-from .config import CompareConfig, DemoConfig, SeedsConfig, config_from_mapping
-from .pipeline import circuits_job, compare_job, demo_job, seeds_job
+from .cache import cache_job
+from .circuits import circuits_job
+from .config import (CacheConfig, CircuitsConfig, CompareConfig, DemoConfig, ReportConfig, RunOptions, SeedsConfig, TrainConfig,
+                     ZooConfig, config_from_mapping)
+from .demo import demo_job
+from .pipeline import compare_job
 from .rundir import RunDir
+from .seeds import seeds_job
+from .train import train_job
 
-__all__ = ["CompareConfig", "DemoConfig", "RunDir", "SeedsConfig", "circuits_job", "compare_job", "config_from_mapping",
-           "demo_job", "seeds_job"]
+__all__ = ["CacheConfig", "CircuitsConfig", "CompareConfig", "DemoConfig", "ReportConfig", "RunDir", "RunOptions", "SeedsConfig",
+           "TrainConfig", "ZooConfig", "cache_job", "circuits_job", "compare_job", "config_from_mapping", "demo_job", "seeds_job",
+           "train_job"]

@@ -1,44 +1,60 @@
-"""Induction localisation and write-lag profiles as cached stages (thin calls into ``universality.analysis``)."""
+"""``induction`` and ``off-by-one``: induction localisation and write-lag profiles as cached stages (thin calls into
+``universality.analysis``), and the commands' pipeline."""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Callable
 
+import torch
+
+from ..results import RunResults
+from .common import environment, load_hosts, model_entry, now
+from .config import CircuitsConfig
+from .pipeline import finish, start_run
 from .rundir import RunDir
+
+TITLES = {"induction": "Induction localisation", "off-by-one": "Off-by-One write-lag profiles"}
+"""Report title of each circuits command."""
 
 
 def induction_stage(run: RunDir, label: str, host: Any, host_fp: str, n_prompts: int = 16, seq_len: int = 24,
-                    half: int = 16) -> dict:
-    """results.json ``induction`` entry of one host: per-layer scores and the patching table."""
+                    half: int = 16):
+    """The :class:`~universality.analysis.InductionSummary` of one host: per-layer scores and the patching table."""
     from .. import analysis
 
     settings = {"n_prompts": n_prompts, "seq_len": seq_len, "half": half}
-
-    def build():
-        r = analysis.induction(host, **settings)
-        scores = r.layer_scores.tolist() if r.layer_scores is not None else []
-        comps = [{"component": e.component, "position": e.position, "effect": float(e.effect),
-                  "normalised_effect": float(e.normalised_effect) if e.normalised_effect is not None else float("nan")}
-                 for e in r.effects]
-        comps = [c for c in comps if c["normalised_effect"] == c["normalised_effect"]]  # drop NaN (clean ≈ corrupted)
-        return {"model": label, "arch": host.arch, "score_name": "in-context gain lost on mean-ablating mixer_out",
-                "layer_scores": [float(x) for x in scores], "components": comps,
-                "icl_score": float(r.icl_score), "clean_metric": float(r.clean_metric), "corrupted_metric": float(r.corrupted_metric)}
-
-    return run.stage(f"induction-{label}", {"host": host_fp, **settings}, build)
+    entry = run.stage(f"induction-{label}", {"host": host_fp, **settings},
+                      lambda: analysis.induction(host, **settings).summary(label).to_dict())
+    return analysis.InductionSummary.from_dict(entry)
 
 
 def write_lag_stage(run: RunDir, label: str, host: Any, host_fp: str, n_seqs: int = 8, seq_len: int = 32,
-                    behavioural: bool = False) -> dict:
-    """results.json ``write_lag`` entry of one host: every layer's profile and peak."""
+                    behavioural: bool = False):
+    """The :class:`~universality.analysis.WriteLagResult` of one host: every layer's profile and peak."""
     from .. import analysis
 
     settings = {"n_seqs": n_seqs, "seq_len": seq_len, "behavioural": behavioural}
+    entry = run.stage(f"write-lag-{label}", {"host": host_fp, **settings},
+                      lambda: analysis.write_lag_all(host, name=label, **settings).summary().to_dict())
+    return analysis.WriteLagResult.from_dict(entry)
 
-    def build():
-        t = analysis.write_lag_all(host, name=label, **settings)
-        return {"model": label, "arch": host.arch,
-                "layers": [{"layer": p.layer, "effect": [float(x) for x in p.effect.tolist()], "peak": int(p.peak)}
-                           for p in t.profiles]}
 
-    return run.stage(f"write-lag-{label}", {"host": host_fp, **settings}, build)
+def circuits_job(kind: str, cfg: CircuitsConfig, out: str | os.PathLike, device: torch.device,
+                 log: Callable[[str], None]) -> dict:
+    """``universality induction`` / ``off-by-one`` (``kind``): per-host induction localisation or write-lag profiles, then a report."""
+    from ..activations import host_fingerprint
+
+    labels = [m.rstrip("/").split("/")[-1] for m in cfg.models]
+    hosts = load_hosts(dict(zip(labels, cfg.models)), device)
+    run = start_run(out, kind, cfg, log)
+    res = RunResults(f"{TITLES[kind]}: {', '.join(labels)}", now(), environment(device),
+                     {"name": "random token prompts", "source": "analysis tasks"},
+                     models=[model_entry(n, h, p, "model") for (n, h), p in zip(hosts.items(), cfg.models)])
+    for label, host in hosts.items():
+        fp = host_fingerprint(host)
+        if kind == "induction":
+            res.induction.append(induction_stage(run, label, host, fp, n_prompts=cfg.n_prompts))
+        else:
+            res.write_lag.append(write_lag_stage(run, label, host, fp, n_seqs=max(2, cfg.n_prompts // 2)))
+    return finish(run, res, log)

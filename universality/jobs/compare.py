@@ -17,7 +17,7 @@ import torch
 from .. import _dist
 from .._errors import UniversalityError
 from ..matching.mppc import mppc_reduced
-from ..reports import summarize_values
+from ..matching.stats import summarize_values
 from .common import cache_stage, hook_name, layer_at, model_entry, train_stage
 from .compare_results import FamiliesResult, GridResult, PairResult
 from .config import CompareConfig

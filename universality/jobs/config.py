@@ -17,6 +17,17 @@ def _sae_kinds() -> tuple[str, ...]:
     return registered_kinds()
 
 
+def cli(*, positional: bool = False, flag: str | None = None, repeat: bool = False, metavar: str | None = None,
+        choices: tuple[str, ...] | None = None) -> dict:
+    """Field metadata telling :mod:`universality.cli` how to expose a config field.
+
+    ``positional``: an argument without a flag (a list field takes any number); ``flag``: the option's name when
+    it is not ``--field-name``; ``repeat``: a list given by repeating the flag instead of a comma-separated value;
+    ``metavar``/``choices``: as in argparse.
+    """
+    return {"cli": {"positional": positional, "flag": flag, "repeat": repeat, "metavar": metavar, "choices": choices}}
+
+
 def _pos_int(name: str, v: Any, low: int = 1) -> None:
     if not isinstance(v, int) or isinstance(v, bool) or v < low:
         raise UniversalityError(f"{name} {v!r} is not valid; use an integer of at least {low}")
@@ -26,7 +37,7 @@ def _pos_int(name: str, v: Any, low: int = 1) -> None:
 class CompareConfig:
     """``universality compare``: features of two or more hosts on the same tokens."""
 
-    models: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list, metadata=cli(positional=True))
     """Checkpoint folders or hub ids, two or more."""
     names: list[str] | None = None
     """Labels of the models in the report (default: folder names)."""
@@ -55,11 +66,11 @@ class CompareConfig:
     """Minimum Pearson r of a mutual best match joining two features into an N-way family."""
     floor: bool = True
     """Add the random-init floor: the last model's architecture with untrained weights."""
-    floor_models: dict[str, str] = field(default_factory=dict)
+    floor_models: dict[str, str] = field(default_factory=dict, metadata=cli(flag="--floor-model", metavar="NAME=PATH"))
     """Model name → untrained checkpoint to use as its floor (default: a fresh random init of the last model)."""
     sae_seed_skyline: bool = True
     """Add the skyline of a second dictionary seed on the first model."""
-    seed_models: dict[str, str] = field(default_factory=dict)
+    seed_models: dict[str, str] = field(default_factory=dict, metadata=cli(flag="--seed-model", metavar="NAME=PATH"))
     """Model name → checkpoint of another training seed of it (model-seed skyline)."""
     top_matches: int = 3
     """Best-matched feature pairs shown with their top-activating contexts."""
@@ -112,7 +123,7 @@ class CompareConfig:
 class SeedsConfig:
     """``universality seeds``: several dictionaries on the same activations, and their overlap."""
 
-    model: str = ""
+    model: str = field(default="", metadata=cli(positional=True))
     """Checkpoint folder or hub id."""
     name: str | None = None
     """Label in the report (default: folder name)."""
@@ -183,6 +194,121 @@ class DemoConfig:
             v = getattr(self, name)
             if v is not None:
                 _pos_int(name, v, 2)
+
+
+@dataclass
+class ZooConfig:
+    """``universality zoo``: train (or reuse) the tiny zoo models."""
+
+    preset: str = "default"
+    """Zoo preset: test, default or large."""
+    home: str | None = None
+    """Zoo folder (default ``$UNIVERSALITY_HOME`` or ``~/.cache/universality``)."""
+    only: list[str] | None = None
+    """Comma-separated member names to build (default: every member of the preset)."""
+
+
+@dataclass
+class CacheConfig:
+    """``universality cache``: hook activations of a model over a token stream, as an activation store."""
+
+    model: str = field(default="", metadata=cli(positional=True))
+    """Checkpoint folder or hub id."""
+    hooks: list[str] = field(default_factory=list, metadata=cli(flag="--hook", repeat=True))
+    """Hook name, e.g. blocks.2.resid_post (repeat the flag for several)."""
+    tokens: int = 16384
+    """Number of tokens."""
+    seq_len: int = 64
+    """Tokens per sequence."""
+    corpus: str = "default"
+    """Corpus: ``default`` (the stdlib source), a text file, a folder, a JSONL file or a saved HF dataset."""
+
+    def __post_init__(self):
+        if not self.model:
+            raise UniversalityError("cache needs a model: a checkpoint folder or a hub id")
+        if not self.hooks:
+            raise UniversalityError("cache needs at least one --hook, e.g. --hook blocks.0.resid_post")
+        _pos_int("tokens", self.tokens)
+        _pos_int("seq_len", self.seq_len, 2)
+
+
+@dataclass
+class TrainConfig:
+    """``universality train``: a dictionary on a cached activation store."""
+
+    store: str = field(default="", metadata=cli(positional=True))
+    """Activation store folder (from ``universality cache``)."""
+    hook: str | None = None
+    """Hook of the store to train on (default: its only hook)."""
+    kind: str = "topk"
+    """Dictionary kind: topk, batchtopk, relu or jumprelu."""
+    n_latents: int = 4096
+    """Latents of the dictionary."""
+    k: int = 32
+    """Active latents per token (TopK kinds)."""
+    seed: int = 0
+    """Seed of the initialisation and the batch order."""
+    n_tokens: int | None = None
+    """Training tokens (default: the trainer's, 300 batches)."""
+    batch_size: int = 4096
+    """Tokens per step."""
+
+    def __post_init__(self):
+        if not self.store:
+            raise UniversalityError("train needs an activation store folder written by 'universality cache'")
+        if self.kind not in _sae_kinds():
+            raise UniversalityError(f"kind '{self.kind}' is not valid; use one of {', '.join(_sae_kinds())}")
+        for name in ("n_latents", "k", "batch_size"):
+            _pos_int(name, getattr(self, name))
+        _pos_int("seed", self.seed, 0)
+        if self.n_tokens is not None:
+            _pos_int("n_tokens", self.n_tokens)
+
+
+@dataclass
+class CircuitsConfig:
+    """``universality induction`` and ``universality off-by-one``: one circuit analysis per model."""
+
+    models: list[str] = field(default_factory=list, metadata=cli(positional=True))
+    """Checkpoint folders or hub ids."""
+    n_prompts: int = 16
+    """Prompts of the induction task (off-by-one uses half as many sequences, at least 2)."""
+
+    def __post_init__(self):
+        if not self.models:
+            raise UniversalityError("induction and off-by-one need at least one model: a checkpoint folder or a hub id")
+        _pos_int("n_prompts", self.n_prompts)
+
+
+@dataclass
+class ReportConfig:
+    """``universality report``: render report.html and summary.md from a run directory's results.json."""
+
+    run_dir: str = field(default="", metadata=cli(positional=True))
+    """Run directory holding a results.json."""
+
+    def __post_init__(self):
+        if not self.run_dir:
+            raise UniversalityError("report needs a run directory that holds a results.json")
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class RunOptions:
+    """Options every command takes besides its own config (not part of what is computed)."""
+
+    out: str | None = None
+    """Output folder (default runs/<command>)."""
+    device: str = field(default="auto", metadata=cli(choices=DEVICES))
+    """Where models and dictionaries run: auto, cpu or cuda."""
+    quiet: bool = False
+    """No progress bars or log lines."""
+
+    def __post_init__(self):
+        if self.device not in DEVICES:
+            raise UniversalityError(f"device '{self.device}' is not valid; use one of {', '.join(DEVICES)}")
 
 
 def config_from_mapping(cls: type, values: Mapping[str, Any], source: str) -> Any:

@@ -8,6 +8,7 @@ exceed the threshold (0.7 by default).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import combinations
 from typing import Any, Sequence
 
 import numpy as np
@@ -124,3 +125,87 @@ def seed_presence(coders: Sequence[Any], threshold: float = 0.7, *, reference: i
     counts = counts + 1
     hist = torch.bincount(counts, minlength=n + 1)
     return SeedPresence(counts, hist, frac)
+
+
+CURVE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+"""Cosine thresholds of the shared-fraction curve of :func:`seed_stability`."""
+
+
+@dataclass(frozen=True)
+class SeedOverlapResult:
+    """A seed-stability study of N ≥ 2 dictionaries of one kind and size: the results.json ``seed_overlap`` entry."""
+
+    model: str
+    """Label of the host the dictionaries were trained on."""
+    hook: str
+    """Full hook name they read (e.g. ``blocks.2.mlp_out``)."""
+    kind: str
+    """Dictionary kind (``topk``, ``relu``, ...)."""
+    n_latents: int
+    """Latents per dictionary."""
+    k: int | None
+    """Active latents per token for TopK kinds, else ``None``."""
+    seeds: list[int]
+    """Training seeds, in the order of the dictionaries."""
+    threshold: float
+    """Cosine both matched partners must exceed for a latent to count as shared."""
+    shared_fraction: float
+    """Mean over seed pairs of the shared fraction (seen from the first of each pair)."""
+    shared_fraction_std: float
+    """Standard deviation of the shared fraction over seed pairs (ddof 1; 0 with a single pair)."""
+    agreement: float | None
+    """Mean over seed pairs of the fraction whose encoder and decoder partners coincide (``None`` if never defined)."""
+    n_seed_hist: list[int]
+    """``n_seed_hist[m - 1]``: latents of the first dictionary present in exactly m of the seeds."""
+    curve_thresholds: list[float]
+    """Thresholds of the shared-fraction curve."""
+    curve_shared_fraction: list[float]
+    """Shared fraction of the first seed pair at each curve threshold."""
+
+    def to_dict(self) -> dict:
+        """The results.json entry (``curve`` nests the two curve lists)."""
+        return {"model": self.model, "hook": self.hook, "kind": self.kind, "n_latents": self.n_latents, "k": self.k,
+                "seeds": list(self.seeds), "threshold": self.threshold, "shared_fraction": self.shared_fraction,
+                "shared_fraction_std": self.shared_fraction_std, "agreement": self.agreement,
+                "n_seed_hist": list(self.n_seed_hist),
+                "curve": {"thresholds": list(self.curve_thresholds), "shared_fraction": list(self.curve_shared_fraction)}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SeedOverlapResult":
+        """Inverse of :meth:`to_dict`."""
+        keys = ("model", "hook", "kind", "n_latents", "k", "seeds", "threshold", "shared_fraction", "shared_fraction_std",
+                "agreement", "n_seed_hist", "curve")
+        missing = [k for k in keys if not isinstance(d, dict) or k not in d]
+        if missing:
+            raise UniversalityError(f"this seed_overlap record lacks {', '.join(missing)}; it was not written by this version of universality")
+        curve = d["curve"] or {}
+        return cls(d["model"], d["hook"], d["kind"], int(d["n_latents"]), d["k"], list(d["seeds"]), d["threshold"],
+                   d["shared_fraction"], d["shared_fraction_std"], d["agreement"], list(d["n_seed_hist"]),
+                   list(curve.get("thresholds", [])), list(curve.get("shared_fraction", [])))
+
+
+def seed_stability(coders: Sequence[Any], threshold: float = 0.7, *, seeds: Sequence[int] | None = None,
+                   model: str = "", hook: str = "", kind: str = "", k: int | None = None,
+                   curve_thresholds: Sequence[float] = CURVE_THRESHOLDS) -> SeedOverlapResult:
+    """Seed stability of N ≥ 2 dictionaries (Paulo & Belrose): shared fraction over every seed pair, its spread,
+    the N-seed presence histogram and the shared-fraction-vs-threshold curve of the first pair.
+
+    ``coders`` as in :func:`seed_overlap`; ``seeds`` labels them (default 0..N-1); ``model``, ``hook``, ``kind`` and
+    ``k`` describe the study in the returned record and do not enter the computation.
+    """
+    if len(coders) < 2:
+        raise UniversalityError(f"coders must hold at least two dictionaries, got {len(coders)}")
+    seeds = list(range(len(coders))) if seeds is None else list(seeds)
+    if len(seeds) != len(coders):
+        raise UniversalityError(f"seeds must name one seed per dictionary ({len(coders)}), got {len(seeds)}")
+    overlaps = [seed_overlap(a, b, threshold) for a, b in combinations(coders, 2)]
+    fracs = np.array([o.shared_fraction for o in overlaps])
+    presence = seed_presence(coders, threshold)
+    first = overlaps[0]
+    curve = [float(((first.encoder_cos > t) & (first.decoder_cos > t)).double().mean()) for t in curve_thresholds]
+    agree = [o.assignments_agree for o in overlaps if o.assignments_agree == o.assignments_agree]
+    n_latents = int(first.shared.numel())
+    return SeedOverlapResult(model, hook, kind, n_latents, k, seeds, threshold, float(fracs.mean()),
+                             float(fracs.std(ddof=1)) if fracs.size > 1 else 0.0,
+                             float(np.mean(agree)) if agree else None,
+                             [int(x) for x in presence.histogram[1:].tolist()], list(curve_thresholds), curve)

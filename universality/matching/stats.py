@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -23,6 +23,44 @@ def summary_values(result: MPPCResult, *, min_freq: float = 0.0, thresholds: tup
         for t, v in s.frac_above.items():
             out[f"{d}.frac>{t:g}"] = v
     return out
+
+
+HIST_EDGES = tuple(round(-0.2 + 0.05 * i, 2) for i in range(25))
+"""Histogram bin edges used for MPPC distributions: -0.2 .. 1.0 in steps of 0.05."""
+
+
+def summarize_values(values: Sequence[float] | np.ndarray, *, n_boot: int = 500, seed: int = 0,
+                     thresholds: Sequence[float] = (0.5, 0.7, 0.9), ci: float = 0.95) -> dict:
+    """Summarise a 1-D array of per-feature scores (e.g. MPPC max r) for results.json.
+
+    Args:
+        values: the per-feature scores, shape ``[n]``; NaN entries (dead features) are dropped.
+        n_boot: bootstrap resamples for the confidence interval of the mean (over features).
+        seed: seed of the bootstrap.
+        thresholds: the fraction of features above each threshold is reported.
+        ci: confidence level of the interval.
+
+    Returns:
+        ``{"n", "mean", "median", "ci": [lo, hi], "frac_above": {thr: frac}, "hist": {"edges", "counts"}}``.
+        Pipelines that have a better interval (bootstrap over tokens) overwrite ``ci``.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise UniversalityError("cannot summarise an empty set of scores; every feature was dead or the input was empty")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, v.size, size=(n_boot, v.size))
+    boot = v[idx].mean(axis=1)
+    alpha = (1.0 - ci) / 2.0
+    counts, edges = np.histogram(np.clip(v, HIST_EDGES[0], HIST_EDGES[-1]), bins=np.asarray(HIST_EDGES))
+    return {
+        "n": int(v.size),
+        "mean": float(v.mean()),
+        "median": float(np.median(v)),
+        "ci": [float(np.quantile(boot, alpha)), float(np.quantile(boot, 1.0 - alpha))],
+        "frac_above": {f"{t:g}": float((v > t).mean()) for t in thresholds},
+        "hist": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
+    }
 
 
 INTERVALS = ("bias-bounded", "basic", "percentile")

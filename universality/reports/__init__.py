@@ -7,13 +7,13 @@ The report reads only result files, never models or activations::
     files.html, files.markdown, files.figures
 
 The results schema is described in ``docs/report.md``; :func:`example_results`
-builds a synthetic, schema-complete one.
+builds a synthetic, schema-complete one. Each part of the page is a :class:`Section`
+(validate, render with figures, CSV tables, summary sentences) in a registry
+(:mod:`universality.reports.sections`): adding an analysis is one module plus one section.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
 from typing import Mapping, NamedTuple
@@ -23,9 +23,10 @@ from .example import example_results
 from .findings import findings
 from .render import build, to_html, to_markdown
 from .schema import SCHEMA, load_results, summarize_values, validate_results
+from .sections import Section, register, registered
 
-__all__ = ["ReportFiles", "SCHEMA", "example_results", "findings", "load_results", "summarize_values",
-           "validate_results", "write_report", "write_results"]
+__all__ = ["ReportFiles", "SCHEMA", "Section", "example_results", "findings", "load_results", "register", "registered",
+           "summarize_values", "validate_results", "write_report", "write_results"]
 
 
 class ReportFiles(NamedTuple):
@@ -49,34 +50,11 @@ def write_results(run_dir: str | os.PathLike, results: Mapping) -> Path:
     return atomic_write_json(Path(ensure_writable_dir(run_dir)) / "results.json", results)
 
 
-def _csv(rows: list[list[object]]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue()
-
-
 def _tables(res: Mapping) -> dict[str, str]:
-    out = {}
-    rows = [["a", "b", "layer_a", "layer_b", "series", "n", "mean", "ci_low", "ci_high", "median", "frac_above_0.7"]]
-    for p in res.get("pairs") or []:
-        series = [("a_to_b", p["a_to_b"]), ("b_to_a", p.get("b_to_a"))] + list((p.get("references") or {}).items())
-        for name, s in series:
-            if s:
-                rows.append([p["a"], p["b"], p.get("layer_a", ""), p.get("layer_b", ""), name, s["n"], s["mean"], s["ci"][0],
-                             s["ci"][1], s["median"], s["frac_above"].get("0.7", "")])
-    if len(rows) > 1:
-        out["mppc.csv"] = _csv(rows)
-    so = res.get("seed_overlap") or []
-    if so:
-        out["seed_overlap.csv"] = _csv([["model", "hook", "kind", "n_latents", "k", "seeds", "shared_fraction", "shared_fraction_std"]]
-                                       + [[e["model"], e.get("hook", ""), e["kind"], e.get("n_latents", ""), e.get("k", ""),
-                                           " ".join(map(str, e.get("seeds", []))), e["shared_fraction"],
-                                           e.get("shared_fraction_std", "")] for e in so])
-    wl = res.get("write_lag") or []
-    if wl:
-        out["write_lag.csv"] = _csv([["model", "arch", "layer", "peak", "effect"]]
-                                    + [[e["model"], e.get("arch", ""), layer["layer"], layer["peak"],
-                                        " ".join(f"{x:.4f}" for x in layer["effect"])] for e in wl for layer in e["layers"]])
+    """Every registered section's CSV tables: file name → text."""
+    out: dict[str, str] = {}
+    for section in registered():
+        out.update(section.tables(res))
     return out
 
 
@@ -95,9 +73,9 @@ def write_report(run_dir: str | os.PathLike, results: Mapping | None = None) -> 
     if results is not None:
         write_results(run, results)
     res = load_results(run)
-    S = build(res)
-    fig_paths = [atomic_write_bytes(run / "figures" / f"{f.name}.png", f.png) for f in S.figures]
+    page = build(res)
+    fig_paths = [atomic_write_bytes(run / "figures" / f"{f.name}.png", f.png) for f in page.figures]
     table_paths = [atomic_write_text(run / "tables" / name, text) for name, text in _tables(res).items()]
-    md = atomic_write_text(run / "summary.md", to_markdown(res, S))
-    html_path = atomic_write_text(run / "report.html", to_html(res, S))
+    md = atomic_write_text(run / "summary.md", to_markdown(res, page))
+    html_path = atomic_write_text(run / "report.html", to_html(res, page))
     return ReportFiles(html_path, md, run / "results.json", fig_paths, table_paths)

@@ -6,7 +6,8 @@ import platform
 
 import numpy as np
 
-from .schema import SCHEMA, summarize_values
+from ..matching.stats import summarize_values
+from ..results import SCHEMA
 
 
 def _beta(rng: np.random.Generator, mean: float, n: int, conc: float = 12.0) -> np.ndarray:
@@ -58,7 +59,8 @@ def example_results(seed: int = 0, n_features: int = 256) -> dict:
         scores[2] = 0.8
         induction.append({"model": n, "arch": a, "score_name": "induction score", "layer_scores": scores,
                           "components": [{"component": f"blocks.{i}.mixer", "position": "last", "effect": float(s),
-                                          "normalised_effect": float(s / max(scores))} for i, s in enumerate(scores)]})
+                                          "normalised_effect": float(s / max(scores))} for i, s in enumerate(scores)],
+                          "icl_score": 1.5, "clean_metric": 4.0, "corrupted_metric": 1.0})
         layers = []
         for i in range(4):
             eff = rng.dirichlet([1, 1, 1, 1])

@@ -1,138 +1,40 @@
 """The ``results.json`` schema: what every stage writes and the report reads.
 
-The full field-by-field description lives in ``docs/report.md``. This module
-only holds the version tag, the helpers that build the small recurring pieces
-(a distribution summary with its confidence interval, a histogram), and the
-validation that turns a malformed file into one clear :class:`UniversalityError`.
+The full field-by-field description lives in ``docs/report.md``; the version tag and the typed
+:class:`~universality.results.RunResults` live in :mod:`universality.results`. This module holds the
+validation that turns a malformed file into one clear :class:`UniversalityError`: the top level here,
+each section's part in that section (:mod:`universality.reports.sections`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
-
-import numpy as np
+from typing import Any, Mapping
 
 from .._errors import UniversalityError
-
-SCHEMA = "universality.results/1"
-"""Version tag stored under ``"schema"`` in every results.json."""
-
-SECTIONS = ("pairs", "families", "seed_overlap", "induction", "write_lag")
-"""Optional result sections; a missing or empty one is reported as 'not run'."""
-
-HIST_EDGES = tuple(round(-0.2 + 0.05 * i, 2) for i in range(25))
-"""Histogram bin edges used for MPPC distributions: -0.2 .. 1.0 in steps of 0.05."""
-
-
-def summarize_values(values: Sequence[float] | np.ndarray, *, n_boot: int = 500, seed: int = 0,
-                     thresholds: Sequence[float] = (0.5, 0.7, 0.9), ci: float = 0.95) -> dict:
-    """Summarise a 1-D array of per-feature scores (e.g. MPPC max r) for results.json.
-
-    Args:
-        values: the per-feature scores, shape ``[n]``; NaN entries (dead features) are dropped.
-        n_boot: bootstrap resamples for the confidence interval of the mean (over features).
-        seed: seed of the bootstrap.
-        thresholds: the fraction of features above each threshold is reported.
-        ci: confidence level of the interval.
-
-    Returns:
-        ``{"n", "mean", "median", "ci": [lo, hi], "frac_above": {thr: frac}, "hist": {"edges", "counts"}}``.
-        Pipelines that have a better interval (bootstrap over tokens) overwrite ``ci``.
-    """
-    v = np.asarray(values, dtype=np.float64).ravel()
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        raise UniversalityError("cannot summarise an empty set of scores; every feature was dead or the input was empty")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, v.size, size=(n_boot, v.size))
-    boot = v[idx].mean(axis=1)
-    alpha = (1.0 - ci) / 2.0
-    counts, edges = np.histogram(np.clip(v, HIST_EDGES[0], HIST_EDGES[-1]), bins=np.asarray(HIST_EDGES))
-    return {
-        "n": int(v.size),
-        "mean": float(v.mean()),
-        "median": float(np.median(v)),
-        "ci": [float(np.quantile(boot, alpha)), float(np.quantile(boot, 1.0 - alpha))],
-        "frac_above": {f"{t:g}": float((v > t).mean()) for t in thresholds},
-        "hist": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
-    }
-
-
-def _need(obj: Mapping, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
-    if not isinstance(obj, Mapping) or key not in obj:
-        raise UniversalityError(f"results.json is missing '{where}.{key}'; it must follow schema {SCHEMA} (see docs/report.md)")
-    val = obj[key]
-    if not isinstance(val, kind):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise UniversalityError(f"results.json field '{where}.{key}' must be a {names}, not {type(val).__name__}")
-    return val
-
-
-def _check_summary(s: Any, where: str) -> None:
-    if s is None:
-        return
-    for key in ("n", "mean", "median"):
-        _need(s, key, where, (int, float))
-    ci = _need(s, "ci", where, list)
-    if len(ci) != 2:
-        raise UniversalityError(f"results.json field '{where}.ci' must be [low, high]")
-    hist = _need(s, "hist", where, dict)
-    edges = _need(hist, "edges", f"{where}.hist", list)
-    counts = _need(hist, "counts", f"{where}.hist", list)
-    if len(edges) != len(counts) + 1:
-        raise UniversalityError(f"results.json field '{where}.hist' needs one more edge than counts")
+from ..matching.stats import HIST_EDGES, summarize_values  # noqa: F401  re-exported: reports.summarize_values stays public
+from ..results import SCHEMA, check_schema
+from .checks import need
 
 
 def validate_results(res: Any) -> dict:
-    """Check that ``res`` follows :data:`SCHEMA`; return it unchanged or raise one clear error."""
+    """Check that ``res`` follows :data:`SCHEMA` (the top level, then every registered section); return it unchanged
+    or raise one clear error."""
+    from .sections import registered
+
     if not isinstance(res, dict):
         raise UniversalityError("results.json must hold a JSON object at the top level")
-    tag = _need(res, "schema", "results", str)
-    if tag != SCHEMA:
-        raise UniversalityError(f"results.json has schema '{tag}'; this version reads '{SCHEMA}'")
-    _need(res, "title", "results", str)
-    _need(res, "environment", "results", dict)
-    _need(res, "corpus", "results", dict)
-    models = _need(res, "models", "results", list)
-    names = set()
-    for i, m in enumerate(models):
-        names.add(_need(m, "name", f"models[{i}]", str))
-        _need(m, "arch", f"models[{i}]", str)
-    for i, p in enumerate(res.get("pairs") or []):
-        w = f"pairs[{i}]"
-        for side in ("a", "b"):
-            n = _need(p, side, w, str)
-            if n not in names:
-                raise UniversalityError(f"results.json '{w}.{side}' names model '{n}', which is not in 'models'")
-        _check_summary(_need(p, "a_to_b", w, dict), f"{w}.a_to_b")
-        _check_summary(p.get("b_to_a"), f"{w}.b_to_a")
-        for label, s in (p.get("references") or {}).items():
-            _check_summary(s, f"{w}.references.{label}")
-        grid = p.get("grid")
-        if grid:
-            vals = np.asarray(_need(grid, "values", f"{w}.grid", list), dtype=float)
-            la, lb = _need(grid, "layers_a", f"{w}.grid", list), _need(grid, "layers_b", f"{w}.grid", list)
-            if vals.shape != (len(la), len(lb)):
-                raise UniversalityError(f"results.json '{w}.grid.values' must be {len(la)}x{len(lb)} (layers_a x layers_b)")
-    for i, s in enumerate(res.get("seed_overlap") or []):
-        w = f"seed_overlap[{i}]"
-        for key in ("model", "kind"):
-            _need(s, key, w, str)
-        _need(s, "shared_fraction", w, (int, float))
-    for i, s in enumerate(res.get("induction") or []):
-        _need(s, "model", f"induction[{i}]", str)
-        _need(s, "layer_scores", f"induction[{i}]", list)
-    for i, s in enumerate(res.get("write_lag") or []):
-        w = f"write_lag[{i}]"
-        _need(s, "model", w, str)
-        for j, layer in enumerate(_need(s, "layers", w, list)):
-            eff = _need(layer, "effect", f"{w}.layers[{j}]", list)
-            if eff and not math.isclose(sum(eff), 1.0, abs_tol=1e-3):
-                raise UniversalityError(f"results.json '{w}.layers[{j}].effect' must sum to 1 (it sums to {sum(eff):.4f})")
+    check_schema(need(res, "schema", "results", str))
+    need(res, "title", "results", str)
+    need(res, "environment", "results", dict)
+    need(res, "corpus", "results", dict)
+    for i, m in enumerate(need(res, "models", "results", list)):
+        need(m, "name", f"models[{i}]", str)
+        need(m, "arch", f"models[{i}]", str)
+    for section in registered():
+        section.validate(res)
     return res
 
 

@@ -1,0 +1,84 @@
+"""Report sections are registry entries: a new analysis is one Section, and it gets validation, page, figure, CSV and summary."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from universality import UniversalityError, reports
+from universality.reports.figures import _png
+from universality.reports.page import csv_text
+from universality.reports.sections import Section, register, registered, unregister
+
+
+class _Probe(Section):
+    """A toy analysis: one number per model under results.json ``probe``."""
+
+    key = "probe"
+
+    def validate(self, res):
+        for i, e in enumerate(res.get("probe") or []):
+            if not 0 <= e.get("accuracy", -1) <= 1:
+                raise UniversalityError(f"results.json 'probe[{i}].accuracy' must lie in [0, 1]")
+
+    def render(self, res, page):
+        entries = res.get("probe") or []
+        page.heading("Linear probes")
+        page.table(["model", "accuracy"], [[e["model"], e["accuracy"]] for e in entries])
+
+        def draw():
+            from matplotlib.figure import Figure
+
+            fig = Figure(figsize=(3, 2))
+            fig.add_subplot().bar(range(len(entries)), [e["accuracy"] for e in entries])
+            return _png(fig)
+
+        page.figure("probe", "Probe accuracy per model.", draw)
+
+    def tables(self, res):
+        return {"probe.csv": csv_text([["model", "accuracy"]] + [[e["model"], e["accuracy"]] for e in res.get("probe") or []])}
+
+    def findings(self, res):
+        return [f"The probe on {e['model']} reaches {e['accuracy']:.0%}." for e in res.get("probe") or []]
+
+
+@pytest.fixture
+def probe_section():
+    section = register(_Probe(), before="Timings")
+    yield section
+    unregister("_Probe")
+
+
+def test_built_in_sections_in_page_order():
+    assert [type(s).__name__ for s in registered()] == ["Overview", "Pairs", "DepthGrid", "TopMatches", "Families", "SeedStability",
+                                                        "Induction", "WriteLag", "Timings"]
+
+
+def test_one_registered_section_adds_page_figure_table_and_summary(probe_section, tmp_path):
+    res = reports.example_results(n_features=32)
+    res["probe"] = [{"model": "transformer", "accuracy": 0.75}, {"model": "mamba", "accuracy": 0.5}]
+    res["timings"] = {"stage": {"seconds": 1.0, "status": "ran"}}
+    files = reports.write_report(tmp_path, res)
+    html = files.html.read_text()
+    assert html.index("<h2>Linear probes</h2>") < html.index("<h2>Run</h2>")  # placed before the timings
+    assert (tmp_path / "figures" / "probe.png").is_file() and (tmp_path / "tables" / "probe.csv").read_text().splitlines()[1] == "transformer,0.75"
+    assert "The probe on transformer reaches 75%." in html
+    assert re.search(r"- The probe on mamba reaches 50%\.", files.markdown.read_text())
+
+
+def test_a_section_validates_its_own_part(probe_section, tmp_path):
+    res = reports.example_results(n_features=32)
+    res["probe"] = [{"model": "transformer", "accuracy": 3}]
+    with pytest.raises(UniversalityError, match=r"probe\[0\].accuracy' must lie in \[0, 1\]"):
+        reports.write_report(tmp_path / "run", res)
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_registry_refuses_duplicates_and_unknown_anchors(probe_section):
+    with pytest.raises(UniversalityError, match="already registered"):
+        register(_Probe())
+    unregister("_Probe")
+    with pytest.raises(UniversalityError, match="before 'Nope'"):
+        register(_Probe(), before="Nope")
+    register(_Probe())  # the fixture unregisters it again

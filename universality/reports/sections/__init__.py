@@ -1,0 +1,10 @@
+"""The report's sections, one module each, in page order (see :mod:`.base` for what a section is).
+
+Importing this package registers the built-in sections; a new analysis adds one module here (or anywhere)
+that defines a :class:`Section` and calls :func:`register`.
+"""
+
+from .base import Section, register, registered, unregister
+from . import overview, pairs, grid, matches, families, seed_overlap, induction, write_lag, timings  # noqa: E402,F401  (order = page order)
+
+__all__ = ["Section", "register", "registered", "unregister"]
