@@ -150,13 +150,24 @@ def test_auto_search_keeps_projection_on_structure_and_falls_back_to_the_product
     sim = cosine_similarity(wa, wb).numpy()  # float64: the matched pairs are exactly the optimal ones
     assert sim[planted.rows.numpy(), planted.cols.numpy()].sum() == pytest.approx(_optimum(wa, wb), rel=1e-12)
     rand = assign(cosine_factors(wa, wr), "sparse-hungarian", k=32)
-    # the sample shows best partners out of reach of both projections: none is built
-    assert rand.search.tried == (f"projected-{name}-plan", name) and rand.search.precision == precision
+    # the sample shows most best partners far out of reach of the narrow projection: no wider one is tried
+    assert rand.search.tried == (f"projected-{name}-plan(64)", name) and rand.search.precision == precision
     assert rand.total >= _optimum(wa, wr) * (1 - 1e-4)
     narrow = assign(cosine_factors(wa[:, :64], wr[:, :64]), "sparse-hungarian", k=8)
     assert narrow.search.tried == (name,)  # factors too narrow for a cheaper projection
     small = assign(cosine_factors(wa[:500], wr[:500]), "sparse-hungarian", k=8)
     assert small.search.search == "exact"
+
+
+@pytest.mark.parametrize("noise,tried", [(1.3, ("projected-fp32(128)",)),
+                                         (1.6, ("projected-fp32-plan(64,128)", "fp32"))])
+def test_weaker_pairs_need_a_wider_projection_or_the_full_product(monkeypatch, noise, tried):
+    monkeypatch.setenv("UNIVERSALITY_BF16", "0")
+    wa, wb, _, _ = _planted_and_random(2100, 256, noise)  # partners at cosine 0.61 and 0.53
+    m = assign(cosine_factors(wa, wb), "sparse-hungarian", k=16)
+    assert m.search.tried == tried
+    sim = cosine_similarity(wa, wb).numpy()  # float64: the matched pairs are the optimal ones
+    assert sim[m.rows.numpy(), m.cols.numpy()].sum() == pytest.approx(_optimum(wa, wb), rel=1e-12)
 
 
 def test_float32_paths_reach_scipy_optimum_when_bf16_is_off(monkeypatch):
@@ -171,7 +182,7 @@ def test_float32_paths_reach_scipy_optimum_when_bf16_is_off(monkeypatch):
             m = assign(cosine_factors(wa, other), "sparse-hungarian", k=k, search=search)
             assert m.search.precision == "float32" and "bf16" not in m.search.search
             assert not m.fallback and len(set(m.cols.tolist())) == 2500
-            assert m.total == pytest.approx(sim[r, c].sum(), rel=1e-9)  # the optimum itself, not just close
+            assert sim[m.rows.numpy(), m.cols.numpy()].sum() == pytest.approx(sim[r, c].sum(), rel=1e-12)  # the optimum
             np.testing.assert_allclose(m.scores.numpy(), sim[m.rows.numpy(), m.cols.numpy()], atol=1e-6)
 
 

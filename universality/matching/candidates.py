@@ -20,10 +20,11 @@ searches build it from a :class:`~universality.matching.similarity.Factored` sim
 
 ``"auto"`` searches exactly for small or dense inputs. Otherwise it picks the product precision once
 (:func:`~universality.precision.bf16_pays`: ``UNIVERSALITY_BF16`` or the cached probe), draws 256 rows and 256
-columns at random and computes their exact best partners (full float32 rows/columns). When the projection ranks
-every sampled best partner among its row's picks it builds the projected graph and checks that every one of
-those sampled pairs is an edge; if either check fails it runs the full product search (``"bf16"`` or
-``"fp32"``). Edge values are float32 dot products of the factors whatever the search (float64 in the graph), so
+columns at random and computes their exact best partners (full float32 rows/columns). It tries projections of
+64, then 128 dimensions (each only on factors at least twice as wide): the first that ranks every sampled best
+partner within the first half of its row's picks (the *plan check*) is built, and the graph is checked to hold
+every one of those sampled pairs; if no plan check passes (a projection that places fewer than half of them
+ends the trials) or the graph misses one, it runs the full product search (``"bf16"`` or ``"fp32"``). Edge values are float32 dot products of the factors whatever the search (float64 in the graph), so
 the matching solved on the graph is exact on its edges. The :class:`SearchReport` names the search and the
 precision that ran.
 """
@@ -62,7 +63,8 @@ class SearchReport(NamedTuple):
     """How many rows plus columns were checked."""
     tried: tuple[str, ...]
     """Searches attempted, in order, e.g. ``("projected-fp32",)`` (accepted), ``("projected-fp32", "fp32")``
-    (built, rejected by the check), ``("projected-fp32-plan", "fp32")`` (rejected before it was built),
+    (built, rejected by the check), ``("projected-fp32-plan(64,128)", "fp32")`` (the plan checks of both widths
+    failed: nothing built),
     ``("bf16",)``."""
     precision: str = "float32"
     """dtype of the product that picked the candidates: ``"float32"`` or ``"bfloat16"`` (edge values are float32
@@ -104,14 +106,15 @@ def candidate_graph(similarity: Any, k: int, search: str = "auto", *, block_rows
         return cand, SearchReport("ivf", sample.recall(cand), sample.size, (f"ivf({n_probe})",))
     name = search if search.startswith("projected-") else f"projected-{full}"
     dtype = _DTYPES[name.removeprefix("projected-")]
-    proj = None
+    planned = []
     for dims in widths or [min(_PROJECTED_DIMS[-1], sim.left.shape[1])]:  # the narrowest whose plan check passes
         proj = Projection(sim, dims, seed=seed, dtype=dtype)
-        if proj.reaches(sample, k):
+        planned.append(str(proj.dims))
+        reached = proj.reached(sample, k)
+        if reached == 1.0 or reached < 0.5:  # passed; or so far off that a wider projection will not pass either
             break
-    else:
-        if search == "auto":
-            return _product(sim, k, full, block_rows, (f"{name}-plan",))
+    if reached < 1.0 and search == "auto":
+        return _product(sim, k, full, block_rows, (f"{name}-plan({','.join(planned)})",))
     cand = proj.candidates(k, block_rows=block_rows)
     recall = sample.recall(cand)
     if search != "auto" or recall == 1.0:
@@ -238,15 +241,20 @@ class Projection:
         self.left = _unit(f.left @ basis).to(dtype)  # a coarse filter: bfloat16 inputs are precise enough
         self.right = _unit(f.right @ basis).to(dtype)
 
-    def reaches(self, sample: "SampledBest", k: int) -> bool:
-        """Whether every sampled pair (row, its exact best column; column, its exact best row) ranks within the
-        first *half* of its row's :func:`projected_picks` by projected score, so that :meth:`candidates` picks
-        it with a margin (a pair near the edge of the picks in the sample means others fall beyond it)."""
+    def reached(self, sample: "SampledBest", k: int) -> float:
+        """Fraction of the sampled pairs (row, its exact best column; column, its exact best row) that rank
+        within the first *half* of their row's :func:`projected_picks` by projected score, so that
+        :meth:`candidates` picks them with a margin (pairs near the edge of the picks in the sample mean that
+        others fall beyond it). ``"auto"`` builds the projected graph only when this is 1."""
         rows, cols = sample.pairs()
         t = torch.from_numpy
         scores = self.left[t(rows)] @ self.right.T  # [m, n_b] in the search's dtype, like its blocks
         own = scores.gather(1, t(cols)[:, None])
-        return bool(((scores > own).sum(1) < max(1, projected_picks(k, self.f.shape[1]) // 2)).all())
+        return float(((scores > own).sum(1) < max(1, projected_picks(k, self.f.shape[1]) // 2)).double().mean())
+
+    def reaches(self, sample: "SampledBest", k: int) -> bool:
+        """Whether :meth:`reached` is 1: every sampled pair is picked with a margin."""
+        return self.reached(sample, k) == 1.0
 
     def candidates(self, k: int, *, block_rows: int | None = None) -> Candidates:
         """Every row's :func:`projected_picks` best columns by the projected product, rescored exactly, plus
