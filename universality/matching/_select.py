@@ -113,17 +113,23 @@ if HAVE_NUMBA:
         _keep_best(keys, idx, count, k)
         out[:] = idx[:k]
 
+    @numba.njit(cache=True, nogil=True)
+    def _row_topk_rows(block, k, out, r0, r1):
+        """Rows ``r0:r1`` of ``block`` [rows, n] (int16 bits of bfloat16) into ``out`` [rows, k], in the calling thread."""
+        n_cols = block.shape[1]
+        keys = np.empty(4 * k, dtype=np.int64)
+        idx = np.empty(4 * k, dtype=np.int64)
+        maxima = np.empty(n_cols // _CHUNK + 1, dtype=np.int16)
+        hist = np.empty(256, dtype=np.int64)
+        for r in range(r0, r1):
+            _row_topk_one(block[r], k, keys, idx, maxima, hist, out[r])
+
     @numba.njit(parallel=True, cache=True, nogil=True)
     def _row_topk_kernel(block, k, out, n_parts):
-        n_rows, n_cols = block.shape
+        n_rows = block.shape[0]
         per = (n_rows + n_parts - 1) // n_parts
         for part in numba.prange(n_parts):
-            keys = np.empty(4 * k, dtype=np.int64)
-            idx = np.empty(4 * k, dtype=np.int64)
-            maxima = np.empty(n_cols // _CHUNK + 1, dtype=np.int16)
-            hist = np.empty(256, dtype=np.int64)
-            for r in range(part * per, min(n_rows, (part + 1) * per)):
-                _row_topk_one(block[r], k, keys, idx, maxima, hist, out[r])
+            _row_topk_rows(block, k, out, part * per, min(n_rows, (part + 1) * per))
 
     @numba.njit(cache=True, nogil=True)
     def _row_topk_f32_one(x, k, keys, idx, maxima, spare, out):
@@ -184,13 +190,18 @@ if HAVE_NUMBA:
             out[e] = s
 
 
-def row_topk_bf16(block: torch.Tensor, k: int) -> torch.Tensor:
+def row_topk_bf16(block: torch.Tensor, k: int, *, threads: int | None = None) -> torch.Tensor:
     """[rows, k] int64 column indices of the ``k`` largest entries of each row of the bfloat16 ``block``
-    [rows, n] (order within a row unspecified; ``k`` ≤ n)."""
+    [rows, n] (order within a row unspecified; ``k`` ≤ n). ``threads``: numba threads (None: all);
+    ``threads=1`` runs in the calling thread, so several Python threads may select concurrently."""
     if not HAVE_NUMBA:
         return block.topk(k, dim=1, sorted=False).indices
+    bits = block.contiguous().view(torch.int16).numpy()
     out = np.empty((block.shape[0], k), dtype=np.int64)
-    _row_topk_kernel(block.contiguous().view(torch.int16).numpy(), k, out, min(block.shape[0], 4 * numba.get_num_threads()))
+    if threads == 1:
+        _row_topk_rows(bits, k, out, 0, bits.shape[0])
+    else:
+        _row_topk_kernel(bits, k, out, min(block.shape[0], 4 * numba.get_num_threads()))
     return torch.from_numpy(out)
 
 

@@ -40,6 +40,7 @@ import torch
 from .. import precision as _precision
 from .._errors import UniversalityError
 from .._progress import progress
+from ._blocked import for_each_row_block
 from ._inputs import check_positive_int
 from ._select import pair_dots, row_topk_bf16, row_topk_f32
 from .similarity import Candidates, Factored, as_similarity, block_rows_for, topk_candidates, unique_edges
@@ -147,22 +148,35 @@ def _threads(n: int):
 def row_picks(left: torch.Tensor, right: torch.Tensor, k: int, *, block_rows: int | None = None,
               desc: str = "product candidates") -> torch.Tensor:
     """[n_a, k] int64: each row's ``k`` largest entries of the product ``left @ right.T`` (``left`` [n_a, d],
-    ``right`` [n_b, d], both float32 or both bfloat16, the product in that dtype), computed in blocks of
-    ``block_rows`` rows (default: as many as fit in 64M entries) into one reused buffer; the top-k of each
-    block is exact in the product's dtype (:func:`._select.row_topk_bf16` / :func:`._select.row_topk_f32`)."""
+    ``right`` [n_b, d], both float32 or both bfloat16, the product in that dtype).
+
+    Blocks of ``block_rows`` rows (default :func:`thread_block_rows`) are shared by ``torch.get_num_threads()``
+    worker threads, each computing its block single-threaded into its own buffer and selecting from it at once
+    (:func:`._blocked.for_each_row_block`); the top-k of each block is exact in the product's dtype
+    (:func:`._select.row_topk_bf16` / :func:`._select.row_topk_f32`)."""
     if left.dtype != right.dtype or left.dtype not in _PRECISION:
         raise UniversalityError(f"row_picks needs two float32 or two bfloat16 factors, got {left.dtype} and {right.dtype}")
     n_a, n_b = left.shape[0], right.shape[0]
-    step = block_rows_for(block_rows, n_b)
+    step = thread_block_rows(n_b) if block_rows is None else block_rows_for(block_rows, n_b)
     select = row_topk_bf16 if left.dtype == torch.bfloat16 else row_topk_f32
     picks = torch.empty((n_a, k), dtype=torch.long)
-    buf = torch.empty((min(step, n_a), n_b), dtype=left.dtype)
+    buffers: dict[int, torch.Tensor] = {}
     right_t = right.T
-    for r0 in progress(range(0, n_a, step), desc=desc, unit="block"):
-        r1 = min(n_a, r0 + step)
-        block = torch.matmul(left[r0:r1], right_t, out=buf[:r1 - r0])
-        picks[r0:r1] = select(block, k)
+
+    def work(worker: int, r0: int, r1: int) -> None:
+        if worker not in buffers:
+            buffers[worker] = torch.empty((min(step, n_a), n_b), dtype=left.dtype)
+        block = torch.matmul(left[r0:r1], right_t, out=buffers[worker][:r1 - r0])
+        picks[r0:r1] = select(block, k, threads=1)
+
+    for_each_row_block(n_a, step, work, desc=desc)
     return picks
+
+
+def thread_block_rows(n_b: int) -> int:
+    """Rows per block of a product with ``n_b`` columns done by one thread: up to 16M entries (64 MB in float32),
+    between 256 rows (fewer would make the matmul re-pack ``right`` too often) and 1024."""
+    return int(max(256, min(1024, (1 << 24) // max(1, n_b))))
 
 
 def rescored_graph(f: Factored, picks: torch.Tensor, k: int, lonely_below: int) -> Candidates:
