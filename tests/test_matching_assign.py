@@ -144,23 +144,23 @@ def test_auto_search_keeps_projection_on_structure_and_falls_back_to_the_product
     monkeypatch.setenv("UNIVERSALITY_BF16", bf16)
     wa, wb, wr, _ = _planted_and_random(2100, 256, 0.5)
     planted = assign(cosine_factors(wa, wb), "sparse-hungarian", k=16)
-    assert planted.search.tried == (f"projected-{name}(64)",)  # the narrowest projection passes its plan check
+    assert planted.search.tried == (f"projected-{name}(32)",)  # the narrowest projection passes its plan check
     assert planted.search.precision == precision
     assert planted.search.sampled_recall == 1.0 and planted.search.n_sampled == 512
     sim = cosine_similarity(wa, wb).numpy()  # float64: the matched pairs are exactly the optimal ones
     assert sim[planted.rows.numpy(), planted.cols.numpy()].sum() == pytest.approx(_optimum(wa, wb), rel=1e-12)
     rand = assign(cosine_factors(wa, wr), "sparse-hungarian", k=32)
     # the sample shows most best partners far out of reach of the narrow projection: no wider one is tried
-    assert rand.search.tried == (f"projected-{name}-plan(64)", name) and rand.search.precision == precision
+    assert rand.search.tried == (f"projected-{name}-plan(32)", name) and rand.search.precision == precision
     assert rand.total >= _optimum(wa, wr) * (1 - 1e-4)
-    narrow = assign(cosine_factors(wa[:, :64], wr[:, :64]), "sparse-hungarian", k=8)
+    narrow = assign(cosine_factors(wa[:, :48], wr[:, :48]), "sparse-hungarian", k=8)
     assert narrow.search.tried == (name,)  # factors too narrow for a cheaper projection
     small = assign(cosine_factors(wa[:500], wr[:500]), "sparse-hungarian", k=8)
     assert small.search.search == "exact"
 
 
 @pytest.mark.parametrize("noise,tried", [(1.3, ("projected-fp32(128)",)),
-                                         (1.6, ("projected-fp32-plan(64,128)", "fp32"))])
+                                         (1.6, ("projected-fp32-plan(32,64,128)", "fp32"))])
 def test_weaker_pairs_need_a_wider_projection_or_the_full_product(monkeypatch, noise, tried):
     monkeypatch.setenv("UNIVERSALITY_BF16", "0")
     wa, wb, _, _ = _planted_and_random(2100, 256, noise)  # partners at cosine 0.61 and 0.53

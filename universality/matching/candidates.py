@@ -48,7 +48,7 @@ from .similarity import Candidates, Factored, as_similarity, block_rows_for, top
 SEARCHES = ("auto", "exact", "fp32", "bf16", "projected", "projected-fp32", "projected-bf16", "ivf")
 _IVF_THREADS = 1  # the per-cell blocks are small: one thread beats waking a pool for each
 _SMALL = 1 << 22  # similarities below which "auto" simply searches exactly
-_PROJECTED_DIMS = (64, 128)  # widths of the projected search, cheapest first; each used only on factors at least twice as wide
+_PROJECTED_DIMS = (32, 64, 128)  # widths of the projected search, cheapest first; each used only on factors at least twice as wide
 _PROBES = (8, 16, 32)  # cells each row searches; "auto" takes the fewest that reach every sampled best partner
 
 
