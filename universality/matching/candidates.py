@@ -146,9 +146,10 @@ def _threads(n: int):
 
 
 def row_picks(left: torch.Tensor, right: torch.Tensor, k: int, *, block_rows: int | None = None,
-              desc: str = "product candidates") -> torch.Tensor:
+              desc: str = "product candidates", with_values: bool = False) -> Any:
     """[n_a, k] int64: each row's ``k`` largest entries of the product ``left @ right.T`` (``left`` [n_a, d],
-    ``right`` [n_b, d], both float32 or both bfloat16, the product in that dtype).
+    ``right`` [n_b, d], both float32 or both bfloat16, the product in that dtype); with ``with_values``, also
+    their values [n_a, k] in that dtype (a pair ``(picks, values)``).
 
     Blocks of ``block_rows`` rows (default :func:`thread_block_rows`) are shared by ``torch.get_num_threads()``
     worker threads, each computing its block single-threaded into its own buffer and selecting from it at once
@@ -160,6 +161,7 @@ def row_picks(left: torch.Tensor, right: torch.Tensor, k: int, *, block_rows: in
     step = thread_block_rows(n_b, left.shape[1]) if block_rows is None else block_rows_for(block_rows, n_b)
     select = row_topk_bf16 if left.dtype == torch.bfloat16 else row_topk_f32
     picks = torch.empty((n_a, k), dtype=torch.long)
+    values = torch.empty((n_a, k), dtype=left.dtype) if with_values else None
     buffers: dict[int, torch.Tensor] = {}
     right_t = right.T
 
@@ -168,9 +170,11 @@ def row_picks(left: torch.Tensor, right: torch.Tensor, k: int, *, block_rows: in
             buffers[worker] = torch.empty((min(step, n_a), n_b), dtype=left.dtype)
         block = torch.matmul(left[r0:r1], right_t, out=buffers[worker][:r1 - r0])
         picks[r0:r1] = select(block, k, threads=1)
+        if values is not None:
+            values[r0:r1] = block.gather(1, picks[r0:r1])
 
     for_each_row_block(n_a, step, work, desc=desc)
-    return picks
+    return (picks, values) if with_values else picks
 
 
 def thread_block_rows(n_b: int, d: int) -> int:
@@ -186,13 +190,17 @@ def thread_block_rows(n_b: int, d: int) -> int:
     return int(max(256, min(1024, (1 << 24) // max(1, n_b))))
 
 
-def rescored_graph(f: Factored, picks: torch.Tensor, k: int, lonely_below: int) -> Candidates:
+def rescored_graph(f: Factored, picks: torch.Tensor, k: int, lonely_below: int,
+                   values: torch.Tensor | None = None) -> Candidates:
     """Edges from every row to its ``picks`` [n_a, K] with exact (float32 factor) values, plus the exact ``k``
-    best rows of every column that fewer than ``lonely_below`` rows picked (so every column has edges)."""
+    best rows of every column that fewer than ``lonely_below`` rows picked (so every column has edges).
+    ``values`` [n_a, K]: the picks' float32 dot products when the picking product already computed them (a
+    float32 product of the factors themselves); None rescores every pick."""
     n_a, n_b = f.shape
     rows = np.repeat(np.arange(n_a, dtype=np.int64), picks.shape[1])
     cols = picks.numpy().ravel()
-    rows, cols, vals = [rows], [cols], [pair_dots(f.left, f.right, rows, cols)]
+    vals = pair_dots(f.left, f.right, rows, cols) if values is None else values.double().numpy().ravel()
+    rows, cols, vals = [rows], [cols], [vals]
     indegree = torch.bincount(picks.reshape(-1), minlength=n_b)
     lonely = torch.nonzero(indegree < max(1, lonely_below)).squeeze(1)
     kc = min(k, n_a)
@@ -215,16 +223,19 @@ def product_candidates(f: Factored, k: int, dtype: torch.dtype = torch.float32, 
     each by default) are held at a time. In float32 the picks are each row's exact top ``k + k // 8`` up to
     float32 rounding; bfloat16 keeps 8 significant bits, so a pick can differ from the exact top-k only among
     partners within about 1 % of each other (the margin ``k // 8`` absorbs most such swaps). Edge values are
-    float32 dot products of the factors. Columns are not searched in the product: on square dictionaries
+    float32 dot products of the factors: in float32 the product's own entries, in bfloat16 rescored from the
+    float32 factors. Columns are not searched in the product: on square dictionaries
     nearly every column is picked by many rows, and the few that are not (set by ``k // 4``) get an exact
     float32 search of their own, so every column has edges.
     """
     if dtype not in _PRECISION:
         raise UniversalityError(f"the product search runs in torch.float32 or torch.bfloat16, not {dtype}")
     kr = min(k + k // 8, f.shape[1])
+    exact = dtype == f.left.dtype == f.right.dtype == torch.float32  # the product's entries are the edge values
     picks = row_picks(f.left.to(dtype), f.right.to(dtype), kr, block_rows=block_rows,
-                      desc=f"{_PRECISION[dtype]} candidates")
-    return rescored_graph(f, picks, k, k // 4)
+                      desc=f"{_PRECISION[dtype]} candidates", with_values=exact)
+    picks, values = picks if exact else (picks, None)
+    return rescored_graph(f, picks, k, k // 4, values)
 
 
 def bf16_candidates(f: Factored, k: int, *, block_rows: int | None = None) -> Candidates:
