@@ -23,6 +23,7 @@ import torch
 from common import Figure, best_time
 
 from universality.matching import assign, cosine_factors, mppc
+from universality.precision import cpu_description
 
 
 def random_topk_codes(rng: np.random.Generator, n_tokens: int, n_latents: int, k: int) -> sp.csr_matrix:
@@ -139,7 +140,7 @@ def _child_assign_huge(case: str) -> None:
     m = assign(cosine_factors(wa, wb), "sparse-hungarian", k=32)
     sec = time.perf_counter() - t0
     peak = peak_rss_kb()
-    print(json.dumps({"seconds": sec, "peak_gb": peak / 1e6, "search": list(m.search.tried),
+    print(json.dumps({"seconds": sec, "peak_gb": peak / 1e6, "search": list(m.search.tried), "cpu": cpu_description(),
                       "recall": m.search.sampled_recall, "fallback": m.fallback, "mean_score": m.total / 131072}))
 
 
@@ -167,13 +168,16 @@ def assignment_figures(n: int, d: int, goal_ratio: float | None) -> list[Figure]
         print(f"  assign {n} latents d={d} ({name}): ours {', '.join(f'{t:.3f}' for t in times)} s, dense scipy {dense_t:.2f} s, "
               f"total similarity {gap:+.5f} % below the optimum, fallback={m.fallback}, search={m.search.tried} "
               f"sampled recall={m.search.sampled_recall}")
-        figs.append(Figure(f"assignment {n // 1024}K latents d={d} {name} (gap to optimum {gap:.4f} %)", ours, "s",
+        figs.append(Figure(f"assignment {n // 1024}K latents d={d} {name} (search {'->'.join(m.search.tried)}, "
+                           f"{m.search.precision}; gap to optimum {gap:.4f} %)", ours, "s",
                            "dense scipy linear_sum_assignment", dense_t, higher_is_better=False, goal_ratio=goal_ratio))
     return figs
 
 
 def run(quick: bool) -> list[Figure]:
-    """Quick: small sizes (smoke). Full: the sizes of the issue's goals."""
+    """Quick: small sizes (smoke). Full: the sizes of the issue's goals. Prints the CPU and bfloat16 decision first:
+    the candidate search's precision (hence its speed) depends on them."""
+    print(f"  cpu: {cpu_description()}", flush=True)
     if quick:
         return mppc_figures(20_000, 4096, 32, 1024, None) + assignment_figures(2048, 256, None)
     figs = mppc_figures(200_000, 16384, 32, 2048, 100.0) + assignment_figures(16384, 512, 10.0)

@@ -122,11 +122,15 @@ def _optimum(wa, wb):
     return sim[r, c].sum()
 
 
-@pytest.mark.parametrize("search", ["bf16", "projected", "ivf"])
+_REPORTED = {"bf16": ("bf16", "bfloat16"), "fp32": ("fp32", "float32"), "projected-bf16": ("projected-bf16", "bfloat16"),
+             "projected-fp32": ("projected-fp32", "float32"), "ivf": ("ivf", "float32")}
+
+
+@pytest.mark.parametrize("search", sorted(_REPORTED))
 def test_fast_searches_reach_scipy_optimum_on_planted(search):
     wa, wb, _, partner = _planted_and_random(2100, 64, 0.5)
     m = assign(cosine_factors(wa, wb), "sparse-hungarian", k=16, search=search)
-    assert m.search.search == search and not m.fallback
+    assert (m.search.search, m.search.precision) == _REPORTED[search] and not m.fallback
     assert m.total == pytest.approx(_optimum(wa, wb), rel=1e-5)
     assert (m.cols.numpy() == partner).mean() > 0.99
     # scores are the float64 cosines of the matched pairs, whatever precision picked the candidates
@@ -134,20 +138,85 @@ def test_fast_searches_reach_scipy_optimum_on_planted(search):
     np.testing.assert_allclose(m.scores.numpy(), ref, atol=1e-6)
 
 
-def test_auto_search_keeps_projection_on_structure_and_falls_back_to_bf16_on_random():
+@pytest.mark.parametrize("bf16,name,precision", [("1", "bf16", "bfloat16"), ("0", "fp32", "float32")])
+def test_auto_search_keeps_projection_on_structure_and_falls_back_to_the_product_on_random(monkeypatch, bf16, name,
+                                                                                              precision):
+    monkeypatch.setenv("UNIVERSALITY_BF16", bf16)
     wa, wb, wr, _ = _planted_and_random(2100, 256, 0.5)
     planted = assign(cosine_factors(wa, wb), "sparse-hungarian", k=16)
-    assert planted.search.tried == ("projected",)
+    assert planted.search.tried == (f"projected-{name}(32)",)  # the narrowest projection passes its plan check
+    assert planted.search.precision == precision
     assert planted.search.sampled_recall == 1.0 and planted.search.n_sampled == 512
     sim = cosine_similarity(wa, wb).numpy()  # float64: the matched pairs are exactly the optimal ones
     assert sim[planted.rows.numpy(), planted.cols.numpy()].sum() == pytest.approx(_optimum(wa, wb), rel=1e-12)
     rand = assign(cosine_factors(wa, wr), "sparse-hungarian", k=32)
-    assert rand.search.tried == ("projected-plan", "bf16")  # the sample shows best partners out of reach: not built
+    # the sample shows most best partners far out of reach of the narrow projection: no wider one is tried
+    assert rand.search.tried == (f"projected-{name}-plan(32)", name) and rand.search.precision == precision
     assert rand.total >= _optimum(wa, wr) * (1 - 1e-4)
-    narrow = assign(cosine_factors(wa[:, :64], wr[:, :64]), "sparse-hungarian", k=8)
-    assert narrow.search.tried == ("bf16",)  # factors too narrow for a cheaper projection
+    narrow = assign(cosine_factors(wa[:, :48], wr[:, :48]), "sparse-hungarian", k=8)
+    assert narrow.search.tried == (name,)  # factors too narrow for a cheaper projection
     small = assign(cosine_factors(wa[:500], wr[:500]), "sparse-hungarian", k=8)
     assert small.search.search == "exact"
+
+
+@pytest.mark.parametrize("noise,tried", [(1.3, ("projected-fp32(128)",)),
+                                         (1.6, ("projected-fp32-plan(32,64,128)", "fp32"))])
+def test_weaker_pairs_need_a_wider_projection_or_the_full_product(monkeypatch, noise, tried):
+    monkeypatch.setenv("UNIVERSALITY_BF16", "0")
+    wa, wb, _, _ = _planted_and_random(2100, 256, noise)  # partners at cosine 0.61 and 0.53
+    m = assign(cosine_factors(wa, wb), "sparse-hungarian", k=16)
+    assert m.search.tried == tried
+    sim = cosine_similarity(wa, wb).numpy()  # float64: the matched pairs are the optimal ones
+    assert sim[m.rows.numpy(), m.cols.numpy()].sum() == pytest.approx(_optimum(wa, wb), rel=1e-12)
+
+
+def test_float32_paths_reach_scipy_optimum_when_bf16_is_off(monkeypatch):
+    monkeypatch.setenv("UNIVERSALITY_BF16", "0")
+    wa, wb, wr, partner = _planted_and_random(2500, 256, 0.5, seed=4)
+    for other, k in ((wb, 16), (wr, 32)):
+        sim = cosine_similarity(wa, other).numpy()
+        r, c = linear_sum_assignment(sim, maximize=True)
+        for search in ("auto", "fp32", "projected"):
+            if search == "projected" and other is wr:
+                continue  # the projection is only meant for structured pairs
+            m = assign(cosine_factors(wa, other), "sparse-hungarian", k=k, search=search)
+            assert m.search.precision == "float32" and "bf16" not in m.search.search
+            assert not m.fallback and len(set(m.cols.tolist())) == 2500
+            assert sim[m.rows.numpy(), m.cols.numpy()].sum() == pytest.approx(sim[r, c].sum(), rel=1e-12)  # the optimum
+            np.testing.assert_allclose(m.scores.numpy(), sim[m.rows.numpy(), m.cols.numpy()], atol=1e-6)
+
+
+def test_precision_choice_follows_the_override(monkeypatch):
+    from universality.matching import candidates
+
+    selected = []
+    real = {"bf16": candidates.row_topk_bf16, "f32": candidates.row_topk_f32}
+
+    def spy(kind):
+        def select(block, k, **kw):
+            selected.append((kind, block.dtype))
+            return real[kind](block, k, **kw)
+        return select
+
+    monkeypatch.setattr(candidates, "row_topk_bf16", spy("bf16"))
+    monkeypatch.setattr(candidates, "row_topk_f32", spy("f32"))
+    wa, wb, wr, _ = _planted_and_random(2100, 256, 0.5, seed=5)
+    for value, dtype in (("0", torch.float32), ("1", torch.bfloat16), ("0", torch.float32)):
+        monkeypatch.setenv("UNIVERSALITY_BF16", value)
+        for other in (wb, wr):
+            selected.clear()
+            for search in ("auto", "projected"):
+                m = assign(cosine_factors(wa, other), "sparse-hungarian", k=16, search=search)
+                assert m.search.precision == str(dtype).removeprefix("torch.")
+            assert selected and {d for _, d in selected} == {dtype}  # every product block ran in that dtype
+    # explicit precisions are obeyed whatever the override says
+    monkeypatch.setenv("UNIVERSALITY_BF16", "0")
+    assert assign(cosine_factors(wa, wr), "sparse-hungarian", k=8, search="bf16").search.precision == "bfloat16"
+    monkeypatch.setenv("UNIVERSALITY_BF16", "1")
+    assert assign(cosine_factors(wa, wr), "sparse-hungarian", k=8, search="fp32").search.precision == "float32"
+    monkeypatch.setenv("UNIVERSALITY_BF16", "2")
+    with pytest.raises(UniversalityError, match="UNIVERSALITY_BF16"):
+        assign(cosine_factors(wa, wr), "sparse-hungarian", k=8)
 
 
 def test_projected_graph_is_rejected_when_the_sampled_pairs_are_missing():
@@ -195,6 +264,20 @@ def test_bf16_candidates_are_nearly_the_exact_topk_with_exact_values():
     assert checked == 400 and recall <= 0.6
 
 
+def test_fp32_candidates_hold_every_exact_topk_edge():
+    from universality.matching.candidates import fp32_candidates
+
+    rng = np.random.default_rng(4)
+    f = cosine_factors(rng.standard_normal((700, 96)), rng.standard_normal((500, 96)))
+    cand = fp32_candidates(f, 10, block_rows=128)
+    sim = (f.left.double() @ f.right.double().T).numpy()
+    np.testing.assert_allclose(cand.values, sim[cand.rows, cand.cols], atol=1e-6)
+    got = set(zip(cand.rows.tolist(), cand.cols.tolist()))
+    top = np.argsort(-sim, axis=1)[:, :10]
+    assert all((i, int(j)) in got for i in range(700) for j in top[i])  # float32 picks lose no top-k edge
+    assert all(np.bincount(cand.cols, minlength=500) > 0)  # every column has edges
+
+
 def test_assign_bad_inputs():
     with pytest.raises(UniversalityError, match="method must be one of"):
         assign(np.eye(3), "greedy")
@@ -210,6 +293,15 @@ def test_assign_bad_inputs():
         assign(np.eye(3), "sparse-hungarian", search="lsh")
     with pytest.raises(UniversalityError, match="Factored"):
         assign(np.eye(3), "sparse-hungarian", search="ivf")
+    from universality.matching.candidates import Projection, product_candidates, row_picks
+
+    f = cosine_factors(np.eye(3), np.eye(3))
+    with pytest.raises(UniversalityError, match="float32 or torch.bfloat16"):
+        product_candidates(f, 2, torch.float16)
+    with pytest.raises(UniversalityError, match="float32 or torch.bfloat16"):
+        Projection(f, 2, dtype=torch.float64)
+    with pytest.raises(UniversalityError, match="two float32 or two bfloat16"):
+        row_picks(f.left, f.right.bfloat16(), 2)
 
 
 @pytest.mark.parametrize("order", ["random", "ascending"])
@@ -230,7 +322,7 @@ def test_topk_candidates_equal_exact_row_and_column_topk(order):
     np.testing.assert_allclose(cand.values, sim[cand.rows, cand.cols])
 
 
-@pytest.mark.parametrize("search", ["bf16", "projected"])
+@pytest.mark.parametrize("search", ["bf16", "fp32", "projected-bf16", "projected-fp32"])
 @pytest.mark.parametrize("flip", [False, True])
 def test_rectangular_factored_searches_reach_scipy_optimum(search, flip):
     wa, wb, _, _ = _planted_and_random(1500, 256, 0.5, seed=2)

@@ -1,4 +1,4 @@
-"""The compiled pieces of sparse-Hungarian: bf16 row top-k, pair dot products, and the sparse assignment solver."""
+"""The compiled pieces of sparse-Hungarian: bf16 and float32 row top-k, pair dot products, and the sparse assignment solver."""
 
 import numpy as np
 import pytest
@@ -9,17 +9,18 @@ from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 from universality.matching import _lap, _select
 from universality.matching._lap import min_cost_full_matching
-from universality.matching._select import pair_dots, row_topk_bf16
+from universality.matching._select import pair_dots, row_topk_bf16, row_topk_f32
 
 
 @pytest.mark.parametrize("width,k", [(100, 5), (2100, 36), (5000, 36), (4160, 1), (70, 70)])
-def test_row_topk_bf16_selects_the_exact_largest_values(width, k):
+@pytest.mark.parametrize("threads", [None, 1])
+def test_row_topk_bf16_selects_the_exact_largest_values(width, k, threads):
     gen = torch.Generator().manual_seed(width + k)
     block = torch.randn(40, width, generator=gen).bfloat16()
     block[3] = -block[3].abs()  # a row whose k-th best is negative: no bar can be used
     block[5] = (block[5] * 4).round() / 4  # many ties
     block[7, :] = 0.5  # all equal
-    idx = row_topk_bf16(block, k)
+    idx = row_topk_bf16(block, k, threads=threads)
     assert idx.shape == (40, k)
     assert all(len(set(row.tolist())) == k for row in idx)
     got = block.float().gather(1, idx).sort(1, descending=True).values
@@ -31,6 +32,57 @@ def test_row_topk_without_numba_is_torch_topk(monkeypatch):
     block = torch.randn(8, 300).bfloat16()
     got = block.float().gather(1, row_topk_bf16(block, 4)).sort(1, descending=True).values
     assert torch.equal(got, block.float().topk(4, dim=1).values)
+
+
+@pytest.mark.parametrize("width,k", [(100, 5), (2100, 36), (5000, 36), (4160, 1), (70, 70), (16384, 8)])
+@pytest.mark.parametrize("threads", [None, 1])
+def test_row_topk_f32_selects_the_exact_largest_values(width, k, threads):
+    gen = torch.Generator().manual_seed(width + k)
+    block = torch.randn(40, width, generator=gen)
+    block[3] = -block[3].abs()  # a row whose values are all negative
+    block[5] = (block[5] * 4).round() / 4  # many ties
+    block[7, :] = 0.5  # all equal
+    block[9, -3:] = 9.0  # the best entries in the ragged tail after the last whole 64-entry chunk
+    idx = row_topk_f32(block, k, threads=threads)
+    assert idx.shape == (40, k)
+    assert all(len(set(row.tolist())) == k for row in idx)
+    got = block.gather(1, idx).sort(1, descending=True).values
+    assert torch.equal(got, block.topk(k, dim=1).values)
+
+
+def test_row_topk_f32_without_numba_is_torch_topk(monkeypatch):
+    monkeypatch.setattr(_select, "HAVE_NUMBA", False)
+    block = torch.randn(8, 300)
+    got = block.gather(1, row_topk_f32(block, 4)).sort(1, descending=True).values
+    assert torch.equal(got, block.topk(4, dim=1).values)
+
+
+def test_row_blocks_are_each_handled_once_by_worker_threads_and_errors_surface():
+    import threading
+
+    from universality.matching._blocked import for_each_row_block
+
+    seen, workers = [], set()
+    lock = threading.Lock()
+
+    def work(worker, r0, r1):
+        with lock:
+            seen.append((r0, r1))
+            workers.add((worker, threading.get_ident(), torch.get_num_threads()))
+
+    before = torch.get_num_threads()
+    for_each_row_block(1000, 96, work, workers=2)
+    assert sorted(seen) == [(r, min(1000, r + 96)) for r in range(0, 1000, 96)]
+    assert {w for w, _, _ in workers} <= {0, 1} and all(t == 1 for _, _, t in workers)  # single-threaded torch inside
+    assert torch.get_num_threads() == before  # restored
+
+    def fail(worker, r0, r1):
+        if r0 == 480:
+            raise RuntimeError("block 480")
+
+    with pytest.raises(RuntimeError, match="block 480"):
+        for_each_row_block(1000, 96, fail, workers=2)
+    assert torch.get_num_threads() == before
 
 
 def test_pair_dots_equal_float64_dot_products():

@@ -113,17 +113,70 @@ if HAVE_NUMBA:
         _keep_best(keys, idx, count, k)
         out[:] = idx[:k]
 
+    @numba.njit(cache=True, nogil=True)
+    def _row_topk_rows(block, k, out, r0, r1):
+        """Rows ``r0:r1`` of ``block`` [rows, n] (int16 bits of bfloat16) into ``out`` [rows, k], in the calling thread."""
+        n_cols = block.shape[1]
+        keys = np.empty(4 * k, dtype=np.int64)
+        idx = np.empty(4 * k, dtype=np.int64)
+        maxima = np.empty(n_cols // _CHUNK + 1, dtype=np.int16)
+        hist = np.empty(256, dtype=np.int64)
+        for r in range(r0, r1):
+            _row_topk_one(block[r], k, keys, idx, maxima, hist, out[r])
+
     @numba.njit(parallel=True, cache=True, nogil=True)
     def _row_topk_kernel(block, k, out, n_parts):
-        n_rows, n_cols = block.shape
+        n_rows = block.shape[0]
         per = (n_rows + n_parts - 1) // n_parts
         for part in numba.prange(n_parts):
-            keys = np.empty(4 * k, dtype=np.int64)
-            idx = np.empty(4 * k, dtype=np.int64)
-            maxima = np.empty(n_cols // _CHUNK + 1, dtype=np.int16)
-            hist = np.empty(256, dtype=np.int64)
-            for r in range(part * per, min(n_rows, (part + 1) * per)):
-                _row_topk_one(block[r], k, keys, idx, maxima, hist, out[r])
+            _row_topk_rows(block, k, out, part * per, min(n_rows, (part + 1) * per))
+
+    @numba.njit(cache=True, nogil=True)
+    def _row_topk_f32_one(x, k, keys, idx, maxima, spare, out):
+        """Top ``k`` of one float32 row ``x`` [n] into ``out`` [k]. ``maxima`` [n // 64]: the maximum of every whole
+        64-entry chunk, or empty when there are fewer chunks than ``k`` (then every entry is looked at)."""
+        n = x.size
+        n_chunks = maxima.size
+        bar = -np.inf
+        if n_chunks:
+            spare[:n_chunks] = maxima
+            # the k-th largest chunk maximum: k chunks hold an entry at least this large, so the row's k-th
+            # largest entry is too, and nothing below it can be among the top k
+            bar = _keep_best(spare, idx, n_chunks, k)
+        cap = keys.size
+        count = 0
+        for c in range((n + _CHUNK - 1) // _CHUNK):
+            if c < n_chunks and maxima[c] < bar:
+                continue
+            for j in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
+                v = x[j]
+                if v >= bar:
+                    keys[count] = v
+                    idx[count] = j
+                    count += 1
+                    if count == cap:
+                        bar = _keep_best(keys, idx, count, k)
+                        count = k
+        _keep_best(keys, idx, count, k)
+        out[:] = idx[:k]
+
+    @numba.njit(cache=True, nogil=True)
+    def _row_topk_f32_rows(block, maxima, k, out, r0, r1):
+        """Rows ``r0:r1`` of ``block`` [rows, n] float32 (chunk ``maxima`` [rows, n // 64] or [rows, 0]) into
+        ``out`` [rows, k], in the calling thread."""
+        n_cols = block.shape[1]
+        keys = np.empty(4 * k, dtype=np.float32)
+        idx = np.empty(max(4 * k, n_cols // _CHUNK + 1), dtype=np.int64)
+        spare = np.empty(n_cols // _CHUNK + 1, dtype=np.float32)
+        for r in range(r0, r1):
+            _row_topk_f32_one(block[r], k, keys, idx, maxima[r], spare, out[r])
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _row_topk_f32_kernel(block, maxima, k, out, n_parts):
+        n_rows = block.shape[0]
+        per = (n_rows + n_parts - 1) // n_parts
+        for part in numba.prange(n_parts):
+            _row_topk_f32_rows(block, maxima, k, out, part * per, min(n_rows, (part + 1) * per))
 
     @numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
     def _pair_dots_kernel(left, right, rows, cols, out):
@@ -137,13 +190,42 @@ if HAVE_NUMBA:
             out[e] = s
 
 
-def row_topk_bf16(block: torch.Tensor, k: int) -> torch.Tensor:
+def row_topk_bf16(block: torch.Tensor, k: int, *, threads: int | None = None) -> torch.Tensor:
     """[rows, k] int64 column indices of the ``k`` largest entries of each row of the bfloat16 ``block``
-    [rows, n] (order within a row unspecified; ``k`` ≤ n)."""
+    [rows, n] (order within a row unspecified; ``k`` ≤ n). ``threads``: numba threads (None: all);
+    ``threads=1`` runs in the calling thread, so several Python threads may select concurrently."""
     if not HAVE_NUMBA:
         return block.topk(k, dim=1, sorted=False).indices
+    bits = block.contiguous().view(torch.int16).numpy()
     out = np.empty((block.shape[0], k), dtype=np.int64)
-    _row_topk_kernel(block.contiguous().view(torch.int16).numpy(), k, out, min(block.shape[0], 4 * numba.get_num_threads()))
+    if threads == 1:
+        _row_topk_rows(bits, k, out, 0, bits.shape[0])
+    else:
+        _row_topk_kernel(bits, k, out, min(block.shape[0], 4 * numba.get_num_threads()))
+    return torch.from_numpy(out)
+
+
+def row_topk_f32(block: torch.Tensor, k: int, *, threads: int | None = None) -> torch.Tensor:
+    """[rows, k] int64 column indices of the ``k`` largest entries of each row of the float32 ``block`` [rows, n]
+    (order within a row unspecified; ``k`` ≤ n; finite entries). ``threads``: numba threads (None: all);
+    ``threads=1`` runs in the calling thread, so several Python threads may select concurrently.
+
+    The maxima of the 64-entry chunks come from one vectorised ``amax`` over the block; per row, the k-th
+    largest of them bounds the row's k-th largest entry from below, so only chunks reaching it are scanned."""
+    if not HAVE_NUMBA:
+        return block.topk(k, dim=1, sorted=False).indices
+    rows, n = block.shape
+    n_chunks = n // _CHUNK
+    if n_chunks >= k:
+        maxima = block[:, :n_chunks * _CHUNK].reshape(rows, n_chunks, _CHUNK).amax(2).numpy()
+    else:
+        maxima = np.empty((rows, 0), dtype=np.float32)
+    x = block.contiguous().numpy()
+    out = np.empty((rows, k), dtype=np.int64)
+    if threads == 1:
+        _row_topk_f32_rows(x, maxima, k, out, 0, rows)
+    else:
+        _row_topk_f32_kernel(x, maxima, k, out, min(rows, 4 * numba.get_num_threads()))
     return torch.from_numpy(out)
 
 

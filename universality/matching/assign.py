@@ -4,7 +4,8 @@
 
 - ``"hungarian"``: exact, :func:`scipy.optimize.linear_sum_assignment` on the dense matrix.
 - ``"sparse-hungarian"``: exact on a top-k candidate graph (rows' and columns' k best partners, found by an
-  exact, bfloat16, projected or inverted-file search with exactly rescored edges — see :mod:`.candidates`),
+  exact, float32/bfloat16 product, projected or inverted-file search with exact edge values — see
+  :mod:`.candidates`; bfloat16 only where :func:`universality.precision.bf16_pays`),
   solved by a sparse shortest-augmenting-path solver (:mod:`._lap`; scipy's
   :func:`~scipy.sparse.csgraph.min_weight_full_bipartite_matching` without numba); when that graph has no full
   matching, the identity pairs are added as extra edges (with their true similarity), which always makes one exist.
@@ -72,7 +73,8 @@ def assign(similarity: Any, method: str = "hungarian", *, k: int = 32, reg: floa
     ``similarity``: [n_a, n_b] tensor/array, or a :class:`~universality.matching.similarity.Factored`
     (``"sparse-hungarian"`` never materialises it), or for ``"gromov"`` a pair ``(x_a [n_a, d_a], x_b [n_b, d_b])``.
     ``k``: candidates per row/column for ``"sparse-hungarian"``, ``search`` how they are found (``"auto"``,
-    ``"exact"``, ``"bf16"``, ``"projected"``, ``"ivf"``; see :func:`~universality.matching.candidates.candidate_graph`);
+    ``"exact"``, ``"fp32"``, ``"bf16"``, ``"projected"``, ``"projected-fp32"``, ``"projected-bf16"``, ``"ivf"``;
+    see :func:`~universality.matching.candidates.candidate_graph`; ``Assignment.search`` reports what ran);
     ``reg``: entropic regularisation (``"sinkhorn"``, ``"unbalanced"``), relative to the cost's scale; ``reg_m``: marginal relaxation
     (``"unbalanced"``). Returns an :class:`Assignment` (rows, cols, scores, plan for OT).
     """

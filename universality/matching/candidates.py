@@ -1,25 +1,32 @@
-"""Candidate graphs for sparse assignment: exact, bfloat16, projected and inverted-file searches, edges rescored exactly.
+"""Candidate graphs for sparse assignment: exact, product, projected and inverted-file searches, edges rescored exactly.
 
 A candidate graph holds, for every row and every column of a similarity, a few of its best partners. The
 searches build it from a :class:`~universality.matching.similarity.Factored` similarity ``left @ right.T``:
 
 - ``"exact"``: float32 blocked product, exact top-k per row and per column (:func:`topk_candidates`).
-- ``"bf16"``: bfloat16 blocked product (AMX/AVX-512 bf16 where the CPU has it), used only to *pick* each row's
-  ``k + k // 8`` best partners (a compiled exact top-k of each bf16 row, :mod:`._select`); every picked edge
+- ``"fp32"`` / ``"bf16"``: a blocked product of the factors in float32 / bfloat16, used only to *pick* each row's
+  ``k + k // 8`` best partners (a compiled exact top-k of each product row, :mod:`._select`); every picked edge
   is then rescored from the float32 factors. Columns that few rows picked get an exact search of their own.
-- ``"projected"``: picks (``max(4, k // 4)`` per row) from the bfloat16 product of the factors projected on a
-  random ``dims``-dimensional subspace (128 by default: 1/4 of the product at d = 512, 1/6 at d = 768),
-  rescored exactly. The projection keeps strong pairs (a planted partner at cosine 0.9 stays far above the
-  projected noise of unrelated pairs) but scrambles the order among weak ones, so it is only kept when a
-  sampled check passes (below).
+  bfloat16 is fast only where the CPU computes it natively (AMX, AVX-512 BF16); on AVX2-only CPUs it is
+  emulated and far slower than float32 (:func:`universality.precision.bf16_pays` measures which).
+- ``"projected"``: picks (``max(4, k // 4)`` per row) from the product of the factors projected on a random
+  ``dims``-dimensional subspace (128 by default: 1/4 of the product at d = 512, 1/6 at d = 768), rescored
+  exactly, in bfloat16 where :func:`~universality.precision.bf16_pays` says so, else in float32
+  (``"projected-bf16"`` / ``"projected-fp32"`` fix the precision). The projection keeps strong pairs (a
+  planted partner at cosine 0.9 stays far above the projected noise of unrelated pairs) but scrambles the order
+  among weak ones, so ``"auto"`` only keeps it when a sampled check passes (below).
 - ``"ivf"``: inverted file. Each side is clustered by spherical k-means; each row searches only the columns
-  of its ``n_probe`` nearest cells and vice versa (explicit use only).
+  of its ``n_probe`` nearest cells and vice versa (explicit use only; float32).
 
-``"auto"`` searches exactly for small or dense inputs. Otherwise it draws 256 rows and 256 columns at random and
-computes their exact best partners (full float32 rows/columns). When the projection ranks every sampled best
-partner among its row's ``k`` best it builds the projected graph and checks that every one of those sampled
-pairs is an edge; if either check fails it runs ``"bf16"``. Edge values are float32 dot products of the
-factors whatever the search (float64 in the graph), so the matching solved on the graph is exact on its edges.
+``"auto"`` searches exactly for small or dense inputs. Otherwise it picks the product precision once
+(:func:`~universality.precision.bf16_pays`: ``UNIVERSALITY_BF16`` or the cached probe), draws 256 rows and 256
+columns at random and computes their exact best partners (full float32 rows/columns). It tries projections of
+64, then 128 dimensions (each only on factors at least twice as wide): the first that ranks every sampled best
+partner within the first half of its row's picks (the *plan check*) is built, and the graph is checked to hold
+every one of those sampled pairs; if no plan check passes (a projection that places fewer than half of them
+ends the trials) or the graph misses one, it runs the full product search (``"bf16"`` or ``"fp32"``). Edge values are float32 dot products of the factors whatever the search (float64 in the graph), so
+the matching solved on the graph is exact on its edges. The :class:`SearchReport` names the search and the
+precision that ran.
 """
 
 from __future__ import annotations
@@ -30,16 +37,18 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from .. import precision as _precision
 from .._errors import UniversalityError
 from .._progress import progress
+from ._blocked import for_each_row_block
 from ._inputs import check_positive_int
-from ._select import pair_dots, row_topk_bf16
+from ._select import pair_dots, row_topk_bf16, row_topk_f32
 from .similarity import Candidates, Factored, as_similarity, block_rows_for, topk_candidates, unique_edges
 
-SEARCHES = ("auto", "exact", "bf16", "projected", "ivf")
+SEARCHES = ("auto", "exact", "fp32", "bf16", "projected", "projected-fp32", "projected-bf16", "ivf")
 _IVF_THREADS = 1  # the per-cell blocks are small: one thread beats waking a pool for each
 _SMALL = 1 << 22  # similarities below which "auto" simply searches exactly
-_PROJECTED_DIMS = 128  # width of the projected search; "auto" tries it only on factors at least twice as wide
+_PROJECTED_DIMS = (32, 64, 128)  # widths of the projected search, cheapest first; each used only on factors at least twice as wide
 _PROBES = (8, 16, 32)  # cells each row searches; "auto" takes the fewest that reach every sampled best partner
 
 
@@ -47,14 +56,20 @@ class SearchReport(NamedTuple):
     """Which candidate search built a graph and what its recall check saw."""
 
     search: str
-    """The search that produced the graph (``"exact"``, ``"bf16"``, ``"projected"`` or ``"ivf"``)."""
+    """The search that produced the graph: ``"exact"``, ``"fp32"``, ``"bf16"``, ``"projected-fp32"``,
+    ``"projected-bf16"`` or ``"ivf"`` (``"projected"`` is always reported with the precision that ran)."""
     sampled_recall: float | None
     """Fraction of sampled rows' and columns' exact best partners present in the graph (None: not checked)."""
     n_sampled: int
     """How many rows plus columns were checked."""
     tried: tuple[str, ...]
-    """Searches attempted, in order: ``("projected",)`` (accepted), ``("projected", "bf16")`` (built, rejected
-    by the check), ``("projected-plan", "bf16")`` (rejected before it was built), ``("bf16",)``."""
+    """Searches attempted, in order, e.g. ``("projected-fp32",)`` (accepted), ``("projected-fp32", "fp32")``
+    (built, rejected by the check), ``("projected-fp32-plan(64,128)", "fp32")`` (the plan checks of both widths
+    failed: nothing built),
+    ``("bf16",)``."""
+    precision: str = "float32"
+    """dtype of the product that picked the candidates: ``"float32"`` or ``"bfloat16"`` (edge values are float32
+    dot products of the factors either way)."""
 
 
 def candidate_graph(similarity: Any, k: int, search: str = "auto", *, block_rows: int | None = None,
@@ -62,8 +77,10 @@ def candidate_graph(similarity: Any, k: int, search: str = "auto", *, block_rows
     """A candidate graph with about ``k`` best partners per row and per column of ``similarity``.
 
     ``similarity``: dense [n_a, n_b] or :class:`Factored`; ``search``: one of :data:`SEARCHES` (all but
-    ``"exact"`` need factors). ``n_sample``: rows and columns whose exact best partner is checked (``"auto"``,
-    ``"projected"``, ``"ivf"``). Returns the graph (edge values float64) and a :class:`SearchReport`.
+    ``"exact"`` need factors; ``"auto"`` and ``"projected"`` run their products in bfloat16 only where
+    :func:`universality.precision.bf16_pays`). ``n_sample``: rows and columns whose exact best partner is
+    checked (``"auto"``, ``"projected"``, ``"ivf"``). Returns the graph (edge values float64) and a
+    :class:`SearchReport`.
     """
     if search not in SEARCHES:
         raise UniversalityError(f"search must be one of {', '.join(SEARCHES)}; got {search!r}")
@@ -76,24 +93,45 @@ def candidate_graph(similarity: Any, k: int, search: str = "auto", *, block_rows
     if search == "exact" or (search == "auto" and (not factored or n_a * n_b <= _SMALL)):
         cand = topk_candidates(sim, k, block_rows=block_rows)
         return cand, SearchReport("exact", None, 0, ("exact",))
-    if search == "bf16":
-        return bf16_candidates(sim, k, block_rows=block_rows), SearchReport("bf16", None, 0, ("bf16",))
-    if search == "auto" and sim.left.shape[1] < 2 * _PROJECTED_DIMS:  # a projection would save too little
-        return bf16_candidates(sim, k, block_rows=block_rows), SearchReport("bf16", None, 0, ("bf16",))
+    if search in ("fp32", "bf16"):
+        return _product(sim, k, search, block_rows, ())
+    full = "bf16" if _precision.bf16_pays() else "fp32"  # the one precision decision for "auto" and "projected"
+    widths = [w for w in _PROJECTED_DIMS if 2 * w <= sim.left.shape[1]]
+    if search == "auto" and not widths:  # a projection would save too little
+        return _product(sim, k, full, block_rows, ())
     sample = SampledBest.draw(sim, n_sample, seed)
     if search == "ivf":
         cells = InvertedFiles(sim, seed=seed)
         n_probe = cells.probes_needed(sample) or _PROBES[-1]
         cand = cells.candidates(k, n_probe)
         return cand, SearchReport("ivf", sample.recall(cand), sample.size, (f"ivf({n_probe})",))
-    proj = Projection(sim, _PROJECTED_DIMS, seed=seed)
-    if search == "auto" and not proj.reaches(sample, k):
-        return bf16_candidates(sim, k, block_rows=block_rows), SearchReport("bf16", None, 0, ("projected-plan", "bf16"))
+    name = search if search.startswith("projected-") else f"projected-{full}"
+    dtype = _DTYPES[name.removeprefix("projected-")]
+    planned = []
+    for dims in widths or [min(_PROJECTED_DIMS[-1], sim.left.shape[1])]:  # the narrowest whose plan check passes
+        proj = Projection(sim, dims, seed=seed, dtype=dtype)
+        planned.append(str(proj.dims))
+        reached = proj.reached(sample, k)
+        if reached == 1.0 or reached < 0.5:  # passed; or so far off that a wider projection will not pass either
+            break
+    if reached < 1.0 and search == "auto":
+        return _product(sim, k, full, block_rows, (f"{name}-plan({','.join(planned)})",))
     cand = proj.candidates(k, block_rows=block_rows)
     recall = sample.recall(cand)
-    if search == "projected" or recall == 1.0:
-        return cand, SearchReport("projected", recall, sample.size, ("projected",))
-    return bf16_candidates(sim, k, block_rows=block_rows), SearchReport("bf16", recall, sample.size, ("projected", "bf16"))
+    if search != "auto" or recall == 1.0:
+        return cand, SearchReport(name, recall, sample.size, (f"{name}({proj.dims})",), _PRECISION[dtype])
+    graph, report = _product(sim, k, full, block_rows, (f"{name}({proj.dims})",))
+    return graph, report._replace(sampled_recall=recall, n_sampled=sample.size)
+
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+_PRECISION = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
+
+
+def _product(f: Factored, k: int, name: str, block_rows: int | None, tried: tuple[str, ...]) -> tuple[Candidates, SearchReport]:
+    """The full product search ``name`` (``"fp32"`` or ``"bf16"``) with its report, after the searches ``tried``."""
+    cand = product_candidates(f, k, _DTYPES[name], block_rows=block_rows)
+    return cand, SearchReport(name, None, 0, tried + (name,), _PRECISION[_DTYPES[name]])
 
 
 @contextlib.contextmanager
@@ -107,30 +145,62 @@ def _threads(n: int):
         torch.set_num_threads(old)
 
 
-def bf16_row_picks(left: torch.Tensor, right: torch.Tensor, k: int, *, block_rows: int | None = None,
-                   desc: str = "bf16 candidates") -> torch.Tensor:
-    """[n_a, k] int64: each row's ``k`` largest entries of the bfloat16 product ``left @ right.T``
-    (``left`` [n_a, d], ``right`` [n_b, d], bfloat16), computed in blocks of ``block_rows`` rows (default: as
-    many as fit in 64M entries) into one reused buffer."""
+def row_picks(left: torch.Tensor, right: torch.Tensor, k: int, *, block_rows: int | None = None,
+              desc: str = "product candidates", with_values: bool = False) -> Any:
+    """[n_a, k] int64: each row's ``k`` largest entries of the product ``left @ right.T`` (``left`` [n_a, d],
+    ``right`` [n_b, d], both float32 or both bfloat16, the product in that dtype); with ``with_values``, also
+    their values [n_a, k] in that dtype (a pair ``(picks, values)``).
+
+    Blocks of ``block_rows`` rows (default :func:`thread_block_rows`) are shared by ``torch.get_num_threads()``
+    worker threads, each computing its block single-threaded into its own buffer and selecting from it at once
+    (:func:`._blocked.for_each_row_block`); the top-k of each block is exact in the product's dtype
+    (:func:`._select.row_topk_bf16` / :func:`._select.row_topk_f32`)."""
+    if left.dtype != right.dtype or left.dtype not in _PRECISION:
+        raise UniversalityError(f"row_picks needs two float32 or two bfloat16 factors, got {left.dtype} and {right.dtype}")
     n_a, n_b = left.shape[0], right.shape[0]
-    step = block_rows_for(block_rows, n_b)
+    step = thread_block_rows(n_b, left.shape[1]) if block_rows is None else block_rows_for(block_rows, n_b)
+    select = row_topk_bf16 if left.dtype == torch.bfloat16 else row_topk_f32
     picks = torch.empty((n_a, k), dtype=torch.long)
-    buf = torch.empty((min(step, n_a), n_b), dtype=torch.bfloat16)
+    values = torch.empty((n_a, k), dtype=left.dtype) if with_values else None
+    buffers: dict[int, torch.Tensor] = {}
     right_t = right.T
-    for r0 in progress(range(0, n_a, step), desc=desc, unit="block"):
-        r1 = min(n_a, r0 + step)
-        block = torch.matmul(left[r0:r1], right_t, out=buf[:r1 - r0])
-        picks[r0:r1] = row_topk_bf16(block, k)
-    return picks
+
+    def work(worker: int, r0: int, r1: int) -> None:
+        if worker not in buffers:
+            buffers[worker] = torch.empty((min(step, n_a), n_b), dtype=left.dtype)
+        block = torch.matmul(left[r0:r1], right_t, out=buffers[worker][:r1 - r0])
+        picks[r0:r1] = select(block, k, threads=1)
+        if values is not None:
+            values[r0:r1] = block.gather(1, picks[r0:r1])
+
+    for_each_row_block(n_a, step, work, desc=desc)
+    return (picks, values) if with_values else picks
 
 
-def rescored_graph(f: Factored, picks: torch.Tensor, k: int, lonely_below: int) -> Candidates:
+def thread_block_rows(n_b: int, d: int) -> int:
+    """Rows per block of a product with ``n_b`` columns over ``d`` dimensions done by one thread.
+
+    When the column factors are small (``n_b × d`` ≤ 2M entries, e.g. a projection) blocks of ~2M entries
+    (8 MB in float32, at least 32 rows) keep the block in cache between the matmul and the selection (at 16K
+    × 32 dims: 0.34 CPU-s against 0.55 with 1024-row blocks). Otherwise up to 16M entries (64 MB in float32),
+    between 256 rows (fewer would make the matmul re-pack the column factors, then read from memory, too
+    often) and 1024."""
+    if n_b * d <= 1 << 21:
+        return int(max(32, min(1024, (1 << 21) // max(1, n_b))))
+    return int(max(256, min(1024, (1 << 24) // max(1, n_b))))
+
+
+def rescored_graph(f: Factored, picks: torch.Tensor, k: int, lonely_below: int,
+                   values: torch.Tensor | None = None) -> Candidates:
     """Edges from every row to its ``picks`` [n_a, K] with exact (float32 factor) values, plus the exact ``k``
-    best rows of every column that fewer than ``lonely_below`` rows picked (so every column has edges)."""
+    best rows of every column that fewer than ``lonely_below`` rows picked (so every column has edges).
+    ``values`` [n_a, K]: the picks' float32 dot products when the picking product already computed them (a
+    float32 product of the factors themselves); None rescores every pick."""
     n_a, n_b = f.shape
     rows = np.repeat(np.arange(n_a, dtype=np.int64), picks.shape[1])
     cols = picks.numpy().ravel()
-    rows, cols, vals = [rows], [cols], [pair_dots(f.left, f.right, rows, cols)]
+    vals = pair_dots(f.left, f.right, rows, cols) if values is None else values.double().numpy().ravel()
+    rows, cols, vals = [rows], [cols], [vals]
     indegree = torch.bincount(picks.reshape(-1), minlength=n_b)
     lonely = torch.nonzero(indegree < max(1, lonely_below)).squeeze(1)
     kc = min(k, n_a)
@@ -144,51 +214,91 @@ def rescored_graph(f: Factored, picks: torch.Tensor, k: int, lonely_below: int) 
     return unique_edges(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), n_b)
 
 
-def bf16_candidates(f: Factored, k: int, *, block_rows: int | None = None) -> Candidates:
-    """Edges to every row's ``k + k // 8`` best columns picked by a bfloat16 product, rescored exactly, plus
-    the exact ``k`` best rows of every column that fewer than ``k // 4`` rows picked.
+def product_candidates(f: Factored, k: int, dtype: torch.dtype = torch.float32, *,
+                       block_rows: int | None = None) -> Candidates:
+    """Edges to every row's ``k + k // 8`` best columns picked by a ``dtype`` (float32 or bfloat16) product,
+    rescored exactly, plus the exact ``k`` best rows of every column that fewer than ``k // 4`` rows picked.
 
-    ``f``: [n_a, n_b] factored similarity. Blocks of ``block_rows`` rows of the bf16 product (at most 64M
-    entries each by default) are held at a time. bfloat16 keeps 8 significant bits, so a pick can differ from
-    the exact top-k only among partners within about 1 % of each other (the margin ``k // 8`` absorbs most
-    such swaps); edge values are float32 dot products of the factors. Columns are not searched in the bf16
-    product: on square dictionaries nearly every column is picked by many rows, and the few that are not
-    (set by ``k // 4``) get an exact float32 search of their own, so every column has edges.
+    ``f``: [n_a, n_b] factored similarity. Blocks of ``block_rows`` rows of the product (at most 64M entries
+    each by default) are held at a time. In float32 the picks are each row's exact top ``k + k // 8`` up to
+    float32 rounding; bfloat16 keeps 8 significant bits, so a pick can differ from the exact top-k only among
+    partners within about 1 % of each other (the margin ``k // 8`` absorbs most such swaps). Edge values are
+    float32 dot products of the factors: in float32 the product's own entries, in bfloat16 rescored from the
+    float32 factors. Columns are not searched in the product: on square dictionaries
+    nearly every column is picked by many rows, and the few that are not (set by ``k // 4``) get an exact
+    float32 search of their own, so every column has edges.
     """
+    if dtype not in _PRECISION:
+        raise UniversalityError(f"the product search runs in torch.float32 or torch.bfloat16, not {dtype}")
     kr = min(k + k // 8, f.shape[1])
-    picks = bf16_row_picks(f.left.to(torch.bfloat16), f.right.to(torch.bfloat16), kr, block_rows=block_rows)
-    return rescored_graph(f, picks, k, k // 4)
+    exact = dtype == f.left.dtype == f.right.dtype == torch.float32  # the product's entries are the edge values
+    picks = row_picks(f.left.to(dtype), f.right.to(dtype), kr, block_rows=block_rows,
+                      desc=f"{_PRECISION[dtype]} candidates", with_values=exact)
+    picks, values = picks if exact else (picks, None)
+    return rescored_graph(f, picks, k, k // 4, values)
+
+
+def bf16_candidates(f: Factored, k: int, *, block_rows: int | None = None) -> Candidates:
+    """:func:`product_candidates` in bfloat16 (whether or not it pays on this CPU)."""
+    return product_candidates(f, k, torch.bfloat16, block_rows=block_rows)
+
+
+def fp32_candidates(f: Factored, k: int, *, block_rows: int | None = None) -> Candidates:
+    """:func:`product_candidates` in float32."""
+    return product_candidates(f, k, torch.float32, block_rows=block_rows)
 
 
 class Projection:
     """Both factors of ``f`` [n_a, n_b] projected on the same random ``dims``-dimensional subspace (orthonormal
-    basis from a seeded Gaussian), in bfloat16: ``left_p @ right_p.T`` approximates ``f`` at ``dims / d`` of
-    the cost, with an error of about ``sqrt(1 / dims)`` on unit rows."""
+    basis from a seeded Gaussian) and scaled to unit rows, in ``dtype`` (bfloat16 where
+    :func:`universality.precision.bf16_pays`, else float32; None asks it).
 
-    def __init__(self, f: Factored, dims: int = _PROJECTED_DIMS, *, seed: int = 0):
+    ``left_p @ right_p.T`` is the cosine of the projected rows: it estimates ``f``'s cosine at ``dims / d`` of
+    the cost, with an error of about ``sin θ / sqrt(dims)`` for a pair at angle θ (unrelated rows scatter by
+    ``1 / sqrt(dims)``, a pair at cosine 0.9 by only ~0.45 / sqrt(dims)). Scaling the projected rows removes
+    the spread of their lengths (~``1 / sqrt(2 dims)``), which would otherwise add to every pair's error.
+    """
+
+    def __init__(self, f: Factored, dims: int = _PROJECTED_DIMS[-1], *, seed: int = 0, dtype: torch.dtype | None = None):
         self.f = f
+        if dtype is None:
+            dtype = torch.bfloat16 if _precision.bf16_pays() else torch.float32
+        if dtype not in _PRECISION:
+            raise UniversalityError(f"the projected search runs in torch.float32 or torch.bfloat16, not {dtype}")
+        self.dtype = dtype
         d = f.left.shape[1]
+        self.dims = min(check_positive_int(dims, "dims"), d)
         gen = torch.Generator().manual_seed(seed)
-        basis = torch.linalg.qr(torch.randn(d, min(dims, d), generator=gen, dtype=torch.float64))[0].to(torch.bfloat16)
-        self.left = f.left.to(torch.bfloat16) @ basis  # a coarse filter: bfloat16 inputs are precise enough
-        self.right = f.right.to(torch.bfloat16) @ basis
+        basis = torch.linalg.qr(torch.randn(d, self.dims, generator=gen, dtype=torch.float64))[0].to(f.left.dtype)
+        self.left = _unit(f.left @ basis).to(dtype)  # a coarse filter: bfloat16 inputs are precise enough
+        self.right = _unit(f.right @ basis).to(dtype)
 
-    def reaches(self, sample: "SampledBest", k: int) -> bool:
-        """Whether every sampled pair (row, its exact best column; column, its exact best row) would be picked
-        by :meth:`candidates` with this ``k``: the column ranks among its row's :func:`projected_picks` best
-        projected scores."""
+    def reached(self, sample: "SampledBest", k: int) -> float:
+        """Fraction of the sampled pairs (row, its exact best column; column, its exact best row) that rank
+        within the first *half* of their row's :func:`projected_picks` by projected score, so that
+        :meth:`candidates` picks them with a margin (pairs near the edge of the picks in the sample mean that
+        others fall beyond it). ``"auto"`` builds the projected graph only when this is 1."""
         rows, cols = sample.pairs()
         t = torch.from_numpy
-        scores = self.left[t(rows)] @ self.right.T  # [m, n_b] bfloat16, like the search's blocks
+        scores = self.left[t(rows)] @ self.right.T  # [m, n_b] in the search's dtype, like its blocks
         own = scores.gather(1, t(cols)[:, None])
-        return bool(((scores > own).sum(1) < projected_picks(k, self.f.shape[1])).all())
+        return float(((scores > own).sum(1) < max(1, projected_picks(k, self.f.shape[1]) // 2)).double().mean())
+
+    def reaches(self, sample: "SampledBest", k: int) -> bool:
+        """Whether :meth:`reached` is 1: every sampled pair is picked with a margin."""
+        return self.reached(sample, k) == 1.0
 
     def candidates(self, k: int, *, block_rows: int | None = None) -> Candidates:
         """Every row's :func:`projected_picks` best columns by the projected product, rescored exactly, plus
         the exact ``k`` best rows of any column no row picked (:func:`rescored_graph`)."""
-        picks = bf16_row_picks(self.left, self.right, projected_picks(k, self.f.shape[1]), block_rows=block_rows,
-                               desc="projected candidates")
+        picks = row_picks(self.left, self.right, projected_picks(k, self.f.shape[1]), block_rows=block_rows,
+                          desc="projected candidates")
         return rescored_graph(self.f, picks, k, 1)
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x`` [n, d] scaled to unit length (zero rows stay zero)."""
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-30)
 
 
 def projected_picks(k: int, n_b: int) -> int:
