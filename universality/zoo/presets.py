@@ -70,6 +70,11 @@ class ZooPreset:
 
     Pure in-context copying, on short rows, is where induction forms cheaply: the model's only way to
     beat log(vocab) is to copy, and short rows make each step cheap (docs/zoo.md). 0 turns it off."""
+    copy_warmup_steps_float32: int | None = None
+    """Copy warm-up steps when a bf16-allowing preset trains in float32 (bfloat16 does not pay here); ``None``:
+    ``copy_warmup_steps``. In float32 the induction phase change comes later: with the default preset's 600
+    steps one seed of two formed induction on an AVX2 machine and neither in float32 on AVX-512; with 1,000
+    both did (docs/zoo.md)."""
     copy_warmup_archs: tuple[str, ...] = ("gpt_neox",)
     """Architectures that get the copy warm-up. Mamba-1 did not learn to copy from it in 600 steps (rows of 16 or
     32 tokens), and RWKV-4 cannot address its past by content, so by default only the Transformer does."""
@@ -102,6 +107,9 @@ class ZooPreset:
             raise UniversalityError(f"repeat_fraction {self.repeat_fraction} is not valid; use 0 <= p < 1")
         if not isinstance(self.copy_warmup_steps, int) or self.copy_warmup_steps < 0:
             raise UniversalityError(f"copy_warmup_steps {self.copy_warmup_steps!r} is not valid; use an integer >= 0")
+        fp32_steps = self.copy_warmup_steps_float32
+        if fp32_steps is not None and (not isinstance(fp32_steps, int) or fp32_steps < 0):
+            raise UniversalityError(f"copy_warmup_steps_float32 {fp32_steps!r} is not valid; use an integer >= 0 or None")
         bad = [a for a in self.copy_warmup_archs if a not in ARCHS]
         if bad:
             raise UniversalityError(f"copy_warmup_archs {bad} not valid; use architectures from {', '.join(ARCHS)}")
@@ -122,7 +130,7 @@ PRESETS: dict[str, ZooPreset] = {
                       models=_members(ARCHS, ("gpt_neox", "mamba"))),
     "default": ZooPreset("default", vocab_size=2048, tokenizer_chars=3_000_000, d_model=192, n_heads=6, batch_size=8,
                          steps=380, lr=4e-3, repeat_fraction=0.5, repeat_random_share=0.75, bf16=True, checkpoint_every=50,
-                         copy_warmup_steps=600,
+                         copy_warmup_steps=600, copy_warmup_steps_float32=1000,
                          models=_members(ARCHS, ("gpt_neox", "mamba"))),
     "large": ZooPreset("large", vocab_size=8192, tokenizer_chars=20_000_000, d_model=256, n_layers=6, n_ssm_layers=12,
                        n_heads=8, seq_len=256, batch_size=32, steps=4000, lr=2e-3, eval_sequences=128, bf16=True, copy_warmup_steps=600,
@@ -131,10 +139,14 @@ PRESETS: dict[str, ZooPreset] = {
 
 
 def resolve_precision(p: ZooPreset) -> ZooPreset:
-    """``p`` with ``bf16`` switched off where bfloat16 does not pay on this machine (AVX2-only CPUs)."""
+    """``p`` as it trains on this machine: ``bf16`` off where bfloat16 does not pay (AVX2-only CPUs), and
+    then the float32 copy warm-up length (:attr:`ZooPreset.copy_warmup_steps_float32`) in place of the bf16 one."""
     from ..precision import bf16_pays
 
-    return replace(p, bf16=False) if p.bf16 and not bf16_pays() else p
+    if not p.bf16 or bf16_pays():
+        return p
+    steps = p.copy_warmup_steps if p.copy_warmup_steps_float32 is None else p.copy_warmup_steps_float32
+    return replace(p, bf16=False, copy_warmup_steps=steps, copy_warmup_steps_float32=None)
 
 
 def get_preset(preset: str | ZooPreset) -> ZooPreset:
