@@ -26,6 +26,7 @@ import torch
 from .._errors import UniversalityError
 from .._io import atomic_write_json, atomic_write_text
 from .._progress import progress
+from .._records import require_keys
 from ._points import (block, check_arch, chunks, finite_or_none, list_to_tensor, require_points, row_groups,
                       rows_to_csv, tensor_to_list)
 from .patching import PatchSite, patch_sites
@@ -136,7 +137,7 @@ class PatchEffect:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PatchEffect":
         """Inverse of :meth:`to_dict` (a ``None`` effect, written for NaN, reads back as NaN)."""
-        _need(d, ("component", "hook", "layer", "head", "position", "position_index", "effect", "normalised_effect"),
+        require_keys(d, ("component", "hook", "layer", "head", "position", "position_index", "effect", "normalised_effect"),
               "patching-table row")
         eff = d["effect"]
         return cls(d["component"], d["hook"], int(d["layer"]), d["head"], d["position"], int(d["position_index"]),
@@ -213,7 +214,7 @@ class InductionResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "InductionResult":
         """Inverse of :meth:`to_dict`: tensors come back as float64 (``None`` entries as NaN)."""
-        _need(d, ("arch", "n_layers", "loss_first", "loss_second", "layer_scores", "head_induction", "head_prev_token",
+        require_keys(d, ("arch", "n_layers", "loss_first", "loss_second", "layer_scores", "head_induction", "head_prev_token",
                   "clean_metric", "corrupted_metric", "effects", "config"), "induction result")
 
         def num(x: Any) -> float:
@@ -233,13 +234,6 @@ class InductionResult:
         comps = [c for c in comps if c["normalised_effect"] == c["normalised_effect"]]  # drop NaN
         return InductionSummary(model, self.arch, [float(x) for x in scores], comps, float(self.icl_score),
                                 float(self.clean_metric), float(self.corrupted_metric))
-
-
-def _need(d: Any, keys: tuple[str, ...], what: str) -> None:
-    """Raise one sentence naming the missing keys when ``d`` is not a mapping holding ``keys``."""
-    missing = [k for k in keys if not isinstance(d, dict) or k not in d]
-    if missing:
-        raise UniversalityError(f"this {what} record lacks {', '.join(missing)}; it was not written by this version of universality")
 
 
 @dataclass
@@ -272,7 +266,7 @@ class InductionSummary:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "InductionSummary":
         """Inverse of :meth:`to_dict`."""
-        _need(d, ("model", "arch", "layer_scores", "components", "icl_score", "clean_metric", "corrupted_metric"),
+        require_keys(d, ("model", "arch", "layer_scores", "components", "icl_score", "clean_metric", "corrupted_metric"),
               "results.json induction")
         return cls(d["model"], d["arch"], list(d["layer_scores"]), [dict(c) for c in d["components"]], d["icl_score"],
                    d["clean_metric"], d["corrupted_metric"], d.get("score_name", cls.score_name))

@@ -33,6 +33,7 @@ import torch
 from .._errors import UniversalityError
 from .._io import atomic_write_json, atomic_write_text
 from .._progress import progress
+from .._records import require_keys
 from ._points import (block, check_arch, check_layer, chunks, finite_or_none, list_to_tensor, require_points,
                       row_groups, rows_to_csv, target_metric, tensor_to_list)
 from .tasks import distinct_tokens, induction_prompts
@@ -161,7 +162,7 @@ class WriteLagProfile:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "WriteLagProfile":
         """Inverse of :meth:`to_dict` (tensors float64; ``None`` entries, written for NaN, read back as NaN)."""
-        _need(d, ("arch", "layer", "effect", "raw", "write_points", "n_samples"), "write-lag profile")
+        require_keys(d, ("arch", "layer", "effect", "raw", "write_points", "n_samples"), "write-lag profile")
         full = d.get("behavioural_full_change")
         return cls(d["arch"], int(d["layer"]), list_to_tensor(d["effect"]), list_to_tensor(d["raw"]), tuple(d["write_points"]),
                    int(d["n_samples"]), list_to_tensor(d.get("behavioural_effect")), list_to_tensor(d.get("behavioural_change")),
@@ -218,20 +219,13 @@ class WriteLagTable:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "WriteLagTable":
         """Inverse of :meth:`to_dict`."""
-        _need(d, ("name", "arch", "profiles", "config"), "write-lag table")
+        require_keys(d, ("name", "arch", "profiles", "config"), "write-lag table")
         return cls(d["name"], d["arch"], [WriteLagProfile.from_dict(p) for p in d["profiles"]], WriteLagConfig(**d["config"]))
 
     def summary(self, model: str | None = None) -> "WriteLagResult":
         """The results.json ``write_lag`` entry: each layer's profile and peak (``model`` defaults to :attr:`name`)."""
         return WriteLagResult(model or self.name, self.arch,
                               [LayerLag(p.layer, [float(x) for x in p.effect.tolist()], int(p.peak)) for p in self.profiles])
-
-
-def _need(d: Any, keys: tuple[str, ...], what: str) -> None:
-    """Raise one sentence naming the missing keys when ``d`` is not a mapping holding ``keys``."""
-    missing = [k for k in keys if not isinstance(d, dict) or k not in d]
-    if missing:
-        raise UniversalityError(f"this {what} record lacks {', '.join(missing)}; it was not written by this version of universality")
 
 
 @dataclass
@@ -252,7 +246,7 @@ class LayerLag:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LayerLag":
         """Inverse of :meth:`to_dict`."""
-        _need(d, ("layer", "effect", "peak"), "write-lag layer")
+        require_keys(d, ("layer", "effect", "peak"), "write-lag layer")
         return cls(int(d["layer"]), [float(x) for x in d["effect"]], int(d["peak"]))
 
 
@@ -274,7 +268,7 @@ class WriteLagResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "WriteLagResult":
         """Inverse of :meth:`to_dict`."""
-        _need(d, ("model", "arch", "layers"), "results.json write_lag")
+        require_keys(d, ("model", "arch", "layers"), "results.json write_lag")
         return cls(d["model"], d["arch"], [LayerLag.from_dict(x) for x in d["layers"]])
 
 

@@ -10,13 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._errors import UniversalityError
-
-
-def _need(d: Any, keys: tuple[str, ...], what: str) -> None:
-    if not isinstance(d, dict) or any(k not in d for k in keys):
-        missing = [k for k in keys if not isinstance(d, dict) or k not in d]
-        raise UniversalityError(f"this {what} record lacks {', '.join(missing)}; it was not written by compare")
+from .._records import require_keys
 
 
 @dataclass
@@ -40,7 +34,7 @@ class GridResult:
     @classmethod
     def from_dict(cls, d: dict) -> "GridResult":
         """Inverse of :meth:`to_dict`."""
-        _need(d, ("layers_a", "layers_b", "values"), "grid")
+        require_keys(d, ("layers_a", "layers_b", "values"), "grid")
         return cls(list(d["layers_a"]), list(d["layers_b"]), [list(r) for r in d["values"]], d.get("stat", "mean"))
 
 
@@ -78,7 +72,7 @@ class PairResult:
     @classmethod
     def from_dict(cls, d: dict) -> "PairResult":
         """Inverse of :meth:`to_dict`."""
-        _need(d, ("a", "b", "layer_a", "layer_b", "hook", "a_to_b", "b_to_a"), "pair")
+        require_keys(d, ("a", "b", "layer_a", "layer_b", "hook", "a_to_b", "b_to_a"), "pair")
         grid = GridResult.from_dict(d["grid"]) if d.get("grid") is not None else None
         return cls(d["a"], d["b"], int(d["layer_a"]), int(d["layer_b"]), d["hook"], d["a_to_b"], d["b_to_a"],
                    dict(d.get("references", {})), grid, list(d.get("top_matches", [])))
@@ -107,5 +101,5 @@ class FamiliesResult:
     @classmethod
     def from_dict(cls, d: dict) -> "FamiliesResult":
         """Inverse of :meth:`to_dict`."""
-        _need(d, ("hosts", "threshold", "n_families", "by_size"), "families")
+        require_keys(d, ("hosts", "threshold", "n_families", "by_size"), "families")
         return cls(list(d["hosts"]), d["threshold"], int(d["n_families"]), dict(d["by_size"]), list(d.get("examples", [])))

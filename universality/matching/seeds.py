@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .._errors import UniversalityError
+from .._records import require_keys
 from ._inputs import check_threshold, to_numpy
 from .assign import assign
 from .similarity import cosine_factors
@@ -175,9 +176,7 @@ class SeedOverlapResult:
         """Inverse of :meth:`to_dict`."""
         keys = ("model", "hook", "kind", "n_latents", "k", "seeds", "threshold", "shared_fraction", "shared_fraction_std",
                 "agreement", "n_seed_hist", "curve")
-        missing = [k for k in keys if not isinstance(d, dict) or k not in d]
-        if missing:
-            raise UniversalityError(f"this seed_overlap record lacks {', '.join(missing)}; it was not written by this version of universality")
+        require_keys(d, keys, "seed_overlap")
         curve = d["curve"] or {}
         return cls(d["model"], d["hook"], d["kind"], int(d["n_latents"]), d["k"], list(d["seeds"]), d["threshold"],
                    d["shared_fraction"], d["shared_fraction_std"], d["agreement"], list(d["n_seed_hist"]),
