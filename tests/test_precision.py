@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -43,7 +44,8 @@ def test_probe_is_measured_once_and_cached_per_machine(fresh, monkeypatch):
     entries = json.loads((fresh / "probes" / "precision.json").read_text())
     assert entries[first.machine_key]["speedup"] == 0.01
     # another instruction-set environment is another machine: probed afresh
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    other_isa = "AVX512_CORE" if os.environ.get("ONEDNN_MAX_CPU_ISA") == "AVX2" else "AVX2"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", other_isa)
     monkeypatch.setattr(precision, "measure_speedup", lambda: calls.append(1) or 3.0)
     other = precision.bf16_probe()
     assert (other.bf16, other.source, len(calls)) == (True, "measured", 2) and other.machine_key != first.machine_key
