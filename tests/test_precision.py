@@ -60,7 +60,7 @@ def test_emulated_bf16_ends_the_probe_after_one_call(fresh, monkeypatch):
     def mm(a, b):
         if a.dtype == torch.bfloat16:
             bf16_calls.append(1)
-            time.sleep(0.3)
+            time.sleep(1.0)  # emulated bf16 takes most of a second; 1 s keeps the check clear of load on the float32 side
         return real_mm(a.float(), b.float())
 
     monkeypatch.setattr(torch, "mm", mm)
