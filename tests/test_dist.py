@@ -73,7 +73,8 @@ try:
     cache_activations(host, ["blocks.1.resid_post"], bad, out + "/bad")
     print("NO ERROR", flush=True)
 except UniversalityError as e:
-    print(f"rank {_dist.rank()} error: {e}", flush=True)
+    sys.stdout.write(f"rank {_dist.rank()} error: {e}\n")  # one write per line: the two ranks share one pipe
+    sys.stdout.flush()
 stream = make_stream(corpus, host.tokenizer, StreamConfig(seq_len=32, n_sequences=24, seed=0, bos="always"))
 store = cache_activations(host, ["blocks.1.resid_post"], stream, out + "/acts", shard_sequences=5)
 codes = encode_store(sae.load(model + "/coder"), store, "blocks.1.resid_post", out + "/codes", job={"test": 1})
