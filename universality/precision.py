@@ -18,6 +18,7 @@ CUDA tensors never ask: on a GPU bfloat16 is always fast.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -74,29 +75,33 @@ def cpu_capability() -> str:
         return "unknown"
 
 
-def cpu_flags() -> dict[str, bool]:
-    """Which of AVX2, AVX-512F, AVX-512 BF16 and AMX-BF16 the CPU reports (Linux ``/proc/cpuinfo``; all False elsewhere)."""
-    flags: set[str] = set()
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    """Model name and flag set of the first CPU in ``/proc/cpuinfo`` (read once per process; empty elsewhere)."""
+    model, flags = "", frozenset()
     try:
         for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = frozenset(line.split(":", 1)[1].split())
+            if model and flags:
                 break
     except OSError:
         pass
+    return model, flags
+
+
+def cpu_flags() -> dict[str, bool]:
+    """Which of AVX2, AVX-512F, AVX-512 BF16 and AMX-BF16 the CPU reports (Linux ``/proc/cpuinfo``; all False elsewhere)."""
+    flags = _cpuinfo()[1]
     return {"avx2": "avx2" in flags, "avx512f": "avx512f" in flags,
             "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags}
 
 
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``), else :func:`platform.processor`."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo()[0] or platform.processor() or platform.machine()
 
 
 def cpu_description() -> str:
