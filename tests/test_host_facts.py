@@ -95,7 +95,7 @@ def test_hook_names_and_layer_at(gpt2, mamba):
     for bad in (-0.1, 1.5, float("nan"), "half"):
         with pytest.raises(UniversalityError, match="is not valid; give a relative depth between 0"):
             gpt2.layer_at(bad)
-    # the pipeline's helpers agree with the host's
-    for d in (0, 0.3, 0.5, 0.9, 1):
-        assert common.layer_at(gpt2, d) == gpt2.layer_at(d)
-        assert common.hook_name(gpt2.layer_at(d), "mlp_in") == gpt2.hook_name(gpt2.layer_at(d), "mlp_in")
+    # the pipeline's jobs use hosts.names itself, no copy of it
+    from universality.jobs import compare
+
+    assert not hasattr(common, "layer_at") and compare.layer_at is layer_at and compare.hook_name is hook_name

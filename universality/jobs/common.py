@@ -54,16 +54,6 @@ def model_entry(name: str, host: Any, path: str, role: str, fingerprint: str | N
             "fingerprint": fingerprint if fingerprint is not None else host_fingerprint(host)}
 
 
-def layer_at(host: Any, depth: float) -> int:
-    """Block index at relative depth ``depth`` (0 = first block, 1 = last)."""
-    return int(depth * (host.n_layers - 1) + 0.5)
-
-
-def hook_name(layer: int, hook: str) -> str:
-    """Full hook name of a per-block hook kind."""
-    return f"blocks.{layer}.{hook}"
-
-
 def cache_stage(run: RunDir, label: str, host: Any, hooks: list[str], stream: Any, host_fp: str):
     """Activations of ``hooks`` over ``stream`` in ``stages/acts-<label>`` (the store resumes by itself)."""
     from ..activations import ActivationStore, cache_activations

@@ -16,9 +16,10 @@ import torch
 
 from .. import _dist
 from .._errors import UniversalityError
+from ..hosts.names import hook_name, layer_at
 from ..matching.mppc import mppc_reduced
 from ..matching.stats import summarize_values
-from .common import cache_stage, hook_name, layer_at, model_entry, train_stage
+from .common import cache_stage, model_entry, train_stage
 from .compare_results import FamiliesResult, GridResult, PairResult
 from .config import CompareConfig
 from .rundir import RunDir
@@ -205,27 +206,27 @@ def run_compare(run: RunDir, cfg: CompareConfig, sides: list[Side], floors: dict
     dicts = Dictionaries(run, cfg, device)
 
     def layers_of(side: Side) -> list[int]:
-        main = layer_at(side.host, 0.5)
+        main = layer_at(side.host.n_layers, 0.5)
         if cfg.layers is None:
             ls = set(range(side.host.n_layers))
         else:
-            ls = {layer_at(side.host, d) for d in cfg.layers}
+            ls = {layer_at(side.host.n_layers, d) for d in cfg.layers}
         return sorted(ls | {main})
 
     all_sides = sides + list(floors.values()) + list(seeds.values())
     for side in all_sides:
-        layers = layers_of(side) if side in sides else [layer_at(side.host, 0.5)]
+        layers = layers_of(side) if side in sides else [layer_at(side.host.n_layers, 0.5)]
         hooks = [hook_name(layer, hook) for layer in layers]
         side.store = cache_stage(run, side.label, side.host, hooks, side.stream, side.host_fp)
 
     pairs = []
     for a, b in combinations(sides, 2):
-        la, lb = layer_at(a.host, 0.5), layer_at(b.host, 0.5)
+        la, lb = layer_at(a.host.n_layers, 0.5), layer_at(b.host.n_layers, 0.5)
         log(f"compare {a.label} × {b.label}: layers {la} and {lb}")
         grid_a, grid_b = layers_of(a), layers_of(b)
-        refs_in = {"floor": dicts.key(floors[b.label], layer_at(floors[b.label].host, 0.5)) if b.label in floors else None,
+        refs_in = {"floor": dicts.key(floors[b.label], layer_at(floors[b.label].host.n_layers, 0.5)) if b.label in floors else None,
                    "sae_seed": dicts.key(a, la, cfg.seed + 1) if cfg.sae_seed_skyline else None,
-                   "model_seed": dicts.key(seeds[a.label], layer_at(seeds[a.label].host, 0.5)) if a.label in seeds else None}
+                   "model_seed": dicts.key(seeds[a.label], layer_at(seeds[a.label].host.n_layers, 0.5)) if a.label in seeds else None}
         inputs = {"a": dicts.key(a, la), "b": dicts.key(b, lb), "references": refs_in,
                   "grid": [[dicts.key(a, i) for i in grid_a], [dicts.key(b, j) for j in grid_b]],
                   "cfg": {k: getattr(cfg, k) for k in ("n_boot", "ref_boot", "seed", "top_matches")}}
@@ -234,7 +235,7 @@ def run_compare(run: RunDir, cfg: CompareConfig, sides: list[Side], floors: dict
 
     families = None
     if len(sides) >= 3:
-        mids = {s.label: layer_at(s.host, 0.5) for s in sides}
+        mids = {s.label: layer_at(s.host.n_layers, 0.5) for s in sides}
         families = run.stage("families", {"dictionaries": [dicts.key(s, mids[s.label]) for s in sides],
                                           "threshold": cfg.family_threshold},
                              lambda: _families(dicts, cfg, sides, alignment).to_dict())
@@ -249,14 +250,14 @@ def _pair(dicts: Dictionaries, cfg: CompareConfig, a: Side, b: Side, floors: dic
     """The pair's MPPC both ways with bootstrap intervals, its reference lines, grid and top matches."""
     rows_a, rows_b = rows_between(a, b, alignment)
     tag = _rows_tag(a, b, alignment)
-    la, lb = layer_at(a.host, 0.5), layer_at(b.host, 0.5)
+    la, lb = layer_at(a.host.n_layers, 0.5), layer_at(b.host.n_layers, 0.5)
     ca, cb = dicts.matrix(a, la, rows_a, tag + ":a"), dicts.matrix(b, lb, rows_b, tag + ":b")
     res = dicts.mppc(a, la, rows_a, b, lb, rows_b, tag)
     s_ab, s_ba, _ = mppc_summaries(ca, cb, cfg.n_boot, cfg.seed, result=res)
     refs = {}
     if b.label in floors:
         fl = floors[b.label]
-        lf = layer_at(fl.host, 0.5)
+        lf = layer_at(fl.host.n_layers, 0.5)
         refs["random-init floor"] = mppc_summaries(ca, dicts.matrix(fl, lf, rows_b, tag + ":b"), cfg.ref_boot, cfg.seed,
                                                    result=dicts.mppc(a, la, rows_a, fl, lf, rows_b, tag))[0]
     ra = a.mask_rows
@@ -266,7 +267,7 @@ def _pair(dicts: Dictionaries, cfg: CompareConfig, a: Side, b: Side, floors: dic
                                                   cfg.ref_boot, cfg.seed, result=dicts.mppc(a, la, ra, a, la, ra, "mask", seed_b=s2))[0]
     if a.label in seeds:
         sd = seeds[a.label]
-        ls = layer_at(sd.host, 0.5)
+        ls = layer_at(sd.host.n_layers, 0.5)
         refs["model-seed skyline"] = mppc_summaries(dicts.matrix(a, la, ra, "mask"), dicts.matrix(sd, ls, ra, "mask"),
                                                     cfg.ref_boot, cfg.seed, result=dicts.mppc(a, la, ra, sd, ls, ra, "mask"))[0]
     values = [[float(dicts.mppc(a, i, rows_a, b, j, rows_b, tag).summary("a_to_b").mean) for j in grid_b] for i in grid_a]
@@ -283,7 +284,7 @@ def _families(dicts: Dictionaries, cfg: CompareConfig, sides: list[Side], alignm
     results = {}
     for a, b in combinations(sides, 2):
         rows_a, rows_b = rows_between(a, b, alignment)
-        results[(a.label, b.label)] = dicts.mppc(a, layer_at(a.host, 0.5), rows_a, b, layer_at(b.host, 0.5), rows_b,
+        results[(a.label, b.label)] = dicts.mppc(a, layer_at(a.host.n_layers, 0.5), rows_a, b, layer_at(b.host.n_layers, 0.5), rows_b,
                                                  _rows_tag(a, b, alignment))
     f = matching.families_from_mppc({s.label: cfg.n_latents for s in sides}, results, threshold=cfg.family_threshold)
     by_size = {str(m): int(f.present_in[m]) for m in range(1, len(sides) + 1)}
