@@ -25,6 +25,7 @@ import torch
 from .._errors import UniversalityError
 from .._io import atomic_write_json, ensure_writable_dir, fingerprint
 from .._progress import progress
+from ..precision import home_dir
 from ..data.bpe import train_byte_bpe
 from ..data.corpus import Corpus, default_corpus
 from ..data.stream import StreamConfig, make_stream, shuffled_documents
@@ -39,10 +40,7 @@ ZOO_VERSION = 3  # 2: tied embeddings, width 192, bfloat16 autocast; 3: fan-in i
 
 def zoo_home(home: str | os.PathLike | None = None) -> Path:
     """The cache root: ``home``, else ``$UNIVERSALITY_HOME``, else ``~/.cache/universality``."""
-    if home is not None:
-        return Path(home).expanduser()
-    env = os.environ.get("UNIVERSALITY_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "universality"
+    return Path(home).expanduser() if home is not None else home_dir()
 
 
 def zoo_dir(preset: str | ZooPreset = "default", home: str | os.PathLike | None = None) -> Path:

@@ -59,8 +59,9 @@ _MISSING = object()
 
 def kernel_home() -> Path:
     """Folder the compiled kernels live in: ``$UNIVERSALITY_HOME/kernels`` (default ``~/.cache/universality/kernels``)."""
-    root = os.environ.get("UNIVERSALITY_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "universality")
-    return Path(root) / "kernels"
+    from ...precision import home_dir
+
+    return home_dir() / "kernels"
 
 
 def _cpu_signature() -> str:
