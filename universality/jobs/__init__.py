@@ -12,7 +12,7 @@ from .circuits import circuits_job
 from .config import (CacheConfig, CircuitsConfig, CompareConfig, DemoConfig, ReportConfig, RunOptions, SeedsConfig, TrainConfig,
                      ZooConfig, config_from_mapping)
 from .demo import demo_job
-from .pipeline import compare_job
+from .compare import compare_job
 from .rundir import RunDir
 from .seeds import seeds_job
 from .train import train_job
