@@ -205,7 +205,8 @@ def run_compare(run: RunDir, cfg: CompareConfig, sides: list[Side], floors: dict
     """Dictionaries, MPPC per pair with floor and skylines, the layer grid and N-way families → results sections.
 
     ``sides`` are the compared hosts; ``floors`` maps a label to its random-init stand-in; ``seeds`` maps a label
-    to another training seed of it. Returns ``{"models", "pairs", "families", "dictionaries"}`` for results.json.
+    to another training seed of it. Once every activation store is cached, the hosts' weights are released
+    (:meth:`~universality.hosts.Host.release_weights`): a host cannot run forward passes after this call. Returns ``{"models", "pairs", "families", "dictionaries"}`` for results.json.
     """
     hook = cfg.hook
     dicts = Dictionaries(run, cfg, device)
@@ -223,6 +224,8 @@ def run_compare(run: RunDir, cfg: CompareConfig, sides: list[Side], floors: dict
         layers = layers_of(side) if side in sides else [layer_at(side.host.n_layers, 0.5)]
         hooks = [hook_name(layer, hook) for layer in layers]
         side.store = cache_stage(run, side.label, side.host, hooks, side.stream, side.host_fp)
+    for side in all_sides:  # past the forward passes every later stage reads the stores: the models' memory is freed
+        side.host.release_weights()
 
     pairs = []
     for a, b in combinations(sides, 2):
