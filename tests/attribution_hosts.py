@@ -50,6 +50,8 @@ def random_dictionaries(host, n_latents: int = 48, seed: int = 0, kind: str = "r
     out = []
     d = host.d_model
     transcoder = site.input_point != site.output_point
+    probe = torch.randint(0, host.vocab_size, (2, 16), generator=gen)
+    _, cache = host.run_with_cache(probe, [f"blocks.{i}.{site.input_point}" for i in range(host.n_layers)])
     for layer in range(host.n_layers):
         options = {"k": 6} if kind == "topk" else {}
         cfg = sae.CoderConfig(kind=kind, d_in=d, n_latents=n_latents, d_out=d, transcoder=transcoder, skip=transcoder,
@@ -58,9 +60,12 @@ def random_dictionaries(host, n_latents: int = 48, seed: int = 0, kind: str = "r
         coder = sae.build_coder(cfg)
         with torch.no_grad():
             coder.W_enc.copy_(torch.randn(n_latents, d, generator=gen) / d ** 0.5)
-            coder.b_enc.copy_(-0.6 * torch.rand(n_latents, generator=gen))
             coder.W_dec.copy_(torch.randn(n_latents, d, generator=gen) / d ** 0.5)
-            coder.b_dec.copy_(0.1 * torch.randn(d, generator=gen))
+            coder.b_dec.copy_(0.1 * torch.randn(d, generator=gen) if transcoder else torch.zeros(d))
+            # biases that let about a quarter of the latents fire on the host's own activations
+            x = cache[f"blocks.{layer}.{site.input_point}"].reshape(-1, d) * cfg.input_scale
+            pre = x @ coder.W_enc.t()
+            coder.b_enc.copy_(-torch.quantile(pre, 0.75, dim=0))
             if coder.W_skip is not None:
                 coder.W_skip.copy_(0.1 * torch.randn(d, d, generator=gen) / d ** 0.5)
         out.append(coder.eval())
