@@ -8,10 +8,12 @@ SVG drawing (:mod:`.svg`); :mod:`.compare` lines up graphs of two architectures 
 """
 
 from .algorithm import attribution_graph, prompt_tokens
+from .compare import InductionShape, induction_shape, partner_share
 from .dictionaries import SITES, Site, layer_dictionaries, settled_fingerprint
 from .graph import Graph, Node
 from .prune import Pruned, graph_scores, influence, normalize_rows, prune
 from .replacement import ReplacementModel
+from .svg import render_svg
 
-__all__ = ["Graph", "Node", "Pruned", "ReplacementModel", "SITES", "Site", "attribution_graph", "graph_scores",
+__all__ = ["Graph", "InductionShape", "induction_shape", "partner_share", "render_svg", "Node", "Pruned", "ReplacementModel", "SITES", "Site", "attribution_graph", "graph_scores",
            "influence", "layer_dictionaries", "normalize_rows", "prompt_tokens", "prune", "settled_fingerprint"]

@@ -9,12 +9,21 @@ and logits (targets); rows of error and token nodes are zero.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..._errors import UniversalityError
+from ..._io import atomic_save_tensors, atomic_write_json, load_tensors
 from .prune import Pruned, graph_scores, prune
+
+_TENSORS = ("features", "activations", "error_norms", "logit_tokens", "logit_probabilities", "adjacency", "target_values",
+            "constants")
+_FIELDS = ("model", "arch", "host_fingerprint", "n_layers", "prompt_tokens", "prompt_strings", "frozen_logit_error",
+           "settings")
 
 
 @dataclass
@@ -175,6 +184,24 @@ class Graph:
             node = int(self.adjacency[node].abs().argmax())
             path.append(node)
         return path
+
+    # ----- files --------------------------------------------------------------------------
+    def save(self, folder) -> Path:
+        """Write ``graph.safetensors`` (the tensors) and ``graph.json`` (the rest) into ``folder`` (atomic writes)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_save_tensors(folder / "graph.safetensors", {k: getattr(self, k).contiguous() for k in _TENSORS})
+        atomic_write_json(folder / "graph.json", {k: getattr(self, k) for k in _FIELDS})
+        return folder
+
+    @classmethod
+    def load(cls, folder) -> "Graph":
+        """Read a graph written by :meth:`save`."""
+        folder = Path(folder)
+        if not (folder / "graph.json").is_file() or not (folder / "graph.safetensors").is_file():
+            raise UniversalityError(f"'{folder}' holds no saved attribution graph (graph.json and graph.safetensors)")
+        meta = json.loads((folder / "graph.json").read_text())
+        return cls(**{k: meta[k] for k in _FIELDS}, **load_tensors(folder / "graph.safetensors"))
 
     # ----- export -------------------------------------------------------------------------
     def to_json(self, node_threshold: float = 0.8, edge_threshold: float = 0.98, slug: str = "graph",
