@@ -25,6 +25,8 @@ from .._io import atomic_write_json, fingerprint
 from .config import CircuitGraphConfig
 from .rundir import RunDir
 
+_TRAIN_BATCH = 1024
+"""Tokens per transcoder training step."""
 _MPPC_TOKENS = 8192
 """Stream tokens the cross-model MPPC is computed over."""
 
@@ -61,6 +63,7 @@ def transcoder_stage(run: RunDir, label: str, host: Any, fp: str, stream: Any, c
     ins, outs = _site_names(host)
     stage = f"transcoders-{label}"
     inputs = {"host": fp, "stream": stream.fingerprint, "n_latents": cfg.n_latents, "k": cfg.k, "seed": cfg.seed,
+              "steps": cfg.train_steps,
               "sites": [ins[0], outs[0]]}
     folder = run.path / "stages" / stage
 
@@ -70,7 +73,8 @@ def transcoder_stage(run: RunDir, label: str, host: Any, fp: str, stream: Any, c
         for i, (a, b) in enumerate(zip(ins, outs)):
             target = acts[b] if a != b else None
             coder = sae.fit(acts[a], kind="topk", n_latents=cfg.n_latents, k=cfg.k, seed=cfg.seed, target=target,
-                            skip=target is not None, device=str(device), hook=a, target_hook=b, host=fp)
+                            skip=target is not None, device=str(device), hook=a, target_hook=b, host=fp,
+                            batch_size=_TRAIN_BATCH, n_tokens=cfg.train_steps * _TRAIN_BATCH)
             coder.save(run.folder(stage) / f"block{i}")
             fvu.append(float(getattr(coder, "metrics", None).fvu) if getattr(coder, "metrics", None) is not None else None)
         return {"blocks": host.n_layers, "fvu": fvu}
@@ -115,7 +119,8 @@ def graph_stage(run: RunDir, label: str, host: Any, fp: str, coders: list, coder
         replacement, completeness = g.scores()
         induction = None
         if source is not None:
-            probs = torch.softmax(host.run_with_cache(prompt[None].to(host.device), [])[0][0, -1].float(), -1).cpu()
+            with torch.no_grad():
+                probs = torch.softmax(host.run_with_cache(prompt[None].to(host.device), [])[0][0, -1].float(), -1).cpu()
             answer = int(g.logit_tokens[0])
             induction = {**induction_shape(g, source, cfg.node_threshold, cfg.edge_threshold).to_dict(),
                          "answer_probability": float(probs[answer]), "answer_rank": int((probs > probs[answer]).sum())}

@@ -356,6 +356,8 @@ class CircuitGraphConfig:
     """Latents per block's transcoder."""
     k: int = 16
     """Active latents per token (TopK transcoders)."""
+    train_steps: int = 200
+    """Optimizer steps per transcoder (batches of 1,024 tokens)."""
     batch_size: int = 32
     """Targets per backward pass (memory grows with it times the prompt length)."""
     max_feature_nodes: int = 0
@@ -376,7 +378,7 @@ class CircuitGraphConfig:
             raise UniversalityError("the prompt is empty; give at least one token of text")
         if self.task is not None and self.task not in CIRCUIT_TASKS:
             raise UniversalityError(f"task '{self.task}' is not valid; use one of {', '.join(CIRCUIT_TASKS)}")
-        for name in ("half", "train_tokens", "seq_len", "n_latents", "k", "batch_size"):
+        for name in ("half", "train_tokens", "seq_len", "n_latents", "k", "train_steps", "batch_size"):
             _pos_int(name, getattr(self, name), 2 if name == "half" else 1)
         _pos_int("max_feature_nodes", self.max_feature_nodes, 0)
         _pos_int("seed", self.seed, 0)
