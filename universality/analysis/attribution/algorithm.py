@@ -27,7 +27,6 @@ import torch
 from ..._errors import UniversalityError
 from ..._progress import progress
 from .graph import Graph
-from .prune import influence, normalize_rows
 from .replacement import Pass, ReplacementModel
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -187,80 +186,117 @@ def attribution_graph(host: Any, tokens: Any, transcoders: Any, target: Any = No
     # Phase 5: logit rows
     logit_rows = rows.logit_rows(logit_ids)
     logit_values = model.logits(rows.run.final[:1].detach(), logit_ids)[0]
-    # Phase 6: feature rows
-    n_feat = model.n_features
-    feature_rows = torch.zeros(n_feat, logit_rows.shape[1], dtype=dt)
-    visited = torch.zeros(n_feat, dtype=torch.bool)
-    order = _visit(model, rows, logit_rows, logit_probs, feature_rows, visited, max_feature_nodes, ha_threshold,
-                   batch_size)
+    # Phase 6: feature rows (stored only for the features expanded: memory linear in active features)
+    store = _RowStore(model.n_features, max_feature_nodes, logit_rows.shape[1], dt)
+    _visit(model, rows, logit_rows, logit_probs, store, ha_threshold, batch_size)
     # Phase 7: the graph
-    return _assemble(host, model, prompt, logit_ids, logit_probs, logit_rows, logit_values, feature_rows, visited,
-                     order, rows, dict(batch_size=batch_size, max_feature_nodes=max_feature_nodes,
-                                       ha_threshold=ha_threshold, dtype=str(dt).replace("torch.", "")), model_name)
+    return _assemble(host, model, prompt, logit_ids, logit_probs, logit_rows, logit_values, store, rows,
+                     dict(batch_size=batch_size, max_feature_nodes=max_feature_nodes, ha_threshold=ha_threshold,
+                          dtype=str(dt).replace("torch.", "")), model_name)
 
 
-def _visit(model, rows: _Rows, logit_rows, logit_probs, feature_rows, visited, max_nodes, ha, batch):
-    """Fill ``feature_rows`` for the features to expand; returns the kept feature indices (sorted)."""
+class _RowStore:
+    """Adjacency rows of the expanded features: ``[limit, n_sources]``, and which feature each slot holds."""
+
+    def __init__(self, n_features: int, max_nodes: int | None, n_sources: int, dtype: torch.dtype):
+        self.limit = n_features if max_nodes is None else min(max_nodes, n_features)
+        self.rows = torch.zeros(self.limit, n_sources, dtype=dtype)
+        self.feature = torch.full((self.limit,), -1, dtype=torch.long)
+        self.visited = torch.zeros(n_features, dtype=torch.bool)
+        self.count = 0
+
+    def add(self, which: torch.Tensor, block: torch.Tensor) -> None:
+        """Store ``block`` [k, n_sources] as the rows of features ``which`` [k]."""
+        k = len(which)
+        self.rows[self.count:self.count + k] = block
+        self.feature[self.count:self.count + k] = which
+        self.visited[which] = True
+        self.count += k
+
+    def room(self) -> int:
+        """How many more features may be expanded."""
+        return self.limit - self.count
+
+    def kept(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(feature indices sorted [n], their rows [n, n_sources])."""
+        order = torch.argsort(self.feature[:self.count])
+        return self.feature[:self.count][order], self.rows[:self.count][order]
+
+
+def _visit(model, rows: _Rows, logit_rows, logit_probs, store: _RowStore, ha, batch) -> None:
+    """Expand features into ``store``: all, the most influential first, or by Hierarchical Attribution (``ha``)."""
     n = model.n_features
-    limit = n if max_nodes is None else min(max_nodes, n)
-    bar = progress(total=limit, desc="attribution rows")
+    bar = progress(total=store.limit, desc="attribution rows")
     try:
         if ha is not None:
             logit_rows[logit_rows.abs() < ha] = 0
             reached = (logit_rows[:, :n].abs() >= ha).any(0) if n else torch.zeros(0, dtype=torch.bool)
             for layer in reversed(range(model.n_layers)):
-                todo = ((model.active[:, 0] == layer) & reached & ~visited).nonzero().flatten()[:max(limit - int(visited.sum()), 0)]
+                todo = ((model.active[:, 0] == layer) & reached & ~store.visited).nonzero().flatten()[:max(store.room(), 0)]
                 for start in range(0, len(todo), batch):
                     chunk = todo[start:start + batch]
                     block = rows.feature_rows(chunk)
                     block[block.abs() < ha] = 0
-                    feature_rows[chunk] = block
-                    visited[chunk] = True
+                    store.add(chunk, block)
                     reached |= (block[:, :n].abs() > 0).any(0)
                     bar.update(len(chunk))
-            return visited.nonzero().flatten()
-        while int(visited.sum()) < limit:
-            todo = (~visited).nonzero().flatten()
-            if max_nodes is not None:
-                score = _feature_influence(logit_rows, logit_probs, feature_rows, visited)[todo]
+            return
+        ranked = store.limit < n
+        while store.room() > 0:
+            todo = (~store.visited).nonzero().flatten()
+            if ranked:
+                score = _feature_influence(logit_rows, logit_probs, store, n)[todo]
                 todo = todo[torch.argsort(score, descending=True)]
-            chunk = todo[:min(batch, limit - int(visited.sum()))]
-            feature_rows[chunk] = rows.feature_rows(chunk)
-            visited[chunk] = True
+            chunk = todo[:min(batch, store.room())]
+            store.add(chunk, rows.feature_rows(chunk))
             bar.update(len(chunk))
     finally:
         bar.close()
-    return visited.nonzero().flatten()
 
 
-def _feature_influence(logit_rows, logit_probs, feature_rows, visited) -> torch.Tensor:
-    """Influence ``[n_features]`` of every feature on the logits through the rows computed so far."""
-    n = feature_rows.shape[0]
-    seen = visited.nonzero().flatten()
-    size = n + len(logit_rows)
-    A = torch.zeros(size, size, dtype=torch.float64)
-    A[seen, :n] = feature_rows[seen, :n].double()
-    A[n:, :n] = logit_rows[:, :n].double()
-    w = torch.zeros(size, dtype=torch.float64)
-    w[n:] = logit_probs.double()
-    return influence(normalize_rows(A), w)[:n]
+def _feature_influence(logit_rows, logit_probs, store: _RowStore, n: int) -> torch.Tensor:
+    """Influence ``[n_features]`` of every feature on the logits through the rows computed so far.
+
+    Works on the rectangular rows (targets × sources) without a square matrix: a weight vector over
+    the target rows is pushed to the sources, and the part landing on expanded features becomes the
+    next weight vector on their rows (circuit-tracer's partial-influence iteration).
+    """
+    # rows normalised by their whole |sum| (errors and tokens included), as in the full graph
+    feature_rows = store.rows[:store.count].abs().float()
+    feature_rows = feature_rows[:, :n] / feature_rows.sum(1, keepdim=True).clamp_min(1e-10)
+    logit_abs = logit_rows.abs().float()
+    logit_abs = logit_abs[:, :n] / logit_abs.sum(1, keepdim=True).clamp_min(1e-10)
+    slot = torch.full((n,), -1, dtype=torch.long)
+    slot[store.feature[:store.count]] = torch.arange(store.count)
+    step = logit_probs.float() @ logit_abs  # [n]
+    total = step.clone()
+    for _ in range(10_000):
+        weights = torch.zeros(store.count)
+        has = slot >= 0
+        weights[slot[has]] = step[has]
+        if not bool(weights.any()):
+            break
+        step = weights @ feature_rows
+        total += step
+    return total
 
 
-def _assemble(host, model, prompt, logit_ids, logit_probs, logit_rows, logit_values, feature_rows, visited, kept,
+def _assemble(host, model, prompt, logit_ids, logit_probs, logit_rows, logit_values, store: _RowStore,
               rows: _Rows, settings: dict, model_name: str) -> Graph:
+    kept, kept_rows = store.kept()
     n_all, t, L = model.n_features, model.n_pos, model.n_layers
     nf, ne, nl = len(kept), L * t, len(logit_ids)
     size = nf + ne + t + nl
     source_cols = torch.cat([kept, torch.arange(n_all, n_all + ne + t)])  # kept features, errors, tokens
     A = torch.zeros(size, size, dtype=torch.float32)
-    A[:nf, :nf + ne + t] = feature_rows[kept][:, source_cols].float()
+    A[:nf, :nf + ne + t] = kept_rows[:, source_cols].float()
     A[nf + ne + t:, :nf + ne + t] = logit_rows[:, source_cols].float()
     values = torch.full((size,), float("nan"), dtype=torch.float64)
     consts = torch.full((size,), float("nan"), dtype=torch.float64)
     if nf:
         pre = model.preacts(rows.run, kept).detach().double()
         values[:nf] = pre
-        consts[:nf] = pre - feature_rows[kept][:, source_cols].double().sum(1)
+        consts[:nf] = pre - kept_rows[:, source_cols].double().sum(1)
     values[nf + ne + t:] = logit_values.detach().double()
     consts[nf + ne + t:] = logit_values.detach().double() - logit_rows[:, source_cols].double().sum(1)
     frozen_err = float((logit_values.detach().double() - model.clean_logits[logit_ids].double()).abs().max())
