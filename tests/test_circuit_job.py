@@ -55,6 +55,12 @@ def test_circuit_command_end_to_end(models, tmp_path):
     html = (out / "report.html").read_text()
     assert "Feature circuits" in html and "<svg" in html
     assert "circuits.csv" in {p.name for p in (out / "tables").iterdir()}
+    # the report embeds only our own drawings: an SVG carrying a script is left out
+    from universality.reports import write_report
+
+    res["circuit_graphs"]["graphs"][0]["svg"] = "<svg><script>alert(1)</script></svg>"
+    write_report(tmp_path / "tampered", res)
+    assert "alert(1)" not in (tmp_path / "tampered" / "report.html").read_text()
     # a rerun skips every stage
     assert main(argv) == 0
     timings = json.loads((out / "results.json").read_text())["timings"]

@@ -12,6 +12,11 @@ from html import escape
 from .graph import Graph
 
 
+def _text(s: str) -> str:
+    """``s`` escaped for SVG text, ``=`` included (so no token can look like an attribute to a sanitiser)."""
+    return escape(s).replace("=", "&#61;")
+
+
 def render_svg(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.98, max_edges: int = 400,
                width: int = 760) -> str:
     """The pruned ``graph`` as an SVG document string (the ``max_edges`` largest kept edges are drawn)."""
@@ -59,11 +64,11 @@ def render_svg(graph: Graph, node_threshold: float = 0.8, edge_threshold: float 
                          f'<title>error block {n.layer} @ {n.pos}</title></rect>')
         elif n.kind == "token":
             text = graph.prompt_strings[n.pos] if graph.prompt_strings else str(n.feature)
-            parts.append(f'<text x="{x:.1f}" y="{y + 14:.1f}" text-anchor="middle">{escape(text.strip() or repr(text))}</text>'
+            parts.append(f'<text x="{x:.1f}" y="{y + 14:.1f}" text-anchor="middle">{_text(text.strip() or repr(text))}</text>'
                          f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#4a5568"/>')
         else:
             text = graph.settings.get("logit_strings", [""] * graph.n_logits)[i - graph.logit_index(0)]
-            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="#38a169"><title>logit {escape(repr(text))} '
+            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="#38a169"><title>logit {_text(repr(text))} '
                          f'p={n.value:.3f}</title></circle>')
     parts.append("</svg>")
     return "".join(parts)
