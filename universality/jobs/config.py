@@ -358,7 +358,7 @@ class CircuitGraphConfig:
     """Active latents per token (TopK transcoders)."""
     train_steps: int = 200
     """Optimizer steps per transcoder (batches of 1,024 tokens)."""
-    batch_size: int = 32
+    batch_size: int = 128
     """Targets per backward pass (memory grows with it times the prompt length)."""
     max_feature_nodes: int = 0
     """Keep only this many features, the most influential (0: every active feature, exact decompositions)."""

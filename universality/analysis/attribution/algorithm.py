@@ -152,7 +152,7 @@ class _Rows:
 
 
 def attribution_graph(host: Any, tokens: Any, transcoders: Any, target: Any = None, *, max_logits: int = 10,
-                      logit_probability: float = 0.95, batch_size: int = 32, max_feature_nodes: int | None = None,
+                      logit_probability: float = 0.95, batch_size: int = 128, max_feature_nodes: int | None = None,
                       ha_threshold: float | None = None, dtype: Any = torch.float32, model_name: str = "") -> Graph:
     """The attribution graph of ``host`` on one prompt through its per-block dictionaries.
 

@@ -44,11 +44,12 @@ def influence(normalized: torch.Tensor, logit_weights: torch.Tensor, max_iter: i
 
 
 def _threshold(scores: torch.Tensor, keep: float) -> torch.Tensor:
-    """The score above which the largest scores add up to ``keep`` of the total."""
-    ordered = torch.sort(scores.flatten(), descending=True).values
+    """The score above which the largest scores add up to ``keep`` of the total (zeros never count)."""
+    flat = scores.flatten()
+    ordered = torch.sort(flat[flat > 0], descending=True).values
     total = ordered.sum()
-    if total <= 0:
-        return ordered[0] if len(ordered) else torch.tensor(0.0)
+    if len(ordered) == 0 or total <= 0:
+        return torch.tensor(float("inf"), dtype=scores.dtype)
     cumulative = torch.cumsum(ordered, 0) / total
     index = min(int(torch.searchsorted(cumulative, torch.tensor(keep, dtype=cumulative.dtype))), len(ordered) - 1)
     return ordered[index]

@@ -47,7 +47,7 @@ class DictionaryMath:
     @classmethod
     def of(cls, coder: Any, dtype: torch.dtype) -> "DictionaryMath":
         """Read a :class:`~universality.sae.SparseCoder`'s parameters (detached, cast to ``dtype``)."""
-        cast = lambda t: None if t is None else t.detach().to(dtype)  # noqa: E731
+        cast = lambda t: None if t is None else t.detach().to("cpu", dtype)  # noqa: E731
         cfg = coder.cfg
         return cls(cast(coder.W_enc), cast(coder.b_enc), cast(coder.W_dec), cast(coder.b_dec), cast(coder.W_skip),
                    float(cfg.input_scale), float(cfg.output_scale), not cfg.transcoder)
@@ -149,8 +149,9 @@ class ReplacementModel:
         self.clean_logits = clean.pop("logits")
         # Phase 0b: weights in the working dtype, frozen norms and mixers
         model = host.model
-        if next(model.parameters()).dtype != dtype:
-            model = copy.deepcopy(model).to(dtype)
+        first = next(model.parameters())
+        if first.dtype != dtype or first.device.type != "cpu":  # the replacement model runs on CPU
+            model = copy.deepcopy(model).to("cpu", dtype)
         self._model = model
         self._build_frozen(host, model, clean)
         # Phase 0c: the dictionaries' codes and errors on the clean run
@@ -173,8 +174,8 @@ class ReplacementModel:
     def _clean_run(self, host: Any, tokens: torch.Tensor) -> dict:
         with torch.no_grad():
             logits, cache = host.run_with_cache(tokens[None], self._point_names(host))
-        clean = {k: v[0].detach() for k, v in cache.items()}
-        clean["logits"] = logits[0, -1].detach()
+        clean = {k: v[0].detach().cpu() for k, v in cache.items()}
+        clean["logits"] = logits[0, -1].detach().float().cpu()
         return clean
 
     def _build_frozen(self, host: Any, model: Any, clean: dict) -> None:
@@ -211,7 +212,7 @@ class ReplacementModel:
             x = clean[f"blocks.{i}.{site.input_point}"]
             y = clean[f"blocks.{i}.{site.output_point}"].to(dt)
             with torch.no_grad():
-                codes = coders[i].encode(x).to(dt)  # [t, n_latents]
+                codes = coders[i].encode(x.to(coders[i].W_enc.device)).to("cpu", dt)  # [t, n_latents]
             pos, feat = codes.nonzero(as_tuple=True)
             d = self._dicts[i]
             errors.append(y - d.reconstruct(codes, x.to(dt)))
