@@ -30,6 +30,9 @@ from .graph import Graph
 from .replacement import Pass, ReplacementModel
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+MAX_POSITIONS_PER_PASS = 8192
+"""Replicas × prompt positions held by one forward: ``batch_size`` is lowered for long prompts so the
+forward's memory stays bounded (8,192 positions of a 192-wide, 4-block model hold about 0.3 GB)."""
 
 
 def prompt_tokens(host: Any, tokens: Any) -> torch.Tensor:
@@ -163,7 +166,8 @@ def attribution_graph(host: Any, tokens: Any, transcoders: Any, target: Any = No
             ``mlp_in -> mlp_out`` for Transformers and RWKV, autoencoders on ``mixer_out`` for Mamba.
         target: ``None`` (the most probable next tokens, see ``logit_probability`` and ``max_logits``),
             a token id, a list of ids, or one-token text.
-        batch_size: replicas per forward = targets per backward (memory ∝ batch_size × prompt).
+        batch_size: replicas per forward = targets per backward (memory ∝ batch_size × prompt; lowered so that
+            batch_size × prompt ≤ ``MAX_POSITIONS_PER_PASS``).
         max_feature_nodes: keep only this many features (the most influential); ``None`` keeps every
             active feature, which makes every target's incoming edges plus its constant exact.
         ha_threshold: Hierarchical Attribution: drop edges with |effect| below it and expand only features
@@ -181,17 +185,17 @@ def attribution_graph(host: Any, tokens: Any, transcoders: Any, target: Any = No
     model = ReplacementModel(host, prompt, transcoders, dtype=dt)
     # Phase 3: logit targets
     logit_ids, logit_probs = _targets(host, model, target, max_logits, logit_probability)
-    # Phase 4: one retained forward of batch_size replicas
-    rows = _Rows(model, batch_size)
+    # Phase 4: one retained forward of batch_size replicas (at most MAX_POSITIONS_PER_PASS positions in all)
+    rows = _Rows(model, max(1, min(batch_size, MAX_POSITIONS_PER_PASS // model.n_pos)))
     # Phase 5: logit rows
     logit_rows = rows.logit_rows(logit_ids)
     logit_values = model.logits(rows.run.final[:1].detach(), logit_ids)[0]
     # Phase 6: feature rows (stored only for the features expanded: memory linear in active features)
     store = _RowStore(model.n_features, max_feature_nodes, logit_rows.shape[1], dt)
-    _visit(model, rows, logit_rows, logit_probs, store, ha_threshold, batch_size)
+    _visit(model, rows, logit_rows, logit_probs, store, ha_threshold, rows.batch)
     # Phase 7: the graph
     return _assemble(host, model, prompt, logit_ids, logit_probs, logit_rows, logit_values, store, rows,
-                     dict(batch_size=batch_size, max_feature_nodes=max_feature_nodes, ha_threshold=ha_threshold,
+                     dict(batch_size=rows.batch, max_feature_nodes=max_feature_nodes, ha_threshold=ha_threshold,
                           dtype=str(dt).replace("torch.", "")), model_name)
 
 
