@@ -36,12 +36,12 @@ host = uv.load_host(sys.argv[2], device="cpu")
 t = int(sys.argv[3]); limit = int(sys.argv[4]) or None
 coders = random_transcoders(host)
 prompt = torch.randint(3, host.vocab_size, (t,), generator=torch.Generator().manual_seed(0))
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 g = attribution_graph(host, prompt, coders, max_feature_nodes=limit)
 kept = g.prune()
-wall = time.perf_counter() - t0
+wall, cpu = time.perf_counter() - t0, time.process_time() - c0
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-json.dump({"wall_s": wall, "peak_rss_kib": hwm, "tokens": t, "active_features": int(g.settings.get("n_active", g.n_features)),
+json.dump({"wall_s": wall, "cpu_s": cpu, "threads": torch.get_num_threads(), "peak_rss_kib": hwm, "tokens": t, "batch": g.settings["batch_size"],
            "feature_nodes": g.n_features, "kept_edges": int(kept.edge_mask.sum())}, open(sys.argv[1], "w"))
 """
 
