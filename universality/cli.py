@@ -47,6 +47,7 @@ COMMAND_TABLE = (
     Command("seeds", "seed stability of dictionaries on one model", "SeedsConfig"),
     Command("induction", "induction localisation per model", "CircuitsConfig"),
     Command("off-by-one", "write-lag profiles per layer", "CircuitsConfig"),
+    Command("circuit", "attribution graphs through per-block transcoders, compared across models", "CircuitGraphConfig"),
     Command("report", "render report.html and summary.md from a run directory's results.json", "ReportConfig", writes=False),
 )
 COMMANDS = tuple(c.name for c in COMMAND_TABLE)
@@ -178,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
         with _dist.session(device) as device:
             (jobs.compare_job if cmd.name == "compare" else jobs.cache_job)(cfg, out, device, log)
     else:
-        job = {"demo": jobs.demo_job, "seeds": jobs.seeds_job, "train": jobs.train_job}[cmd.name]
+        job = {"demo": jobs.demo_job, "seeds": jobs.seeds_job, "train": jobs.train_job, "circuit": jobs.circuit_job}[cmd.name]
         job(cfg, out, device, log)
     print(str(out))
     return 0

@@ -65,6 +65,8 @@ class RunResults:
     """Stage name → ``{seconds, status, peak_rss_mib}`` of this invocation (peak RSS only for stages that ran)."""
     schema: str = SCHEMA
     """Schema tag (:data:`SCHEMA`)."""
+    circuit_graphs: Any = None
+    """Attribution graphs per model and their comparisons (a ``CircuitGraphsResult`` or its dict); ``circuit`` only."""
 
     def __post_init__(self):
         check_schema(self.schema)
@@ -85,6 +87,8 @@ class RunResults:
         for key in ("config", "zoo", "timings"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.circuit_graphs is not None:
+            out["circuit_graphs"] = plain(self.circuit_graphs)
         return out
 
     @classmethod
@@ -108,4 +112,14 @@ class RunResults:
                    [SeedOverlapResult.from_dict(e) for e in d.get("seed_overlap") or []],
                    [InductionSummary.from_dict(e) for e in d.get("induction") or []],
                    [WriteLagResult.from_dict(e) for e in d.get("write_lag") or []],
-                   list(d.get("missing") or []), d.get("config"), d.get("zoo"), d.get("timings"), d["schema"])
+                   list(d.get("missing") or []), d.get("config"), d.get("zoo"), d.get("timings"), d["schema"],
+                   circuit_graphs=_circuit_graphs(d.get("circuit_graphs")))
+
+
+def _circuit_graphs(d: Any) -> Any:
+    """The ``circuit_graphs`` record of a results dict (``None`` when absent)."""
+    if d is None:
+        return None
+    from .analysis.attribution.records import CircuitGraphsResult
+
+    return CircuitGraphsResult.from_dict(d)

@@ -11,6 +11,7 @@ Hosts are used only through ``run_with_cache`` / ``run_with_hooks`` and the hook
 names of ``docs/design.md``, so any host honouring the vocabulary works.
 """
 
+from .attribution import Graph, attribution_graph
 from .induction import InductionConfig, InductionResult, InductionSummary, PatchEffect, induction, induction_sites
 from .patching import PatchRun, PatchSite, patch_sites
 from .tasks import InductionPrompts, distinct_tokens, induction_prompts, repeated_halves
@@ -18,7 +19,7 @@ from .write_lag import (WRITE_POINTS, LayerLag, WriteLagConfig, WriteLagProfile,
                         compare_write_lag, write_lag, write_lag_all)
 
 __all__ = [
-    "InductionConfig", "InductionPrompts", "InductionResult", "InductionSummary", "LayerLag", "PatchEffect", "PatchRun", "PatchSite",
+    "Graph", "attribution_graph", "InductionConfig", "InductionPrompts", "InductionResult", "InductionSummary", "LayerLag", "PatchEffect", "PatchRun", "PatchSite",
     "WRITE_POINTS", "WriteLagConfig", "WriteLagProfile", "WriteLagResult", "WriteLagTable", "compare_write_lag", "distinct_tokens",
     "induction", "induction_prompts", "induction_sites", "patch_sites", "repeated_halves", "write_lag", "write_lag_all",
 ]

@@ -8,8 +8,9 @@
 """
 
 from .cache import cache_job
+from .circuit import circuit_job
 from .circuits import circuits_job
-from .config import (CacheConfig, CircuitsConfig, CompareConfig, DemoConfig, ReportConfig, RunOptions, SeedsConfig, TrainConfig,
+from .config import (CacheConfig, CircuitGraphConfig, CircuitsConfig, CompareConfig, DemoConfig, ReportConfig, RunOptions, SeedsConfig, TrainConfig,
                      ZooConfig, config_from_mapping)
 from .demo import demo_job
 from .compare import compare_job
@@ -17,6 +18,6 @@ from .rundir import RunDir
 from .seeds import seeds_job
 from .train import train_job
 
-__all__ = ["CacheConfig", "CircuitsConfig", "CompareConfig", "DemoConfig", "ReportConfig", "RunDir", "RunOptions", "SeedsConfig",
-           "TrainConfig", "ZooConfig", "cache_job", "circuits_job", "compare_job", "config_from_mapping", "demo_job", "seeds_job",
+__all__ = ["CacheConfig", "CircuitGraphConfig", "CircuitsConfig", "CompareConfig", "DemoConfig", "ReportConfig", "RunDir", "RunOptions", "SeedsConfig",
+           "TrainConfig", "ZooConfig", "cache_job", "circuit_job", "circuits_job", "compare_job", "config_from_mapping", "demo_job", "seeds_job",
            "train_job"]

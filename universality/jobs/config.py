@@ -326,3 +326,63 @@ def config_from_mapping(cls: type, values: Mapping[str, Any], source: str) -> An
 def config_dict(cfg: Any) -> dict:
     """JSON-ready dict of a config dataclass."""
     return asdict(cfg)
+
+
+CIRCUIT_TASKS = ("induction",)
+
+
+@dataclass
+class CircuitGraphConfig:
+    """``universality circuit``: attribution graphs through per-block transcoders (one per model), compared across models."""
+
+    models: list[str] = field(default_factory=list, metadata=cli(positional=True))
+    """Checkpoint folders or hub ids (Transformer, Mamba-1/2 or RWKV-4)."""
+    prompt: str | None = None
+    """Text to attribute, tokenized by each model (give this or --task)."""
+    task: str | None = field(default=None, metadata=cli(choices=CIRCUIT_TASKS))
+    """A built-in prompt instead of --prompt: 'induction' = random tokens, then the same tokens again up to the
+    last one's earlier copy (the target is the token that followed it)."""
+    target: str | None = None
+    """One-token text whose logit is the graph's target (default: the task's answer, or the most probable next tokens)."""
+    half: int = 16
+    """Induction task: random tokens before the repeat (the prompt has 2·half − 1 tokens)."""
+    corpus: str = "default"
+    """Text the per-block transcoders are trained on: 'default' (stdlib source), a file, a folder or JSONL."""
+    train_tokens: int = 60_000
+    """Corpus tokens per model the transcoders are trained on."""
+    seq_len: int = 64
+    """Sequence length of the training stream."""
+    n_latents: int = 512
+    """Latents per block's transcoder."""
+    k: int = 16
+    """Active latents per token (TopK transcoders)."""
+    train_steps: int = 200
+    """Optimizer steps per transcoder (batches of 1,024 tokens)."""
+    batch_size: int = 128
+    """Targets per backward pass (memory grows with it times the prompt length)."""
+    max_feature_nodes: int = 0
+    """Keep only this many features, the most influential (0: every active feature, exact decompositions)."""
+    node_threshold: float = 0.8
+    """Pruning: keep the nodes carrying this share of the influence on the logits."""
+    edge_threshold: float = 0.98
+    """Pruning: keep the edges carrying this share of the remaining influence."""
+    seed: int = 0
+    """Seed of the transcoders and of the induction prompt."""
+
+    def __post_init__(self):
+        if not self.models:
+            raise UniversalityError("circuit needs at least one model: a checkpoint folder or a hub id")
+        if (self.prompt is None) == (self.task is None):
+            raise UniversalityError("circuit needs exactly one of --prompt TEXT or --task induction")
+        if self.prompt is not None and not self.prompt:
+            raise UniversalityError("the prompt is empty; give at least one token of text")
+        if self.task is not None and self.task not in CIRCUIT_TASKS:
+            raise UniversalityError(f"task '{self.task}' is not valid; use one of {', '.join(CIRCUIT_TASKS)}")
+        for name in ("half", "train_tokens", "seq_len", "n_latents", "k", "train_steps", "batch_size"):
+            _pos_int(name, getattr(self, name), 2 if name == "half" else 1)
+        _pos_int("max_feature_nodes", self.max_feature_nodes, 0)
+        _pos_int("seed", self.seed, 0)
+        for name in ("node_threshold", "edge_threshold"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise UniversalityError(f"{name} {v!r} is not valid; use a number between 0 and 1")

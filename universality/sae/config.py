@@ -56,6 +56,8 @@ class CoderConfig:
     """Hook point the dictionary was trained on (metadata, used by LM-loss evaluation)."""
     target_hook: str | None = None
     """Hook point of a transcoder's target (metadata)."""
+    host: str | None = None
+    """Fingerprint of the host whose activations trained the dictionary (metadata; attribution refuses another host's)."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "CoderConfig":
         """Pick the kind's registered config class (when called on the base class) and check the setting names."""
