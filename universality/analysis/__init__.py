@@ -6,11 +6,13 @@
   layer's token-mixing memory (Transformer keys/values, Mamba state increments,
   RWKV keys/values); :func:`write_lag_all` runs every layer, :func:`compare_write_lag`
   several hosts.
+* :func:`induction_mamba` — a two-block Mamba with a hand-set induction circuit (ground truth).
 
 Hosts are used only through ``run_with_cache`` / ``run_with_hooks`` and the hook
 names of ``docs/design.md``, so any host honouring the vocabulary works.
 """
 
+from .constructed import induction_mamba
 from .induction import InductionConfig, InductionResult, InductionSummary, PatchEffect, induction, induction_sites
 from .patching import PatchRun, PatchSite, patch_sites
 from .tasks import InductionPrompts, distinct_tokens, induction_prompts, repeated_halves
@@ -20,5 +22,5 @@ from .write_lag import (WRITE_POINTS, LayerLag, WriteLagConfig, WriteLagProfile,
 __all__ = [
     "InductionConfig", "InductionPrompts", "InductionResult", "InductionSummary", "LayerLag", "PatchEffect", "PatchRun", "PatchSite",
     "WRITE_POINTS", "WriteLagConfig", "WriteLagProfile", "WriteLagResult", "WriteLagTable", "compare_write_lag", "distinct_tokens",
-    "induction", "induction_prompts", "induction_sites", "patch_sites", "repeated_halves", "write_lag", "write_lag_all",
+    "induction", "induction_mamba", "induction_prompts", "induction_sites", "patch_sites", "repeated_halves", "write_lag", "write_lag_all",
 ]
