@@ -10,6 +10,7 @@ write lag of the layer whose conv shifts peaks at δ = 1.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -89,3 +90,28 @@ def test_bad_input():
         induction_mamba(2)
     with pytest.raises(UniversalityError, match="prev_token_layer"):
         induction_mamba(V, prev_token_layer=2)
+
+
+def test_paper_findings_on_the_ground_truth(built):
+    """The paper's three findings hold where block 1's own conv shifts the key, and only localisation holds where
+    block 0 does the shifting (block 1's conv then has no lag ≥ 1 tap and its write at s+1 carries nothing of s)."""
+    shift, _, host, r = built
+    f = analysis.paper_findings(host, r.summary("constructed"), n_prompts=8)
+    assert f.induction_layer == 1 and f.mixer == "conv"
+    o = f.off_by_one
+    assert len(o.change) == 4 and o.samples == 8 * 4
+    if shift == 1:
+        assert f.mixer_gain_lost == pytest.approx(math.log(V), abs=1e-3)  # no shift: nothing recalled at all
+        assert o.peak == 1 and o.excludes_zero(1) and o.change[1] < -5
+        assert max(abs(o.low[0]), abs(o.high[0])) < 1e-3
+        assert "findings hold:" in f.verdict and "separate s+1 from 0" in f.verdict
+    else:
+        assert abs(f.mixer_gain_lost) < 1e-3
+        assert max(abs(x) for x in o.change[1:]) < 1e-3  # (at s the swapped residual also swaps the key P at s)
+        assert "hold in part" in f.verdict
+    back = analysis.PaperFindings.from_dict(json.loads(json.dumps(f.to_dict())))
+    assert back.verdict == f.verdict and back.off_by_one.change == o.change
+    # the weights come back after the shift test
+    model2 = induction_mamba(V, prev_token_layer=shift)
+    for (k, a), (_, b) in zip(host.model.state_dict().items(), model2.state_dict().items()):
+        assert torch.equal(a, b), k

@@ -65,6 +65,8 @@ class RunResults:
     """Stage name → ``{seconds, status}`` of this invocation."""
     schema: str = SCHEMA
     """Schema tag (:data:`SCHEMA`)."""
+    paper_findings: list[Any] = field(default_factory=list)
+    """:class:`~universality.analysis.PaperFindings` per host: the paper's Mamba circuit findings tested on it (the demo)."""
 
     def __post_init__(self):
         check_schema(self.schema)
@@ -81,6 +83,8 @@ class RunResults:
         out["seed_overlap"] = [plain(e) for e in self.seed_overlap]
         out["induction"] = [plain(e) for e in self.induction]
         out["write_lag"] = [plain(e) for e in self.write_lag]
+        if self.paper_findings:
+            out["paper_findings"] = [plain(e) for e in self.paper_findings]
         out["missing"] = list(self.missing)
         for key in ("config", "zoo", "timings"):
             if getattr(self, key) is not None:
@@ -91,6 +95,7 @@ class RunResults:
     def from_dict(cls, d: dict) -> "RunResults":
         """Inverse of :meth:`to_dict`: every section entry comes back as its typed record."""
         from .analysis.induction import InductionSummary
+        from .analysis.paper_findings import PaperFindings
         from .analysis.write_lag import WriteLagResult
         from .jobs.compare_results import FamiliesResult, PairResult
         from .matching.seeds import SeedOverlapResult
@@ -108,4 +113,5 @@ class RunResults:
                    [SeedOverlapResult.from_dict(e) for e in d.get("seed_overlap") or []],
                    [InductionSummary.from_dict(e) for e in d.get("induction") or []],
                    [WriteLagResult.from_dict(e) for e in d.get("write_lag") or []],
-                   list(d.get("missing") or []), d.get("config"), d.get("zoo"), d.get("timings"), d["schema"])
+                   list(d.get("missing") or []), d.get("config"), d.get("zoo"), d.get("timings"), d["schema"],
+                   [PaperFindings.from_dict(e) for e in d.get("paper_findings") or []])

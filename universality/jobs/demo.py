@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from .._errors import UniversalityError
-from .circuits import induction_stage, write_lag_stage
+from .circuits import induction_stage, paper_findings_stage, write_lag_stage
 from ..hosts.names import hook_name, layer_at
 from .common import cache_stage, load_corpus_checked, load_hosts
 from .compare import Side
@@ -64,11 +64,12 @@ def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log:
         seed_overlap_entry(run, names[0], t_host, t_fp, store, side.mask_rows, hook="mlp_out", depth=0.5, kind=kind,
                            n_latents=ccfg.n_latents, k=ccfg.k, seeds=seeds, epochs=ccfg.sae_epochs, threshold=0.7, device=device))
         for kind in ("topk", "relu")]
-    induction, write_lag = [], []
+    induction, write_lag, findings = [], [], []
     for n, h in hosts.items():
         fp = host_fingerprint(h)
         induction.append(induction_stage(run, n, h, fp, n_prompts=8 if cfg.quick else 16))
         write_lag.append(write_lag_stage(run, n, h, fp, n_seqs=4 if cfg.quick else 8))
+        findings.append(paper_findings_stage(run, n, h, fp, induction[-1], n_prompts=8 if cfg.quick else 16))
     zoo_info = {}
     try:
         zoo_info = zoo.load_zoo_results(preset, cfg.zoo_home)
@@ -78,6 +79,7 @@ def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log:
                           load_hosts(seed_paths, device), seed_paths, corpus, device, log,
                           "Universality demo: tiny Transformer, Mamba and RWKV" + (" (quick)" if cfg.quick else ""))
     res.seed_overlap, res.induction, res.write_lag, res.missing = seed_overlap, induction, write_lag, missing
+    res.paper_findings = findings
     res.zoo = {"preset": preset, "models": {k: {kk: v[kk] for kk in ("heldout_loss", "unigram_loss", "n_params") if kk in v}
                                             for k, v in (zoo_info.get("models") or {}).items()}}
     return finish(run, res, log)
