@@ -6,7 +6,7 @@ Presets: ``"test"`` (seconds, for tests), ``"default"``, ``"large"``.
 """
 
 from .build import ensure_zoo, load_zoo_results, zoo_dir, zoo_home, zoo_paths
-from .presets import PRESETS, ModelSpec, ZooPreset, get_preset
+from .presets import PRESETS, CopyCurriculum, ModelSpec, ZooPreset, get_preset
 
-__all__ = ["PRESETS", "ModelSpec", "ZooPreset", "ensure_zoo", "get_preset", "load_zoo_results", "zoo_dir", "zoo_home",
+__all__ = ["PRESETS", "CopyCurriculum", "ModelSpec", "ZooPreset", "ensure_zoo", "get_preset", "load_zoo_results", "zoo_dir", "zoo_home",
            "zoo_paths"]
