@@ -197,6 +197,14 @@ PRESETS: dict[str, ZooPreset] = {
                          steps=380, lr=4e-3, repeat_fraction=0.5, repeat_random_share=0.75, bf16=True, checkpoint_every=50,
                          copy_warmup_steps=600, copy_warmup_steps_float32=1000,
                          models=_members(ARCHS, ("gpt_neox", "mamba"))),
+    # small two-block models, context 64, each architecture with a copy curriculum that starts from 64 token ids:
+    # induction in every architecture, for the circuit analyses (docs/zoo.md "The circuits preset")
+    "circuits": ZooPreset("circuits", vocab_size=2048, tokenizer_chars=3_000_000, d_model=64, n_layers=2, n_ssm_layers=2,
+                          n_heads=2, seq_len=64, batch_size=16, steps=600, lr=4e-3, repeat_fraction=0.5,
+                          repeat_random_share=0.75, checkpoint_every=250,
+                          copy_warmup_by_arch=tuple((a, CopyCurriculum(steps=2250, seq_len=32, batch=16, start_ids=64,
+                                                                       hold=1000, double_every=250)) for a in ARCHS),
+                          models=_members(ARCHS, ())),
     "large": ZooPreset("large", vocab_size=8192, tokenizer_chars=20_000_000, d_model=256, n_layers=6, n_ssm_layers=12,
                        n_heads=8, seq_len=256, batch_size=32, steps=4000, lr=2e-3, eval_sequences=128, bf16=True, copy_warmup_steps=600,
                        checkpoint_every=250, models=_members(ARCHS, ("gpt_neox", "mamba", "mamba2", "rwkv"))),
