@@ -33,7 +33,7 @@ from .induction import InductionSummary, _half_losses
 from .tasks import repeated_halves
 from .write_lag import write_lag
 
-MIN_ICL = 0.5
+MIN_ICL = 1.0
 """In-context gain (nats) below which a model is said to have no induction to analyse."""
 
 
