@@ -49,6 +49,15 @@ def test_demo_writes_a_complete_report(demo_run):
     assert res["families"]["hosts"] == list(DEMO_MODELS)
     assert sorted(e["kind"] for e in res["seed_overlap"]) == ["relu", "topk"]
     assert [e["model"] for e in res["induction"]] == list(DEMO_MODELS)
+    pf = {e["model"]: e for e in res["paper_findings"]}
+    assert list(pf) == list(DEMO_MODELS) and {e["mixer"] for e in pf.values()} == {"attention heads", "conv", "token shift"}
+    for e in res["induction"]:  # the induction layer is the one with the largest layer score
+        f = pf[e["model"]]
+        assert f["induction_layer"] == int(np.argmax(e["layer_scores"])) and f["model"] in f["verdict"]
+        assert len(f["off_by_one"]["change"]) == 4 and all(lo <= c <= hi for lo, c, hi in
+                                                          zip(f["off_by_one"]["low"], f["off_by_one"]["change"], f["off_by_one"]["high"]))
+    assert (pf["transformer"]["mixer_gain_lost"] is None) and pf["mamba"]["mixer_gain_lost"] is not None
+    assert "circuit findings, per architecture" in (out / "report.html").read_text()
     for e in res["write_lag"]:
         assert len(e["layers"]) == models[e["model"]]["n_layers"]
         for layer in e["layers"]:
@@ -88,7 +97,7 @@ def test_rerun_skips_every_stage_and_gives_the_same_numbers(demo_run):
     _, _, first, second = demo_run
     assert first["timings"] and all(v["status"] == "ran" for v in first["timings"].values() if v["status"] != "skipped")
     assert {v["status"] for v in second["timings"].values()} == {"skipped"}
-    for key in ("pairs", "families", "seed_overlap", "induction", "write_lag"):
+    for key in ("pairs", "families", "seed_overlap", "induction", "write_lag", "paper_findings"):
         assert second[key] == first[key]
 
 

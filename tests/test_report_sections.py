@@ -52,7 +52,7 @@ def probe_section():
 
 def test_built_in_sections_in_page_order():
     assert [type(s).__name__ for s in registered()] == ["Overview", "Pairs", "DepthGrid", "TopMatches", "Families", "SeedStability",
-                                                        "Induction", "WriteLag", "Circuits", "Timings"]
+                                                        "Induction", "WriteLag", "PaperFindings", "Circuits", "Timings"]
 
 
 def test_one_registered_section_adds_page_figure_table_and_summary(probe_section, tmp_path):
@@ -82,3 +82,25 @@ def test_registry_refuses_duplicates_and_unknown_anchors(probe_section):
     with pytest.raises(UniversalityError, match="before 'Nope'"):
         register(_Probe(), before="Nope")
     register(_Probe())  # the fixture unregisters it again
+
+
+def test_paper_findings_section_side_by_side(tmp_path):
+    """A record made by ``analysis.paper_findings`` (via its dict) renders as one table row per model, its
+    verdict as a summary sentence, and a CSV row per lag; a record without its model is refused."""
+    from universality.analysis.paper_findings import OffByOne, PaperFindings, verdict
+
+    f = PaperFindings("mamba", "mamba", 3.0, 1, 0.8, "conv", 2.4, 0.05,
+                      OffByOne([-0.1, -4.0, -0.2, 0.0], [-0.3, -5.0, -0.4, -0.1], [0.1, -3.0, 0.0, 0.1], -4.5, 64))
+    f.verdict = verdict(f)
+    assert "findings hold:" in f.verdict and "80 % of the positive layer scores" in f.verdict
+    res = reports.example_results(n_features=32)
+    res["paper_findings"] = [f.to_dict()]
+    files = reports.write_report(tmp_path, res)
+    html = files.html.read_text()
+    assert "circuit findings, per architecture" in html and "-4.00 [-5.00, -3.00]" in html
+    assert f.verdict in files.markdown.read_text()
+    rows = (tmp_path / "tables" / "paper_findings.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[2].startswith("mamba,mamba,1,conv,2.4,1,-4.0000")
+    bad = dict(res, paper_findings=[{"arch": "mamba"}])
+    with pytest.raises(UniversalityError, match=r"paper_findings\[0\].model"):
+        reports.write_report(tmp_path / "bad", bad)

@@ -160,6 +160,42 @@ def test_copy_warmup_batches_are_tiled_random_segments():
     assert set(periods) == {4, 5, 6, 7, 8}
 
 
+def test_copy_curriculum_grows_its_id_range_per_architecture():
+    """A per-architecture curriculum draws from its first ``start_ids`` ids, then doubles the range up to the
+    vocabulary; other architectures keep the preset's shared warm-up, whose batches are unchanged."""
+    from universality.zoo import CopyCurriculum
+    from universality.zoo.presets import ZooPreset
+
+    cur = CopyCurriculum(steps=40, seq_len=32, batch=64, start_ids=8, hold=10, double_every=5)
+    p = dataclasses.replace(PRESETS["test"], copy_warmup_by_arch=(("mamba", cur),))
+    pool = torch.arange(1000) % 300 + 2
+    data = zoo_train.TrainData(pool, pool[:64].view(2, 32), torch.ones(2, 32, dtype=torch.bool), pool[:64].view(2, 32), 320, 2)
+    spans = {}
+    for step in (0, 9, 10, 14, 15, 39):
+        b = zoo_train.make_copy_batch(data, p, torch.Generator().manual_seed(step), "mamba", step)
+        assert b.shape == (64, 32) and int(b.min()) >= 2
+        spans[step] = int(b.max()) - 2 + 1
+    assert spans[0] <= 8 and spans[9] <= 8 and 8 < spans[10] <= 16 and spans[14] <= 16 and 16 < spans[15] <= 32
+    assert spans[39] > 160  # capped at the 318 non-special ids
+    assert cur.ids_at(10 ** 6, 318) == 318
+    # the Transformer keeps the shared warm-up, draw for draw
+    old = zoo_train.make_copy_batch(data, PRESETS["test"], torch.Generator().manual_seed(1))
+    assert torch.equal(zoo_train.make_copy_batch(data, p, torch.Generator().manual_seed(1), "gpt_neox"), old)
+    assert zoo_train.copy_warmup_steps(p, "mamba") == 40 and zoo_train.copy_warmup_steps(p, "gpt_neox") == 4
+    assert zoo_train.tokens_per_member(p, "mamba") == 40 * 64 * 32 + p.steps * p.batch_size * p.seq_len
+    # presets without a curriculum keep their fingerprint input; a JSON round trip (build workers) rebuilds it
+    assert "copy_warmup_by_arch" not in PRESETS["default"].as_dict()
+    d = json.loads(json.dumps(p.as_dict()))
+    d["models"] = tuple(ModelSpec(**m) for m in d["models"])
+    assert ZooPreset(**d).curriculum("mamba") == cur
+    with pytest.raises(UniversalityError, match="copy_warmup_by_arch"):
+        dataclasses.replace(PRESETS["test"], copy_warmup_by_arch=(("lstm", cur),))
+    with pytest.raises(UniversalityError, match="exceeds"):
+        dataclasses.replace(PRESETS["test"], copy_warmup_by_arch=(("mamba", dataclasses.replace(cur, seq_len=64)),))
+    with pytest.raises(UniversalityError, match="double_every"):
+        CopyCurriculum(steps=10, double_every=0)
+
+
 def test_copy_warmup_goes_to_the_listed_architectures_only(built):
     home, _ = built
     models = load_zoo_results(_preset(), home=home)["models"]

@@ -67,6 +67,8 @@ class RunResults:
     """Schema tag (:data:`SCHEMA`)."""
     circuit_graphs: Any = None
     """Attribution graphs per model and their comparisons (a ``CircuitGraphsResult`` or its dict); ``circuit`` only."""
+    paper_findings: list[Any] = field(default_factory=list)
+    """:class:`~universality.analysis.PaperFindings` per host: the paper's Mamba circuit findings tested on it (the demo)."""
 
     def __post_init__(self):
         check_schema(self.schema)
@@ -83,6 +85,8 @@ class RunResults:
         out["seed_overlap"] = [plain(e) for e in self.seed_overlap]
         out["induction"] = [plain(e) for e in self.induction]
         out["write_lag"] = [plain(e) for e in self.write_lag]
+        if self.paper_findings:
+            out["paper_findings"] = [plain(e) for e in self.paper_findings]
         out["missing"] = list(self.missing)
         for key in ("config", "zoo", "timings"):
             if getattr(self, key) is not None:
@@ -95,6 +99,7 @@ class RunResults:
     def from_dict(cls, d: dict) -> "RunResults":
         """Inverse of :meth:`to_dict`: every section entry comes back as its typed record."""
         from .analysis.induction import InductionSummary
+        from .analysis.paper_findings import PaperFindings
         from .analysis.write_lag import WriteLagResult
         from .jobs.compare_results import FamiliesResult, PairResult
         from .matching.seeds import SeedOverlapResult
@@ -113,7 +118,8 @@ class RunResults:
                    [InductionSummary.from_dict(e) for e in d.get("induction") or []],
                    [WriteLagResult.from_dict(e) for e in d.get("write_lag") or []],
                    list(d.get("missing") or []), d.get("config"), d.get("zoo"), d.get("timings"), d["schema"],
-                   circuit_graphs=_circuit_graphs(d.get("circuit_graphs")))
+                   circuit_graphs=_circuit_graphs(d.get("circuit_graphs")),
+                   paper_findings=[PaperFindings.from_dict(e) for e in d.get("paper_findings") or []])
 
 
 def _circuit_graphs(d: Any) -> Any:

@@ -6,20 +6,25 @@
   layer's token-mixing memory (Transformer keys/values, Mamba state increments,
   RWKV keys/values); :func:`write_lag_all` runs every layer, :func:`compare_write_lag`
   several hosts.
+* :func:`paper_findings` — the reference paper's Mamba findings (localisation, conv as previous-token
+  mixer, behavioural Off-by-One with intervals) tested on one host, with a verdict sentence.
+* :func:`induction_mamba` — a two-block Mamba with a hand-set induction circuit (ground truth).
 
 Hosts are used only through ``run_with_cache`` / ``run_with_hooks`` and the hook
 names of ``docs/design.md``, so any host honouring the vocabulary works.
 """
 
 from .attribution import Graph, attribution_graph
+from .constructed import induction_mamba
 from .induction import InductionConfig, InductionResult, InductionSummary, PatchEffect, induction, induction_sites
+from .paper_findings import OffByOne, PaperFindings, paper_findings
 from .patching import PatchRun, PatchSite, patch_sites
 from .tasks import InductionPrompts, distinct_tokens, induction_prompts, repeated_halves
 from .write_lag import (WRITE_POINTS, LayerLag, WriteLagConfig, WriteLagProfile, WriteLagResult, WriteLagTable,
                         compare_write_lag, write_lag, write_lag_all)
 
 __all__ = [
-    "Graph", "attribution_graph", "InductionConfig", "InductionPrompts", "InductionResult", "InductionSummary", "LayerLag", "PatchEffect", "PatchRun", "PatchSite",
+    "Graph", "attribution_graph", "InductionConfig", "InductionPrompts", "InductionResult", "InductionSummary", "LayerLag", "OffByOne", "PaperFindings", "PatchEffect", "PatchRun", "PatchSite",
     "WRITE_POINTS", "WriteLagConfig", "WriteLagProfile", "WriteLagResult", "WriteLagTable", "compare_write_lag", "distinct_tokens",
-    "induction", "induction_prompts", "induction_sites", "patch_sites", "repeated_halves", "write_lag", "write_lag_all",
+    "induction", "induction_mamba", "induction_prompts", "induction_sites", "paper_findings", "patch_sites", "repeated_halves", "write_lag", "write_lag_all",
 ]

@@ -124,6 +124,10 @@ class WriteLagProfile:
     """Metric of the behavioural profile."""
     degenerate: bool = False
     """True when no change was measured at any lag (``effect`` is then uniform)."""
+    behavioural_interval: torch.Tensor | None = None
+    """``[max_lag + 1, 2]``: 95 % normal interval of ``behavioural_change`` over the (prompt, source) samples."""
+    behavioural_samples: int = 0
+    """(prompt, source) pairs behind the behavioural profile."""
 
     @property
     def lags(self) -> list[int]:
@@ -157,6 +161,8 @@ class WriteLagProfile:
             "behavioural_peak": self.behavioural_peak,
             "metric": self.metric,
             "degenerate": self.degenerate,
+            "behavioural_interval": tensor_to_list(self.behavioural_interval),
+            "behavioural_samples": self.behavioural_samples,
         }
 
     @classmethod
@@ -166,7 +172,8 @@ class WriteLagProfile:
         full = d.get("behavioural_full_change")
         return cls(d["arch"], int(d["layer"]), list_to_tensor(d["effect"]), list_to_tensor(d["raw"]), tuple(d["write_points"]),
                    int(d["n_samples"]), list_to_tensor(d.get("behavioural_effect")), list_to_tensor(d.get("behavioural_change")),
-                   None if full is None else float(full), d.get("metric", "logit"), bool(d.get("degenerate", False)))
+                   None if full is None else float(full), d.get("metric", "logit"), bool(d.get("degenerate", False)),
+                   list_to_tensor(d.get("behavioural_interval")), int(d.get("behavioural_samples", 0)))
 
 
 @dataclass
@@ -380,8 +387,9 @@ def _copy_from(source_rows: slice, targets: list[tuple[slice, int]]):
 
 
 @torch.no_grad()
-def _behavioural(host, layer: int, cfg: WriteLagConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Mean |metric change| and mean signed change per lag, and the change with the whole input at ``s`` corrupted.
+def _behavioural(host, layer: int, cfg: WriteLagConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
+    """Mean |metric change| and mean signed change per lag, the change with the whole input at ``s`` corrupted,
+    and the signed change of every (prompt, source) sample ``[samples, max_lag + 1]``.
 
     One pass per source position, with ``max_lag + 3`` stacked copies of the prompts:
     copies ``0..max_lag`` have only the write at ``s + δ`` taken from the corrupted copy,
@@ -393,6 +401,7 @@ def _behavioural(host, layer: int, cfg: WriteLagConfig, gen: torch.Generator) ->
     abs_total = torch.zeros(lags, dtype=torch.float64)
     signed_total = torch.zeros(lags, dtype=torch.float64)
     full_total, count = 0.0, 0
+    samples = []
     n = cfg.n_prompts
     for s in progress(_spread(1, t - 2 - cfg.max_lag, cfg.n_behavioural_sources), desc=f"behavioural L{layer}", unit="pass"):
         prompts = induction_prompts(n, t, s, host.vocab_size, gen, cfg.min_token_id)
@@ -409,9 +418,18 @@ def _behavioural(host, layer: int, cfg: WriteLagConfig, gen: torch.Generator) ->
         change = metric - metric[-1]
         abs_total += change[:lags].abs().sum(dim=1)
         signed_total += change[:lags].sum(dim=1)
+        samples.append(change[:lags].T.double())
         full_total += change[lags].sum().item()
         count += n
-    return abs_total / count, signed_total / count, full_total / count
+    return abs_total / count, signed_total / count, full_total / count, torch.cat(samples)
+
+
+def normal_interval(samples: torch.Tensor, z: float = 1.96) -> torch.Tensor:
+    """``[k, 2]``: mean ± ``z`` standard errors of each column of ``samples`` ``[n, k]`` (95 % for the default ``z``)."""
+    n = samples.shape[0]
+    mean = samples.mean(dim=0)
+    half = z * samples.std(dim=0, unbiased=True) / n ** 0.5 if n > 1 else torch.full_like(mean, float("inf"))
+    return torch.stack([mean - half, mean + half], dim=1)
 
 
 def write_lag(host, layer: int, config: WriteLagConfig | None = None, tokens: torch.Tensor | None = None,
@@ -449,10 +467,12 @@ def write_lag(host, layer: int, config: WriteLagConfig | None = None, tokens: to
     effect, degenerate = _normalise(raw)
     profile = WriteLagProfile(arch, layer, effect, raw, WRITE_POINTS[arch], n_samples, metric=cfg.metric, degenerate=degenerate)
     if cfg.behavioural:
-        mean_abs, mean_signed, full = _behavioural(host, layer, cfg, gen)
+        mean_abs, mean_signed, full, per_sample = _behavioural(host, layer, cfg, gen)
         profile.behavioural_effect = _normalise(mean_abs)[0]
         profile.behavioural_change = mean_signed
         profile.behavioural_full_change = full
+        profile.behavioural_interval = normal_interval(per_sample)
+        profile.behavioural_samples = int(per_sample.shape[0])
     return profile
 
 

@@ -40,6 +40,18 @@ def write_lag_stage(run: RunDir, label: str, host: Any, host_fp: str, n_seqs: in
     return analysis.WriteLagResult.from_dict(entry)
 
 
+def paper_findings_stage(run: RunDir, label: str, host: Any, host_fp: str, summary, n_prompts: int = 16):
+    """The :class:`~universality.analysis.PaperFindings` of one host: the paper's localisation, previous-token mixer
+    and behavioural Off-by-One findings tested on its induction layer (``summary``: its induction summary)."""
+    from ..analysis.paper_findings import PaperFindings, paper_findings
+
+    settings = {"n_prompts": n_prompts, "layer_scores": [round(x, 6) for x in summary.layer_scores],
+                "icl": round(summary.icl_score, 6)}
+    entry = run.stage(f"paper-findings-{label}", {"host": host_fp, **settings},
+                      lambda: paper_findings(host, summary, n_prompts=n_prompts).to_dict())
+    return PaperFindings.from_dict(entry)
+
+
 def circuits_job(kind: str, cfg: CircuitsConfig, out: str | os.PathLike, device: torch.device,
                  log: Callable[[str], None]) -> dict:
     """``universality induction`` / ``off-by-one`` (``kind``): per-host induction localisation or write-lag profiles, then a report."""

@@ -188,6 +188,9 @@ class DemoConfig:
     """Tokens for the comparison (default 16384, quick 4096)."""
     n_latents: int | None = None
     """Latents per dictionary (default 512, quick 128)."""
+    circuits_preset: str | None = None
+    """Zoo preset whose Transformer, Mamba and RWKV the paper's circuit findings are tested on (they need models that
+    do induction); ``None`` picks ``circuits``, or the ``zoo_preset`` itself with ``quick``."""
 
     def __post_init__(self):
         for name in ("n_tokens", "n_latents"):
@@ -201,7 +204,7 @@ class ZooConfig:
     """``universality zoo``: train (or reuse) the tiny zoo models."""
 
     preset: str = "default"
-    """Zoo preset: test, default or large."""
+    """Zoo preset: test, default, circuits or large."""
     home: str | None = None
     """Zoo folder (default ``$UNIVERSALITY_HOME`` or ``~/.cache/universality``)."""
     only: list[str] | None = None

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from .._errors import UniversalityError
-from .circuits import induction_stage, write_lag_stage
+from .circuits import induction_stage, paper_findings_stage, write_lag_stage
 from ..hosts.names import hook_name, layer_at
 from .common import cache_stage, load_corpus_checked, load_hosts
 from .compare import Side
@@ -29,6 +29,45 @@ def demo_compare_config(cfg: DemoConfig, paths: dict[str, str], names: list[str]
                          n_latents=cfg.n_latents or (128 if cfg.quick else 512), k=8 if cfg.quick else 16,
                          sae_epochs=1 if cfg.quick else 4, n_boot=5 if cfg.quick else 20, corpus=cfg.corpus,
                          floor_models=floor_paths, seed_models=seed_paths)
+
+
+CIRCUITS_KEYS = ("heldout_loss", "unigram_loss", "n_params", "induction_score", "induction_accuracy")
+"""What the report keeps of each circuits-preset member's ``zoo.json`` record."""
+
+
+def circuit_findings(run, cfg: DemoConfig, preset: str, hosts: dict, induction: list, device: torch.device,
+                     log: Callable[[str], None], missing: list[str]) -> tuple[list, list, dict]:
+    """The paper's findings per architecture, on the members of the circuits preset (built if absent).
+
+    Returns the :class:`~universality.analysis.PaperFindings` list, the induction summaries of the circuits
+    members (labelled ``<member>.<preset>``; empty when the preset is the demo's own) and their zoo records.
+    """
+    from .. import zoo
+    from ..activations import host_fingerprint
+
+    cpreset = cfg.circuits_preset or (preset if cfg.quick else "circuits")
+    n_prompts = 8 if cfg.quick else 16
+    if cpreset == preset:
+        return ([paper_findings_stage(run, n, h, host_fingerprint(h), s, n_prompts=n_prompts)
+                 for (n, h), s in zip(hosts.items(), induction)], [], {})
+    known = {m.name for m in zoo.get_preset(cpreset).models}
+    names = [n for n in DEMO_MODELS if n in known]
+    missing += [f"zoo member '{n}' (not in circuits preset '{cpreset}')" for n in DEMO_MODELS if n not in known]
+    log(f"zoo '{cpreset}' (models that do induction, for the circuit findings): building what is missing")
+    paths = zoo.ensure_zoo(cpreset, cfg.zoo_home, only=names)
+    c_hosts = load_hosts({f"{n}.{cpreset}": str(paths[n]) for n in names}, device)
+    findings, summaries = [], []
+    for label, h in c_hosts.items():
+        fp = host_fingerprint(h)
+        summaries.append(induction_stage(run, label, h, fp, n_prompts=n_prompts))
+        findings.append(paper_findings_stage(run, label, h, fp, summaries[-1], n_prompts=n_prompts))
+    records = {}
+    try:
+        records = zoo.load_zoo_results(cpreset, cfg.zoo_home).get("models") or {}
+    except UniversalityError:
+        pass
+    c_zoo = {"preset": cpreset, "models": {k: {kk: v[kk] for kk in CIRCUITS_KEYS if kk in v} for k, v in records.items()}}
+    return findings, summaries, c_zoo
 
 
 def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log: Callable[[str], None]) -> dict:
@@ -70,6 +109,8 @@ def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log:
         fp = host_fingerprint(h)
         induction.append(induction_stage(run, n, h, fp, n_prompts=8 if cfg.quick else 16))
         write_lag.append(write_lag_stage(run, n, h, fp, n_seqs=4 if cfg.quick else 8))
+    findings, c_induction, c_zoo = circuit_findings(run, cfg, preset, hosts, induction, device, log, missing)
+    induction += c_induction
     zoo_info = {}
     try:
         zoo_info = zoo.load_zoo_results(preset, cfg.zoo_home)
@@ -79,6 +120,9 @@ def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log:
                           load_hosts(seed_paths, device), seed_paths, corpus, device, log,
                           "Universality demo: tiny Transformer, Mamba and RWKV" + (" (quick)" if cfg.quick else ""))
     res.seed_overlap, res.induction, res.write_lag, res.missing = seed_overlap, induction, write_lag, missing
+    res.paper_findings = findings
     res.zoo = {"preset": preset, "models": {k: {kk: v[kk] for kk in ("heldout_loss", "unigram_loss", "n_params") if kk in v}
                                             for k, v in (zoo_info.get("models") or {}).items()}}
+    if c_zoo:
+        res.zoo["circuits"] = c_zoo
     return finish(run, res, log)

@@ -2,11 +2,11 @@
 
 ``ensure_zoo(preset="default", home=None) -> {name: checkpoint folder}`` builds once and
 reuses afterwards; ``zoo_paths`` lists what is built; ``load_zoo_results`` reads ``zoo.json``.
-Presets: ``"test"`` (seconds, for tests), ``"default"``, ``"large"``.
+Presets: ``"test"`` (seconds, for tests), ``"default"``, ``"circuits"`` (two-block models that do induction), ``"large"``.
 """
 
 from .build import ensure_zoo, load_zoo_results, zoo_dir, zoo_home, zoo_paths
-from .presets import PRESETS, ModelSpec, ZooPreset, get_preset
+from .presets import PRESETS, CopyCurriculum, ModelSpec, ZooPreset, get_preset
 
-__all__ = ["PRESETS", "ModelSpec", "ZooPreset", "ensure_zoo", "get_preset", "load_zoo_results", "zoo_dir", "zoo_home",
+__all__ = ["PRESETS", "CopyCurriculum", "ModelSpec", "ZooPreset", "ensure_zoo", "get_preset", "load_zoo_results", "zoo_dir", "zoo_home",
            "zoo_paths"]

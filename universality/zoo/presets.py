@@ -27,6 +27,44 @@ class ModelSpec:
             raise UniversalityError(f"zoo architecture '{self.arch}' is not valid; use one of {', '.join(ARCHS)}")
 
 
+@dataclass(frozen=True)
+class CopyCurriculum:
+    """One architecture's own copy warm-up: pure in-context copying rows before the language mix.
+
+    Replaces the preset's ``copy_warmup_*`` fields for that architecture (:attr:`ZooPreset.copy_warmup_by_arch`).
+    The random segments start from a few token ids and the id range doubles up to the whole vocabulary:
+    associative recall over a small vocabulary is found in a few hundred steps where the whole one shows
+    nothing for thousands (docs/zoo.md)."""
+
+    steps: int
+    """Optimizer steps of the warm-up."""
+    seq_len: int = 32
+    """Row length (segments of 4 to ``seq_len / 2`` tokens, tiled)."""
+    batch: int = 16
+    """Rows per step."""
+    start_ids: int = 0
+    """Distinct token ids the segments are drawn from at first; 0: the whole vocabulary throughout."""
+    hold: int = 0
+    """Steps at ``start_ids`` before the id range starts doubling."""
+    double_every: int = 250
+    """Steps between doublings of the id range after ``hold`` (capped at the vocabulary)."""
+
+    def __post_init__(self):
+        for key in ("steps", "seq_len", "batch", "start_ids", "hold", "double_every"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0 or (v == 0 and key in ("seq_len", "batch", "double_every")):
+                raise UniversalityError(f"copy curriculum field {key}={v!r} is not valid; use a non-negative integer "
+                                        "(positive for seq_len, batch and double_every)")
+        if self.seq_len < 8:
+            raise UniversalityError(f"copy curriculum seq_len {self.seq_len} is too short; use at least 8")
+
+    def ids_at(self, step: int, n_ids: int) -> int:
+        """Distinct ids the segments of warm-up step ``step`` are drawn from, out of ``n_ids``."""
+        if not self.start_ids or step < self.hold:
+            return n_ids if not self.start_ids else min(n_ids, self.start_ids)
+        return min(n_ids, self.start_ids * 2 ** ((step - self.hold) // self.double_every + 1))
+
+
 def _members(archs: tuple[str, ...], second_seed: tuple[str, ...]) -> tuple[ModelSpec, ...]:
     label = {"gpt_neox": "transformer", "mamba": "mamba", "mamba2": "mamba2", "rwkv": "rwkv"}
     out = [ModelSpec(label[a], a, 0, True) for a in archs]
@@ -82,6 +120,9 @@ class ZooPreset:
     """Row length of the copy warm-up (segments of 4 to seq_len/2 tokens, tiled)."""
     copy_warmup_batch: int = 16
     """Rows per copy warm-up step."""
+    copy_warmup_by_arch: tuple[tuple[str, CopyCurriculum], ...] = ()
+    """``(architecture, CopyCurriculum)`` pairs: those architectures get their own copy warm-up instead of the
+    ``copy_warmup_*`` fields above (whether or not they are in ``copy_warmup_archs``)."""
     eval_sequences: int = 48
     """Held-out sequences for the loss, and repeated random sequences for the induction score."""
     bf16: bool = False
@@ -117,10 +158,34 @@ class ZooPreset:
             raise UniversalityError(f"copy_warmup_seq_len {self.copy_warmup_seq_len!r} is not valid; use an integer from 8 to seq_len ({self.seq_len})")
         if self.seq_len < 16:
             raise UniversalityError(f"seq_len {self.seq_len} is too short for the induction measurement; use at least 16")
+        pairs = []
+        for entry in self.copy_warmup_by_arch:  # a JSON round trip (build workers) gives lists and dicts back
+            arch, cur = entry
+            if isinstance(cur, dict):
+                cur = CopyCurriculum(**cur)
+            if arch not in ARCHS or not isinstance(cur, CopyCurriculum):
+                raise UniversalityError(f"copy_warmup_by_arch entry {entry!r} is not valid; use (architecture, CopyCurriculum) "
+                                        f"with an architecture from {', '.join(ARCHS)}")
+            if cur.seq_len > self.seq_len:
+                raise UniversalityError(f"copy curriculum of {arch}: seq_len {cur.seq_len} exceeds the preset's seq_len {self.seq_len}")
+            pairs.append((arch, cur))
+        object.__setattr__(self, "copy_warmup_by_arch", tuple(pairs))
 
     def as_dict(self) -> dict:
         """JSON-able form (the fingerprint input)."""
-        return asdict(self)
+        d = asdict(self)
+        if not self.copy_warmup_by_arch:  # fingerprints of presets without one stay what they were
+            del d["copy_warmup_by_arch"]
+        return d
+
+    def curriculum(self, arch: str) -> CopyCurriculum | None:
+        """The copy warm-up of ``arch``: its own (``copy_warmup_by_arch``), the shared one, or ``None`` for none."""
+        own = dict(self.copy_warmup_by_arch).get(arch)
+        if own is not None:
+            return own if own.steps else None
+        if arch in self.copy_warmup_archs and self.copy_warmup_steps:
+            return CopyCurriculum(self.copy_warmup_steps, self.copy_warmup_seq_len, self.copy_warmup_batch)
+        return None
 
 
 PRESETS: dict[str, ZooPreset] = {
@@ -132,6 +197,14 @@ PRESETS: dict[str, ZooPreset] = {
                          steps=380, lr=4e-3, repeat_fraction=0.5, repeat_random_share=0.75, bf16=True, checkpoint_every=50,
                          copy_warmup_steps=600, copy_warmup_steps_float32=1000,
                          models=_members(ARCHS, ("gpt_neox", "mamba"))),
+    # small two-block models, context 64, each architecture with a copy curriculum that starts from 64 token ids:
+    # induction in every architecture, for the circuit analyses (docs/zoo.md "The circuits preset")
+    "circuits": ZooPreset("circuits", vocab_size=2048, tokenizer_chars=3_000_000, d_model=64, n_layers=2, n_ssm_layers=2,
+                          n_heads=2, seq_len=64, batch_size=16, steps=600, lr=4e-3, repeat_fraction=0.5,
+                          repeat_random_share=0.75, checkpoint_every=250,
+                          copy_warmup_by_arch=tuple((a, CopyCurriculum(steps=2250, seq_len=32, batch=16, start_ids=64,
+                                                                       hold=1000, double_every=250)) for a in ARCHS),
+                          models=_members(ARCHS, ())),
     "large": ZooPreset("large", vocab_size=8192, tokenizer_chars=20_000_000, d_model=256, n_layers=6, n_ssm_layers=12,
                        n_heads=8, seq_len=256, batch_size=32, steps=4000, lr=2e-3, eval_sequences=128, bf16=True, copy_warmup_steps=600,
                        checkpoint_every=250, models=_members(ARCHS, ("gpt_neox", "mamba", "mamba2", "rwkv"))),

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .._io import atomic_save_tensors, atomic_write_json, load_tensors
 from .._progress import progress
-from .presets import ZooPreset
+from .presets import CopyCurriculum, ZooPreset
 
 
 class EvalResult(NamedTuple):
@@ -85,11 +85,14 @@ def make_batch(data: TrainData, p: ZooPreset, gen: torch.Generator) -> torch.Ten
     return torch.where(is_rep.unsqueeze(1), tiled, batch)
 
 
-def make_copy_batch(data: TrainData, p: ZooPreset, gen: torch.Generator) -> torch.Tensor:
-    """One copy warm-up batch [copy_warmup_batch, copy_warmup_seq_len]: each row a uniform-random segment of
-    4 to seq_len/2 tokens tiled over the row (nothing but in-context copying can predict it)."""
-    b, t = p.copy_warmup_batch, p.copy_warmup_seq_len
-    rows = torch.randint(data.n_special, data.vocab_size, (b, t), generator=gen)
+def make_copy_batch(data: TrainData, p: ZooPreset, gen: torch.Generator, arch: str = "gpt_neox", step: int = 0) -> torch.Tensor:
+    """One copy warm-up batch [batch, seq_len] of ``arch``'s curriculum (:meth:`ZooPreset.curriculum`) at warm-up
+    step ``step``: each row a uniform-random segment of 4 to seq_len/2 tokens tiled over the row (nothing but
+    in-context copying can predict it), its tokens drawn from the curriculum's id range at that step."""
+    cur = p.curriculum(arch) or p.curriculum("gpt_neox") or CopyCurriculum(1, p.copy_warmup_seq_len, p.copy_warmup_batch)
+    b, t = cur.batch, cur.seq_len
+    n_ids = cur.ids_at(step, data.vocab_size - data.n_special)
+    rows = torch.randint(data.n_special, data.n_special + n_ids, (b, t), generator=gen)
     return tile_segments(rows, torch.randint(4, t // 2 + 1, (b,), generator=gen))
 
 
@@ -109,8 +112,9 @@ def lm_loss(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | Non
 
 
 def copy_warmup_steps(p: ZooPreset, arch: str) -> int:
-    """Copy warm-up steps a trained member of architecture ``arch`` gets under ``p`` (0 outside ``copy_warmup_archs``)."""
-    return p.copy_warmup_steps if arch in p.copy_warmup_archs else 0
+    """Copy warm-up steps a trained member of architecture ``arch`` gets under ``p`` (0 without a curriculum)."""
+    cur = p.curriculum(arch)
+    return cur.steps if cur else 0
 
 
 def total_steps(p: ZooPreset, arch: str) -> int:
@@ -120,7 +124,8 @@ def total_steps(p: ZooPreset, arch: str) -> int:
 
 def tokens_per_member(p: ZooPreset, arch: str) -> int:
     """Training tokens one trained member sees (copy warm-up included)."""
-    return copy_warmup_steps(p, arch) * p.copy_warmup_batch * p.copy_warmup_seq_len + p.steps * p.batch_size * p.seq_len
+    cur = p.curriculum(arch)
+    return (cur.steps * cur.batch * cur.seq_len if cur else 0) + p.steps * p.batch_size * p.seq_len
 
 
 def _lr(step: int, p: ZooPreset, warmup: int) -> float:
@@ -213,8 +218,7 @@ def train_model(host: Any, data: TrainData, p: ZooPreset, seed: int, work: Path,
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = _lr(step, p, warmup)
-        batch = make_copy_batch if step < warmup else make_batch
-        tokens = batch(data, p, gen).to(host.device)
+        tokens = (make_copy_batch(data, p, gen, arch, step) if step < warmup else make_batch(data, p, gen)).to(host.device)
         with autocast(host, p):
             logits = host.run_with_hooks(tokens, {})
         loss = lm_loss(logits, tokens)
