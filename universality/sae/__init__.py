@@ -5,7 +5,10 @@ Short path::
     from universality import sae
     coder = sae.fit(x, kind="topk", n_latents=4096, k=32, seed=0)   # x: [n, d] tensor or an activation store
     codes = coder.encode(x)                                          # [n, n_latents]
-    coder.save("out/sae"); coder = sae.load("out/sae")               # also reads sparsify / SAELens folders
+    coder.save("out/sae"); coder = sae.load("out/sae")               # also SAELens, sparsify, Llama Scope, dictionary_learning, circuit-tracer
+
+Loaders (:mod:`.loaders`, ``docs/loaders.md``) read every major library's layout
+exactly as its authors compute it; :func:`to_saelens` / :func:`to_sparsify` write ours in theirs.
 
 Kinds: each registered name (:func:`registered_kinds`) has a coder class and a
 config class with its own settings (:class:`TopKConfig`, :class:`ReLUConfig`,
@@ -18,10 +21,14 @@ dead/dense fractions) and :func:`evaluate_lm_loss` (loss with the dictionary spl
 """
 
 from . import kinds as _kinds  # noqa: F401  (registers the built-in kinds)
+from . import gated as _gated  # noqa: F401  (registers the gated kind)
 from . import registry
 from .coder import SparseCoder, StepOut, build_coder
 from .config import BatchTopKConfig, CoderConfig, JumpReLUConfig, ReLUConfig, TopKConfig, TrainerConfig
+from .export import to_saelens, to_sparsify
 from .formats import detect_format, load, save
+from .gated import GatedCoder, GatedConfig
+from .loaders import LAYOUTS, Provenance, load_set
 from .kinds import BatchTopKCoder, JumpReLUCoder, ReLUCoder, TopKCoder
 from .metrics import LMLoss, Metrics, evaluate, evaluate_lm_loss
 from .source import BatchStream
@@ -33,5 +40,5 @@ __all__ = [
     "CoderConfig", "TopKConfig", "BatchTopKConfig", "ReLUConfig", "JumpReLUConfig", "TrainerConfig", "Trainer", "TrainResult", "BatchStream",
     "fit", "load", "save", "detect_format", "evaluate", "evaluate_lm_loss", "Metrics", "LMLoss",
     "build_coder", "coder_class", "config_class", "register_kind", "registered_kinds", "unregister_kind", "registry",
-    "geometric_median",
+    "geometric_median", "GatedCoder", "GatedConfig", "to_saelens", "to_sparsify", "load_set", "LAYOUTS", "Provenance",
 ]
