@@ -79,8 +79,12 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         except SafetensorError as e:
             raise UniversalityError(f"'{path}' is not a readable safetensors file ({e})") from None
     if suffix in (".pt", ".pth", ".bin"):
+        import warnings
+
         try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # torch's note on pickle protocols; the refusal below is what counts
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
             raise UniversalityError(
