@@ -29,6 +29,9 @@ from .._io import atomic_save_tensors, atomic_write_json, ensure_writable_dir
 if TYPE_CHECKING:
     from .coder import SparseCoder
 
+SAELENS_LAYOUT_VERSION = "6.0.0"
+"""The SAELens ``cfg.json`` layout written (``metadata.sae_lens_version``)."""
+
 
 def _scaled(coder: "SparseCoder") -> dict[str, torch.Tensor]:
     """Our tensors with the input/output scales folded in (float32, CPU)."""
@@ -78,7 +81,8 @@ def to_saelens(coder: "SparseCoder", path: str | os.PathLike, hook_name: str | N
     cfg: dict[str, Any] = {
         "architecture": arch, "d_in": c.d_in, "d_sae": c.n_latents, "dtype": "float32", "device": "cpu",
         "apply_b_dec_to_input": not c.transcoder, "normalize_activations": "none", "reshape_activations": "none",
-        "metadata": {"hook_name": hook, "model_name": model_name, "sae_lens_training_version": None},
+        # the layout of SAELens >= 6 (an older or absent version makes SAELens read the pre-6 layout)
+        "metadata": {"sae_lens_version": SAELENS_LAYOUT_VERSION, "hook_name": hook, "model_name": model_name},
     }
     if c.transcoder:
         cfg["d_out"] = c.d_out
