@@ -31,7 +31,9 @@ HF ``hidden_states``          ``hidden_states[0]``                 ``embed``
 
 HF lists the embeddings first, so ``hidden_states[i]`` is the output of block
 ``i - 1`` (the off-by-one that bit sparsify's issue #74), and its last entry
-is taken after the final norm. (*) TransformerLens folds a norm's weight into
+is taken after the final norm. Some releases lay Mamba out otherwise; given a
+host, the loaders read the layout off the model itself
+(:func:`universality.hosts.hf_layout.hidden_states_layout`). (*) TransformerLens folds a norm's weight into
 the next layer by default, so its ``hook_normalized`` equals ours only for
 unfolded models; :func:`translate` marks these ``exact=False``.
 ``hook_resid_mid`` (between attention and MLP) has no point of its own here.
@@ -124,10 +126,13 @@ def _module_alias(name: str, model_type: str | None) -> Alias | None:
     return None
 
 
-def translate(name: str, model_type: str | None = None, n_layers: int | None = None) -> Alias:
+def translate(name: str, model_type: str | None = None, n_layers: int | None = None,
+              hidden_states: tuple[str, ...] | None = None) -> Alias:
     """Our hook name for another library's ``name`` (``model_type`` picks the HF module naming; ``n_layers`` resolves ``hidden_states``).
 
-    Raises a :class:`UniversalityError` naming the schemes tried when nothing matches.
+    ``hidden_states`` is the model's own layout (:func:`universality.hosts.hf_layout.hidden_states_layout`
+    names each entry); without it the embeddings-first layout is assumed. Raises a
+    :class:`UniversalityError` naming the schemes tried when nothing matches.
     """
     if not isinstance(name, str) or not name:
         raise UniversalityError(f"hook name {name!r} is not valid; give a string such as 'blocks.3.hook_resid_post' or 'layers.3'")
@@ -167,6 +172,10 @@ def translate(name: str, model_type: str | None = None, n_layers: int | None = N
             raise UniversalityError(f"hook '{name}' depends on the model's depth (HF lists the embeddings first and ends after the final norm); "
                                     "load the dictionary with host= to resolve it")
         i = int(m.group(1) if m.group(1) is not None else m.group(2))
+        if hidden_states is not None:
+            if not -len(hidden_states) <= i < len(hidden_states):
+                raise UniversalityError(f"hook '{name}' is out of range; this model's hidden_states has entries 0..{len(hidden_states) - 1}")
+            return Alias(hidden_states[i], True, "hf_hidden_states")
         if i < 0:
             i += n_layers + 1
         if not 0 <= i <= n_layers:

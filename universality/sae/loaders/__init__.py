@@ -88,6 +88,11 @@ def _attach(coder: "SparseCoder", prov: Provenance, host: Any) -> "SparseCoder":
     coder.source_format = prov.layout.split("-")[0] if prov.layout != "sparsify-multi" else "sparsify"
     model_type = getattr(host, "model_type", None)
     n_layers = getattr(host, "n_layers", None)
+    layout = None
+    if host is not None and any(s and s.startswith("hidden_states") for s in (prov.source_hook, prov.source_target_hook)):
+        from ...hosts.hf_layout import hidden_states_layout
+
+        layout = hidden_states_layout(host.model, torch.zeros(1, 4, dtype=torch.long, device=host.device)).names
     names = {}
     for field, src in (("hook", prov.source_hook), ("target_hook", prov.source_target_hook)):
         if not src:
@@ -98,7 +103,7 @@ def _attach(coder: "SparseCoder", prov: Provenance, host: Any) -> "SparseCoder":
             except UniversalityError:
                 names[field] = None
         else:
-            names[field] = translate(src, model_type, n_layers).name
+            names[field] = translate(src, model_type, n_layers, layout).name
     if host is not None:
         host.validate_names([v for v in names.values() if v])
         d = getattr(host, "d_model", None)
