@@ -17,7 +17,9 @@ config class with its own settings (:class:`TopKConfig`, :class:`ReLUConfig`,
 
 Long path: :class:`TrainerConfig` with several :class:`CoderConfig` trained from
 the same batches by :class:`Trainer`. Evaluation: :func:`evaluate` (FVU, L0,
-dead/dense fractions) and :func:`evaluate_lm_loss` (loss with the dictionary spliced in).
+dead/dense fractions) and :func:`evaluate_lm_loss` (loss with the dictionary spliced in); on a host,
+:func:`evaluate_host` (``sae.evaluate(coder, host, tokens=...)``) runs SAEBench's core metrics and sparse
+probing and writes SAEBench's JSON (``docs/evaluation.md``).
 """
 
 from . import kinds as _kinds  # noqa: F401  (registers the built-in kinds)
@@ -25,6 +27,7 @@ from . import gated as _gated  # noqa: F401  (registers the gated kind)
 from . import registry
 from .coder import SparseCoder, StepOut, build_coder
 from .config import BatchTopKConfig, CoderConfig, JumpReLUConfig, ReLUConfig, TopKConfig, TrainerConfig
+from .evaluation import CoreMetrics, Evaluation, evaluate_host
 from .export import to_saelens, to_sparsify
 from .formats import detect_format, load, save
 from .gated import GatedCoder, GatedConfig
@@ -41,4 +44,5 @@ __all__ = [
     "fit", "load", "save", "detect_format", "evaluate", "evaluate_lm_loss", "Metrics", "LMLoss",
     "build_coder", "coder_class", "config_class", "register_kind", "registered_kinds", "unregister_kind", "registry",
     "geometric_median", "GatedCoder", "GatedConfig", "to_saelens", "to_sparsify", "load_set", "LAYOUTS", "Provenance",
+    "evaluate_host", "Evaluation", "CoreMetrics",
 ]
