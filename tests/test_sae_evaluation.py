@@ -57,6 +57,21 @@ def test_labelled_windows_give_each_token_its_class():
         labelled_windows([SOURCE], tok, seq_len=16, n_windows=50)
 
 
+def test_probe_fit_reaches_scipys_optimum():
+    from scipy.optimize import minimize
+
+    from universality.sae.probing import fit_logistic, logistic_loss
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(300, 12, generator=g).double()
+    y = (a[:, 0] + 0.5 * a[:, 1] + torch.randn(300, generator=g).double() > 0)
+    ours = fit_logistic(a, y, l2=1e-3, max_iter=200)
+    ref = minimize(lambda p: (lambda r: (r[0], r[1].numpy()))(logistic_loss(a, y.double(), torch.from_numpy(p), 1e-3)),
+                   torch.zeros(13, dtype=torch.float64).numpy(), jac=True, method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15})
+    assert logistic_loss(a, y.double(), ours, 1e-3)[0] == pytest.approx(ref.fun, abs=1e-8)
+    torch.testing.assert_close(ours, torch.from_numpy(ref.x), rtol=1e-3, atol=1e-4)
+
+
 def test_probing_recovers_a_planted_latent():
     g = torch.Generator().manual_seed(0)
     n = 1200

@@ -65,6 +65,8 @@ class RunResults:
     """Stage name → ``{seconds, status}`` of this invocation."""
     schema: str = SCHEMA
     """Schema tag (:data:`SCHEMA`)."""
+    evaluations: list[Any] = field(default_factory=list)
+    """:class:`~universality.sae.Evaluation` per evaluated dictionary (``universality eval``); written only when non-empty."""
 
     def __post_init__(self):
         check_schema(self.schema)
@@ -85,6 +87,8 @@ class RunResults:
         for key in ("config", "zoo", "timings"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.evaluations:
+            out["evaluations"] = [plain(e) for e in self.evaluations]
         return out
 
     @classmethod
@@ -108,4 +112,12 @@ class RunResults:
                    [SeedOverlapResult.from_dict(e) for e in d.get("seed_overlap") or []],
                    [InductionSummary.from_dict(e) for e in d.get("induction") or []],
                    [WriteLagResult.from_dict(e) for e in d.get("write_lag") or []],
-                   list(d.get("missing") or []), d.get("config"), d.get("zoo"), d.get("timings"), d["schema"])
+                   list(d.get("missing") or []), d.get("config"), d.get("zoo"), d.get("timings"), d["schema"],
+                   [_evaluation(e) for e in d.get("evaluations") or []])
+
+
+def _evaluation(d: dict) -> Any:
+    """An ``evaluations`` entry as its typed record."""
+    from .sae.evaluation import Evaluation
+
+    return Evaluation.from_dict(d)

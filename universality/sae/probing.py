@@ -4,7 +4,7 @@ For each class of a labelled token set (one-vs-rest, classes balanced by
 subsampling), windows are split into train and test by index (every fifth
 window is test). Features are ranked on the training split by the absolute
 difference of class means; a logistic-regression probe (L2-regularised,
-standardised features, fitted with L-BFGS in float64) is trained on the top
+standardised features, fitted with L-BFGS in float64; a logistic loss is convex, so the fit is the optimum) is trained on the top
 ``k`` and on all features, for the dictionary's codes and for the raw
 activations (the baseline). Accuracy is measured on the test split.
 """
@@ -54,33 +54,84 @@ class ProbeResult(NamedTuple):
                    {int(k): float(v) for k, v in d["sae_top_k"].items()})
 
 
+def _lbfgs(fun, x0: torch.Tensor, max_iter: int, memory: int = 10, tol: float = 1e-7) -> torch.Tensor:
+    """Minimise ``fun(x) -> (loss, grad)`` from ``x0`` by L-BFGS (two-loop recursion, backtracking Armijo line search)."""
+    x = x0.clone()
+    f, g = fun(x)
+    ss: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+    for _ in range(max_iter):
+        if float(g.abs().max()) < tol:
+            break
+        q = g.clone()
+        alphas = []
+        for s_, y_ in zip(reversed(ss), reversed(ys)):
+            a = float(s_ @ q) / float(y_ @ s_)
+            alphas.append(a)
+            q -= a * y_
+        if ss:
+            q *= float(ss[-1] @ ys[-1]) / float(ys[-1] @ ys[-1])
+        for (s_, y_), a in zip(zip(ss, ys), reversed(alphas)):
+            q += (a - float(y_ @ q) / float(y_ @ s_)) * s_
+        d = -q
+        slope = float(g @ d)
+        if slope >= 0:  # not a descent direction: restart from the gradient
+            ss.clear(), ys.clear()
+            d, slope = -g, -float(g @ g)
+        step = 1.0
+        while True:
+            x_new = x + step * d
+            f_new, g_new = fun(x_new)
+            if f_new <= f + 1e-4 * step * slope or step < 1e-10:
+                break
+            step *= 0.5
+        s_, y_ = x_new - x, g_new - g
+        if float(y_ @ s_) > 1e-12:
+            ss.append(s_)
+            ys.append(y_)
+            if len(ss) > memory:
+                ss.pop(0), ys.pop(0)
+        converged = abs(f - f_new) <= tol * max(1.0, abs(f))
+        x, f, g = x_new, f_new, g_new
+        if converged:
+            break
+    return x
+
+
 def probe_accuracy(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor,
                    l2: float = 1e-3, max_iter: int = 100) -> float:
     """Test accuracy of a logistic-regression probe fitted on ``x_train`` [n, f] (bool labels ``y_train`` [n]).
 
     Features are standardised on the training split; the mean logistic loss plus
-    ``l2 * ||w||^2`` is minimised by scipy's L-BFGS-B in float64 (deterministic).
+    ``l2 * ||w||^2`` is minimised by L-BFGS in float64 on one thread (these
+    problems are small; threads only add synchronisation). Deterministic.
     """
-    import numpy as np
-    from scipy.optimize import minimize
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = x_train.double(), x_test.double()
+        mu, sd = a.mean(0), (a.std(0) if a.shape[0] > 1 else torch.ones(a.shape[1], dtype=torch.float64)).clamp_min(1e-8)
+        a, b = (a - mu) / sd, (b - mu) / sd
+        p = fit_logistic(a, y_train, l2, max_iter)
+        return float(((b @ p[:-1] + p[-1] > 0) == y_test).double().mean())
+    finally:
+        torch.set_num_threads(threads)
 
-    a = x_train.double().numpy()
-    b = x_test.double().numpy()
-    mu, sd = a.mean(0), np.maximum(a.std(0, ddof=1) if a.shape[0] > 1 else np.ones(a.shape[1]), 1e-8)
-    a, b = (a - mu) / sd, (b - mu) / sd
-    y = y_train.numpy().astype(np.float64)
+
+def logistic_loss(a: torch.Tensor, y: torch.Tensor, p: torch.Tensor, l2: float) -> tuple[float, torch.Tensor]:
+    """Mean logistic loss + ``l2 * ||w||^2`` of weights ``p = [w, c]`` on features ``a`` [n, f], labels ``y`` [n]; and its gradient."""
     n = a.shape[0]
+    w, c = p[:-1], p[-1]
+    z = a @ w + c
+    r = (torch.sigmoid(z) - y) / n
+    loss = float(torch.nn.functional.softplus(z).sum() - (y * z).sum()) / n + l2 * float(w @ w)
+    return loss, torch.cat([a.T @ r + 2 * l2 * w, r.sum().reshape(1)])
 
-    def loss_grad(p: np.ndarray) -> tuple[float, np.ndarray]:
-        w, c = p[:-1], p[-1]
-        z = a @ w + c
-        loss = np.logaddexp(0.0, z).sum() - (y * z).sum()
-        r = (1.0 / (1.0 + np.exp(-z)) - y) / n
-        return loss / n + l2 * float(w @ w), np.concatenate([a.T @ r + 2 * l2 * w, [r.sum()]])
 
-    fit = minimize(loss_grad, np.zeros(a.shape[1] + 1), jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
-    w, c = fit.x[:-1], fit.x[-1]
-    return float(((b @ w + c > 0) == y_test.numpy()).mean())
+def fit_logistic(a: torch.Tensor, y: torch.Tensor, l2: float = 1e-3, max_iter: int = 100) -> torch.Tensor:
+    """``[w, c]`` (float64 [f + 1]) minimising :func:`logistic_loss` on features ``a`` [n, f] and bool labels ``y`` [n]."""
+    a, yd = a.double(), y.double()
+    return _lbfgs(lambda p: logistic_loss(a, yd, p, l2), torch.zeros(a.shape[1] + 1, dtype=torch.float64), max_iter)
 
 
 def top_features(x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
