@@ -89,6 +89,17 @@ def _unsupported(cfg: dict[str, Any], source: str) -> None:
         raise UniversalityError(f"{source} uses a GLU encoder (use_glu_encoder=true), which no supported dictionary kind reproduces")
 
 
+def _build_act(act: str, state: dict, cfg: dict[str, Any], cfg_src: str, source: str, dtype: torch.dtype, meta: dict) -> Any:
+    """The coder of lm_saes activation ``act`` (jumprelu: ``state`` already holds ``log_threshold``)."""
+    if act == "jumprelu":
+        return build("jumprelu", state, source, dtype, **meta)
+    if act == "topk":
+        return build("topk", state, source, dtype, k=int(cfg.get("top_k", 50)), **meta)
+    if act == "relu":
+        return build("relu", state, source, dtype, **meta)
+    raise UniversalityError(f"act_fn='{act}' in {cfg_src} is not supported; supported: jumprelu, topk, relu")
+
+
 def load_v1(folder: Path, dtype: torch.dtype = torch.float32, **_: Any) -> tuple[Any, Provenance]:
     """A Llama Scope / lm_saes v1 folder → coder built as the original's folding steps say (see the module docstring)."""
     cfg = read_json(folder / "hyperparams.json")
@@ -130,13 +141,7 @@ def load_v1(folder: Path, dtype: torch.dtype = torch.float32, **_: Any) -> tuple
         if theta <= 0:
             raise UniversalityError(f"jump_relu_threshold={theta} in '{folder / 'hyperparams.json'}' is not valid for a JumpReLU dictionary; it must be > 0")
         state["log_threshold"] = torch.full((n,), math.log(theta), dtype=torch.float64)
-        coder = build("jumprelu", state, source, dtype, **meta)
-    elif act == "topk":
-        coder = build("topk", state, source, dtype, k=int(cfg.get("top_k", 50)), **meta)
-    elif act == "relu":
-        coder = build("relu", state, source, dtype, **meta)
-    else:
-        raise UniversalityError(f"act_fn='{act}' in '{folder / 'hyperparams.json'}' is not supported; supported: jumprelu, topk, relu")
+    coder = _build_act(act, state, cfg, f"'{folder / 'hyperparams.json'}'", source, dtype, meta)
     prov = Provenance("lm_saes", "lm_saes-v1", str(folder), cfg.get("hook_point_in"), cfg.get("hook_point_out") if transcoder else None, True)
     return coder, prov
 
@@ -184,15 +189,8 @@ def load_v2(folder: Path, dtype: torch.dtype = torch.float32, **_: Any) -> tuple
     meta = dict(transcoder=transcoder, unit_norm_decoder=False, input_scale=f_in, output_scale=f_out)
     act = str(cfg.get("act_fn", "relu")).lower()
     if act == "jumprelu":
-        key = "activation_function.log_jumprelu_threshold"
-        state["log_threshold"] = need(t, key, (n,), source)
-        coder = build("jumprelu", state, source, dtype, **meta)
-    elif act == "topk":
-        coder = build("topk", state, source, dtype, k=int(cfg.get("top_k", 50)), **meta)
-    elif act == "relu":
-        coder = build("relu", state, source, dtype, **meta)
-    else:
-        raise UniversalityError(f"act_fn='{act}' in {cfg_src} is not supported; supported: jumprelu, topk, relu")
+        state["log_threshold"] = need(t, "activation_function.log_jumprelu_threshold", (n,), source)
+    coder = _build_act(act, state, cfg, cfg_src, source, dtype, meta)
     prov = Provenance("lm_saes", "lm_saes-v2", str(folder), hook_in, hook_out if transcoder else None, True)
     return coder, prov
 
