@@ -164,9 +164,9 @@ def test_skip_bos_leaves_position_zero_out_and_unpatched(gpt2_host):
     tokens = torch.randint(1, 97, (4, 10), generator=torch.Generator().manual_seed(2))
     ev = sae.evaluate_host(coder, host, tokens, skip_bos=True)
     assert ev.core.n_tokens == 4 * 9 and ev.config["skip_bos"]
-    _, cache = host.run_with_cache(tokens, names=["blocks.1.resid_post"])
-    x = cache["blocks.1.resid_post"][:, 1:].reshape(-1, 32).double()
     with torch.no_grad():
+        _, cache = host.run_with_cache(tokens, names=["blocks.1.resid_post"])
+        x = cache["blocks.1.resid_post"][:, 1:].reshape(-1, 32).double()
         r = coder(x.float()).double()
     assert abs(ev.core.fvu - float(((x - r) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())) < 1e-6
 
