@@ -218,6 +218,22 @@ def test_saelens_topk_rescaled_by_decoder_norm_and_skip_transcoder(tmp_path):
     torch.testing.assert_close(tc(x), acts @ T2["W_dec"] + T2["b_dec"] + x @ T2["W_skip"].T, rtol=1e-10, atol=1e-10)
 
 
+def test_saelens_pre_6_topk_layout(tmp_path):
+    g = _g(15)
+    t = {"W_enc": torch.randn(D, N, generator=g), "b_enc": torch.randn(N, generator=g) * 0.1,
+         "W_dec": torch.randn(N, D, generator=g), "b_dec": torch.randn(D, generator=g) * 0.1}
+    (tmp_path / "old").mkdir()
+    save_file(t, str(tmp_path / "old" / "sae_weights.safetensors"))
+    (tmp_path / "old" / "cfg.json").write_text(json.dumps({"d_in": D, "d_sae": N, "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 3},
+                                                           "apply_b_dec_to_input": True, "hook_name": "blocks.0.hook_resid_pre"}))
+    coder = sae.load(tmp_path / "old", dtype=torch.float64)
+    assert coder.cfg.kind == "topk" and coder.cfg.k == 3 and coder.cfg.hook == "blocks.0.resid_pre"
+    x = _acts(16)
+    hp = (x - t["b_dec"].double()) @ t["W_enc"].double() + t["b_enc"].double()
+    v, i = hp.topk(3, dim=-1)
+    torch.testing.assert_close(coder.encode(x), torch.zeros_like(hp).scatter(-1, i, v.relu()), rtol=1e-10, atol=1e-10)
+
+
 # ----- sparsify multi-hookpoint, dictionary_learning, circuit-tracer -----------------------------------
 
 def _sparsify(path, seed, k=4):

@@ -61,8 +61,11 @@ def load(folder: Path, dtype: torch.dtype = torch.float32, norm_scaling_factor: 
     arch = cfg.get("architecture", "standard")
     if arch not in ARCHITECTURES:
         raise UniversalityError(f"{src} has architecture '{arch}'; supported: {', '.join(ARCHITECTURES)}")
-    if (cfg.get("activation_fn") or cfg.get("activation_fn_str") or "relu") not in ("relu", "topk"):
-        raise UniversalityError(f"{src} uses activation_fn '{cfg.get('activation_fn') or cfg.get('activation_fn_str')}'; only ReLU-based SAEs are read")
+    act_fn = cfg.get("activation_fn") or cfg.get("activation_fn_str") or "relu"
+    if act_fn not in ("relu", "topk"):
+        raise UniversalityError(f"{src} uses activation_fn '{act_fn}'; only ReLU-based SAEs are read")
+    if act_fn == "topk" and arch == "standard":  # SAELens < 6 wrote TopK SAEs as standard + activation_fn_str "topk"
+        arch = "topk"
     s = _scale(cfg, src, norm_scaling_factor)
     wsrc = f"'{folder / 'sae_weights.safetensors'}'"
     t = read_tensors(folder / "sae_weights.safetensors")
