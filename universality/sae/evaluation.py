@@ -228,7 +228,9 @@ def evaluate_host(coder: SparseCoder, host: Any, tokens: torch.Tensor, *, batch_
 
     ``skip_bos`` (default: the dictionary's provenance, e.g. Llama Scope) leaves
     position 0 out of every statistic and unpatched. ``labels`` [n, t] (class
-    indices into ``classes``, -1 unlabelled) turn on sparse probing.
+    indices into ``classes``, -1 unlabelled) turn on sparse probing; at most
+    ``2 * probe_max_per_class * max(2, len(classes))`` labelled tokens (every
+    s-th) are kept for it, their codes dense (rows x n_latents x 4 bytes).
     """
     hook = coder.cfg.hook
     if not hook:
@@ -256,6 +258,10 @@ def evaluate_host(coder: SparseCoder, host: Any, tokens: torch.Tensor, *, batch_
     kl = {"sae": 0.0, "abl": 0.0}
     n_tok = n_ce = n_kl = 0
     probe_rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    stride = 1
+    if labels is not None:  # keep a deterministic subsample of the labelled tokens: codes are stored dense for the probes
+        cap = 2 * probe_max_per_class * max(2, len(classes))
+        stride = max(1, -(-int((labels[:, first:] >= 0).sum()) // cap))
     from .._progress import progress
 
     for start in progress(range(0, tokens.shape[0], batch_size), desc="eval", unit="batch"):
@@ -289,7 +295,8 @@ def evaluate_host(coder: SparseCoder, host: Any, tokens: torch.Tensor, *, batch_
         if labels is not None:
             lb = labels[start:start + batch_size][:, first:].reshape(-1)
             win = torch.arange(start, start + tb.shape[0]).unsqueeze(1).expand(-1, x.shape[1]).reshape(-1)
-            keep = lb >= 0
+            flat_pos = win * x.shape[1] + torch.arange(x.shape[1]).repeat(tb.shape[0])
+            keep = (lb >= 0) & (flat_pos % stride == 0)
             probe_rows.append((x.reshape(-1, x.shape[-1])[keep].float().cpu(), codes.reshape(-1, n_lat)[keep].float().cpu(), lb[keep], win[keep]))
         # phase 3: spliced and ablated runs
         def splice(t: torch.Tensor) -> torch.Tensor:
