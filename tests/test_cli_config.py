@@ -129,7 +129,7 @@ def test_every_earlier_flag_still_exists(command):
 
 def test_every_config_field_is_documented_and_exposed():
     for cls in (jc.DemoConfig, jc.ZooConfig, jc.CacheConfig, jc.TrainConfig, jc.CompareConfig, jc.SeedsConfig, jc.CircuitsConfig,
-                jc.ReportConfig, jc.RunOptions):
+                jc.ReportConfig, jc.RunOptions, jc.EvalConfig):
         docs = field_docs(cls)
         assert set(docs) == set(config_fields(cls)), f"{cls.__name__}: every field needs a docstring"
         assert all(len(d) > 5 for d in docs.values())

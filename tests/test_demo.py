@@ -97,7 +97,7 @@ def test_rerun_skips_every_stage_and_gives_the_same_numbers(demo_run):
     _, _, first, second = demo_run
     assert first["timings"] and all(v["status"] == "ran" for v in first["timings"].values() if v["status"] != "skipped")
     assert {v["status"] for v in second["timings"].values()} == {"skipped"}
-    for key in ("pairs", "families", "seed_overlap", "induction", "write_lag", "paper_findings"):
+    for key in ("pairs", "families", "seed_overlap", "induction", "write_lag", "paper_findings", "evaluations"):
         assert second[key] == first[key]
 
 

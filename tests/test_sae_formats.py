@@ -120,7 +120,8 @@ def test_saelens_folder(tmp_path, arch, k):
     t = _saelens_folder(tmp_path / arch, arch, d_in=8, d_sae=32, k=k)
     coder = sae.load(tmp_path / arch)
     assert sae.detect_format(tmp_path / arch) == "saelens"
-    assert coder.cfg.hook == "blocks.2.hook_resid_pre"
+    assert coder.cfg.hook == "blocks.2.resid_pre"  # TransformerLens' name translated into our vocabulary
+    assert coder.provenance.source_hook == "blocks.2.hook_resid_pre"
     x = torch.randn(50, 8) * 2
     want = _saelens_encode(t, x, arch, k)
     torch.testing.assert_close(coder.encode(x), want)
@@ -144,7 +145,7 @@ def test_unknown_folder_is_one_clear_error(tmp_path):
 
 
 def test_each_kind_registers_once():
-    assert set(sae.registered_kinds()) == {"topk", "batchtopk", "relu", "jumprelu"}
+    assert set(sae.registered_kinds()) == {"topk", "batchtopk", "relu", "jumprelu", "gated"}
     with pytest.raises(TypeError, match="already registered"):
         @sae.register_kind
         class Again(sae.TopKCoder):

@@ -110,13 +110,13 @@ def test_pipeline_configs_accept_exactly_the_registered_kinds(plainl1):
     assert SeedsConfig(model="m", kinds=["plainl1", "relu"]).kinds == ["plainl1", "relu"]
     assert CompareConfig(models=["a", "b"], kind="plainl1").kind == "plainl1"
     sae.unregister_kind("plainl1")
-    with pytest.raises(UniversalityError, match="use some of batchtopk, jumprelu, relu, topk"):
+    with pytest.raises(UniversalityError, match="use some of batchtopk, gated, jumprelu, relu, topk"):
         SeedsConfig(model="m", kinds=["plainl1"])
     sae.register_kind(PlainL1Coder)
 
 
 def test_unknown_kind_and_foreign_settings_are_one_clear_error():
-    with pytest.raises(UniversalityError, match=r"kind 'nope' is not a known dictionary kind; use one of batchtopk, jumprelu, relu, topk"):
+    with pytest.raises(UniversalityError, match=r"kind 'nope' is not a known dictionary kind; use one of batchtopk, gated, jumprelu, relu, topk"):
         sae.CoderConfig(kind="nope", d_in=4, n_latents=8)
     with pytest.raises(UniversalityError, match="k is not a setting of dictionary kind 'relu'"):
         sae.CoderConfig(kind="relu", d_in=4, n_latents=8, k=2)
@@ -133,7 +133,7 @@ def test_unknown_kind_and_foreign_settings_are_one_clear_error():
 def test_each_builtin_kind_has_its_own_config():
     settings = {kind: set(sae.registry.kind_settings(kind)) - set(sae.registry.kind_settings("topk")) for kind in sae.registered_kinds()}
     assert settings == {"topk": set(), "batchtopk": set(), "relu": {"l1_coefficient"},
-                        "jumprelu": {"l0_coefficient", "jump_bandwidth", "jump_init_threshold"}}
+                        "jumprelu": {"l0_coefficient", "jump_bandwidth", "jump_init_threshold"}, "gated": {"l1_coefficient"}}
     assert {"k", "aux_k", "aux_coefficient"} <= set(sae.registry.kind_settings("batchtopk"))
     assert "k" not in sae.registry.kind_settings("relu")
     assert sae.CoderConfig(kind="relu", d_in=4, n_latents=8).unit_norm_decoder is False

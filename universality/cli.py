@@ -1,7 +1,7 @@
 """The ``universality`` command.
 
 Subcommands: ``demo``, ``zoo``, ``cache``, ``train``, ``compare``, ``seeds``,
-``induction``, ``off-by-one``, ``report``. Options may also come from a TOML or
+``induction``, ``off-by-one``, ``report``, ``eval``. Options may also come from a TOML or
 YAML file (``--config FILE``); options given on the command line win, unknown
 keys are an error, and the resolved settings are saved as ``config.json`` in the
 run directory. A user mistake prints one sentence on stderr and exits with 2;
@@ -49,6 +49,7 @@ COMMAND_TABLE = (
     Command("off-by-one", "write-lag profiles per layer", "CircuitsConfig"),
     Command("circuit", "attribution graphs through per-block transcoders, compared across models", "CircuitGraphConfig"),
     Command("report", "render report.html and summary.md from a run directory's results.json", "ReportConfig", writes=False),
+    Command("eval", "SAEBench metrics and sparse probing of dictionaries from any library on one model", "EvalConfig"),
 )
 COMMANDS = tuple(c.name for c in COMMAND_TABLE)
 
@@ -179,7 +180,7 @@ def _run(args: argparse.Namespace) -> int:
         with _dist.session(device) as device:
             (jobs.compare_job if cmd.name == "compare" else jobs.cache_job)(cfg, out, device, log)
     else:
-        job = {"demo": jobs.demo_job, "seeds": jobs.seeds_job, "train": jobs.train_job, "circuit": jobs.circuit_job}[cmd.name]
+        job = {"demo": jobs.demo_job, "seeds": jobs.seeds_job, "train": jobs.train_job, "circuit": jobs.circuit_job, "eval": jobs.eval_job}[cmd.name]
         job(cfg, out, device, log)
     print(str(out))
     return 0

@@ -69,6 +69,8 @@ class RunResults:
     """Attribution graphs per model and their comparisons (a ``CircuitGraphsResult`` or its dict); ``circuit`` only."""
     paper_findings: list[Any] = field(default_factory=list)
     """:class:`~universality.analysis.PaperFindings` per host: the paper's Mamba circuit findings tested on it (the demo)."""
+    evaluations: list[Any] = field(default_factory=list)
+    """:class:`~universality.sae.Evaluation` per evaluated dictionary (``universality eval``); written only when non-empty."""
 
     def __post_init__(self):
         check_schema(self.schema)
@@ -93,6 +95,8 @@ class RunResults:
                 out[key] = getattr(self, key)
         if self.circuit_graphs is not None:
             out["circuit_graphs"] = plain(self.circuit_graphs)
+        if self.evaluations:
+            out["evaluations"] = [plain(e) for e in self.evaluations]
         return out
 
     @classmethod
@@ -119,7 +123,8 @@ class RunResults:
                    [WriteLagResult.from_dict(e) for e in d.get("write_lag") or []],
                    list(d.get("missing") or []), d.get("config"), d.get("zoo"), d.get("timings"), d["schema"],
                    circuit_graphs=_circuit_graphs(d.get("circuit_graphs")),
-                   paper_findings=[PaperFindings.from_dict(e) for e in d.get("paper_findings") or []])
+                   paper_findings=[PaperFindings.from_dict(e) for e in d.get("paper_findings") or []],
+                   evaluations=[_evaluation(e) for e in d.get("evaluations") or []])
 
 
 def _circuit_graphs(d: Any) -> Any:
@@ -129,3 +134,10 @@ def _circuit_graphs(d: Any) -> Any:
     from .analysis.attribution.records import CircuitGraphsResult
 
     return CircuitGraphsResult.from_dict(d)
+
+
+def _evaluation(d: dict) -> Any:
+    """An ``evaluations`` entry as its typed record."""
+    from .sae.evaluation import Evaluation
+
+    return Evaluation.from_dict(d)

@@ -389,3 +389,43 @@ class CircuitGraphConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise UniversalityError(f"{name} {v!r} is not valid; use a number between 0 and 1")
+
+
+SKIP_BOS = ("auto", "yes", "no")
+
+
+@dataclass
+class EvalConfig:
+    """``universality eval``: SAEBench's core metrics and sparse probing of dictionaries on one model, then a report."""
+
+    dictionaries: list[str] = field(default_factory=list, metadata=cli(positional=True))
+    """Dictionary folders in any layout ``sae.load`` reads (ours, SAELens, sparsify, Llama Scope, dictionary_learning, circuit-tracer)."""
+    host: str = ""
+    """The model the dictionaries were trained on: a checkpoint folder or hub id."""
+    hookpoint: str | None = None
+    """Which dictionary of a multi-dictionary folder (a sparsify hookpoint, a circuit-tracer id or layer)."""
+    corpus: str = "default"
+    """Text to evaluate on (``default``: the stdlib's Python source, which also gives the probing labels)."""
+    n_sequences: int = 32
+    """Token windows evaluated."""
+    seq_len: int = 128
+    """Tokens per window (capped at the model's context)."""
+    batch_size: int = 8
+    """Windows per forward pass."""
+    skip_bos: str = field(default="auto", metadata=cli(choices=SKIP_BOS))
+    """Leave position 0 out: auto (as the dictionary's library says, e.g. Llama Scope), yes or no."""
+    probe: bool = True
+    """Run sparse probing on docstring / comment / string / code labels (Python corpora only)."""
+    norm_scaling_factor: float | None = None
+    """SAELens' expected_average_only_in factor, for folders that need it."""
+
+    def __post_init__(self):
+        if not self.dictionaries:
+            raise UniversalityError("eval needs at least one dictionary folder")
+        if not self.host:
+            raise UniversalityError("eval needs --host, the model the dictionaries read (a checkpoint folder or hub id)")
+        for name in ("n_sequences", "batch_size"):
+            _pos_int(name, getattr(self, name))
+        _pos_int("seq_len", self.seq_len, 2)
+        if self.skip_bos not in SKIP_BOS:
+            raise UniversalityError(f"skip_bos '{self.skip_bos}' is not valid; use one of {', '.join(SKIP_BOS)}")

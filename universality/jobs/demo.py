@@ -104,6 +104,7 @@ def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log:
         seed_overlap_entry(run, names[0], t_host, t_fp, store, side.mask_rows, hook="mlp_out", depth=0.5, kind=kind,
                            n_latents=ccfg.n_latents, k=ccfg.k, seeds=seeds, epochs=ccfg.sae_epochs, threshold=0.7, device=device))
         for kind in ("topk", "relu")]
+    evaluation = demo_evaluation(run, cfg, corpus, names[0], t_host, t_fp, hook, ccfg, stream.tokens.shape[1])
     induction, write_lag = [], []
     for n, h in hosts.items():
         fp = host_fingerprint(h)
@@ -121,8 +122,20 @@ def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log:
                           "Universality demo: tiny Transformer, Mamba and RWKV" + (" (quick)" if cfg.quick else ""))
     res.seed_overlap, res.induction, res.write_lag, res.missing = seed_overlap, induction, write_lag, missing
     res.paper_findings = findings
+    res.evaluations = [evaluation]
     res.zoo = {"preset": preset, "models": {k: {kk: v[kk] for kk in ("heldout_loss", "unigram_loss", "n_params") if kk in v}
                                             for k, v in (zoo_info.get("models") or {}).items()}}
     if c_zoo:
         res.zoo["circuits"] = c_zoo
     return finish(run, res, log)
+
+
+def demo_evaluation(run, cfg: DemoConfig, corpus, label: str, host, host_fp: str, hook: str, ccfg: CompareConfig, seq_len: int):
+    """SAEBench metrics and sparse probing of the seed-0 TopK dictionary of the seed-stability stage (issue 19)."""
+    from .. import sae
+    from .evaluate import eval_stage, eval_windows
+
+    folder = run.path / "stages" / f"sae-{label}-{hook}-topk-n{ccfg.n_latents}-s0"
+    coder = sae.load(folder, host=host)
+    tokens, labels, classes, _ = eval_windows(host, corpus, 16 if cfg.quick else 32, seq_len, probe=True)
+    return eval_stage(run, f"{label}-{hook}-topk", coder, host, host_fp, tokens, labels, classes, batch_size=16)

@@ -46,12 +46,23 @@ def _pairs(x: Any, target: torch.Tensor | None, batch_size: int):
 
 
 @torch.no_grad()
-def evaluate(coder: SparseCoder, x: Any, target: torch.Tensor | None = None, batch_size: int = 8192, dense_threshold: float = 0.1) -> Metrics:
+def evaluate(coder: SparseCoder, x: Any, target: torch.Tensor | None = None, batch_size: int = 8192, dense_threshold: float = 0.1,
+             *, tokens: torch.Tensor | None = None, **host_options: Any):
     """FVU, explained variance, L0, dead and dense fractions of ``coder`` on ``x`` [n, d_in] (or a stream).
 
     ``target`` [n, d_out] is the reconstruction target of a transcoder (default:
     ``x`` itself). Statistics are accumulated in float64 over batches.
+
+    Given a host as ``x`` and ``tokens`` [n, t], runs SAEBench's evaluations
+    instead (:func:`universality.sae.evaluation.evaluate_host`, options passed
+    on) and returns an :class:`~universality.sae.evaluation.Evaluation`.
     """
+    if hasattr(x, "run_with_hooks") and hasattr(x, "hook_points"):
+        from .evaluation import evaluate_host
+
+        if tokens is None:
+            raise UniversalityError("evaluating on a host needs tokens=, a LongTensor [n, seq_len]")
+        return evaluate_host(coder, x, tokens, batch_size=batch_size if batch_size != 8192 else 8, dense_threshold=dense_threshold, **host_options)
     dev = coder.W_enc.device
     d_out = coder.cfg.d_out
     s1 = torch.zeros(d_out, dtype=torch.float64, device=dev)
