@@ -25,7 +25,7 @@ def planted_stream(n_seq: int = 300, seq_len: int = 64, vocab: int = 200, n_rand
     tokens[:, 0] = 0
     mask = np.ones_like(tokens, dtype=bool)
     mask[:, 0] = False
-    planted = dict(PLANTED, **(extra or {}))
+    planted = {**PLANTED, **(extra or {})}
     n_pl = max(planted) + 1
     flat, fm = tokens.reshape(-1), mask.reshape(-1)
     rows, cols, vals = [], [], []

@@ -150,3 +150,14 @@ def score_latent(judge: Callable[[str, str, Samples], list], explanation: str, c
         s = make_samples(sc, ctx, seed)
         out[sc] = (s, judge(sc, explanation, s))
     return out
+
+
+class OfflineJudge:
+    """:func:`offline_judge` with the batch interface of :class:`~.llm.LLMJudge`."""
+
+    def __init__(self, sim: Simulator):
+        self._judge = offline_judge(sim)
+
+    def judge_many(self, items: Sequence[tuple[str, str, Samples]]) -> list[list[float | None]]:
+        """Probabilities per sample of each ``(scorer, explanation, samples)``."""
+        return [self._judge(sc, expl, s) for sc, expl, s in items]

@@ -207,3 +207,19 @@ class Simulator:
                     hit[:, 1:] = np.isin(ids[:, :-1], sets[0]) & np.isin(ids[:, 1:], sets[1])
             np.maximum(out, np.where(hit, weight, 0.0).astype(np.float32), out=out)
         return out
+
+
+class TokenStatsExplainer:
+    """:func:`explain_tokens` with the batch interface of :class:`~.llm.LLMExplainer`."""
+
+    def __init__(self, bg: Background, table: TokenTable, cfg: TokenStatsConfig | None = None):
+        self.bg, self.table, self.cfg = bg, table, cfg or TokenStatsConfig()
+
+    def explain_many(self, trains: list) -> list[str]:
+        """One explanation text per latent's train windows (:class:`~.contexts.Examples`)."""
+        return [explain_tokens(t.ids, t.acts, self.bg, self.table, self.cfg).text for t in trains]
+
+
+def content(text: str) -> str:
+    """An explanation without the token-statistics preamble (what is embedded and compared)."""
+    return text.replace(PREFIX, "").replace(_MARK, "").strip()
