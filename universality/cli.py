@@ -48,6 +48,7 @@ COMMAND_TABLE = (
     Command("induction", "induction localisation per model", "CircuitsConfig"),
     Command("off-by-one", "write-lag profiles per layer", "CircuitsConfig"),
     Command("report", "render report.html and summary.md from a run directory's results.json", "ReportConfig", writes=False),
+    Command("explain", "explain and score dictionary features, compare explanations, write the feature browser", "ExplainConfig", writes=False),
 )
 COMMANDS = tuple(c.name for c in COMMAND_TABLE)
 
@@ -163,6 +164,11 @@ def _run(args: argparse.Namespace) -> int:
 
         files = write_report(cfg.run_dir)
         log(f"wrote {files.html} and {files.markdown}")
+        return 0
+    if cmd.name == "explain":
+        from .jobs.explain import explain_job
+
+        print(str(explain_job(cfg, device, log)))
         return 0
     if cmd.name == "zoo":
         from . import zoo

@@ -65,6 +65,8 @@ class RunResults:
     """Stage name → ``{seconds, status}`` of this invocation."""
     schema: str = SCHEMA
     """Schema tag (:data:`SCHEMA`)."""
+    explanations: Any = None
+    """Feature explanations and their scores (:class:`~universality.interp.records.ExplanationsResult` or its dict)."""
 
     def __post_init__(self):
         check_schema(self.schema)
@@ -85,6 +87,8 @@ class RunResults:
         for key in ("config", "zoo", "timings"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.explanations is not None:
+            out["explanations"] = plain(self.explanations)
         return out
 
     @classmethod
@@ -92,6 +96,7 @@ class RunResults:
         """Inverse of :meth:`to_dict`: every section entry comes back as its typed record."""
         from .analysis.induction import InductionSummary
         from .analysis.write_lag import WriteLagResult
+        from .interp.records import ExplanationsResult
         from .jobs.compare_results import FamiliesResult, PairResult
         from .matching.seeds import SeedOverlapResult
 
@@ -108,4 +113,5 @@ class RunResults:
                    [SeedOverlapResult.from_dict(e) for e in d.get("seed_overlap") or []],
                    [InductionSummary.from_dict(e) for e in d.get("induction") or []],
                    [WriteLagResult.from_dict(e) for e in d.get("write_lag") or []],
-                   list(d.get("missing") or []), d.get("config"), d.get("zoo"), d.get("timings"), d["schema"])
+                   list(d.get("missing") or []), d.get("config"), d.get("zoo"), d.get("timings"), d["schema"],
+                   None if d.get("explanations") is None else ExplanationsResult.from_dict(d["explanations"]))
