@@ -63,6 +63,10 @@ class LoopbackEndpoint:
             def log_message(self, *args):  # quiet
                 pass
 
+            def setup(self):
+                super().setup()  # headers and body go out as separate writes: no Nagle delay between them
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def _send(self, code: int, body: bytes, ctype: str = "application/json", headers: dict | None = None):
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
