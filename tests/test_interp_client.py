@@ -9,11 +9,13 @@ import time
 
 import pytest
 
-from interp_helpers import planted_activations, table
-from universality._errors import UniversalityError
-from universality.interp import ChatClient, ClientConfig, explain_dictionary
-from universality.interp.delphi_format import read_explanations
-from universality.interp.loopback import LoopbackEndpoint
+pytest.importorskip("httpx", reason="the chat client needs httpx (pip install universality[interp])")
+
+from interp_helpers import planted_activations, table  # noqa: E402
+from universality._errors import UniversalityError  # noqa: E402
+from universality.interp import ChatClient, ClientConfig, explain_dictionary  # noqa: E402
+from universality.interp.delphi_format import read_explanations  # noqa: E402
+from universality.interp.loopback import LoopbackEndpoint  # noqa: E402
 
 CHAT = [{"role": "user", "content": "hello"}]
 

@@ -1,7 +1,7 @@
 """The ``universality`` command.
 
 Subcommands: ``demo``, ``zoo``, ``cache``, ``train``, ``compare``, ``seeds``,
-``induction``, ``off-by-one``, ``report``. Options may also come from a TOML or
+``induction``, ``off-by-one``, ``report``, ``explain``. Options may also come from a TOML or
 YAML file (``--config FILE``); options given on the command line win, unknown
 keys are an error, and the resolved settings are saved as ``config.json`` in the
 run directory. A user mistake prints one sentence on stderr and exits with 2;

@@ -85,7 +85,11 @@ class ChatClient:
     """
 
     def __init__(self, cfg: ClientConfig, cache_dir: str | os.PathLike | None = None):
-        import httpx
+        try:
+            import httpx
+        except ImportError:
+            raise UniversalityError("the chat client needs the package httpx; install it with "
+                                    "pip install 'universality[interp]'") from None
 
         self.cfg = cfg
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None

@@ -188,6 +188,8 @@ class DemoConfig:
     """Tokens for the comparison (default 16384, quick 4096)."""
     n_latents: int | None = None
     """Latents per dictionary (default 512, quick 128)."""
+    explain: bool = True
+    """Explain the compared dictionaries' features offline (token statistics) and write the feature browser."""
 
     def __post_init__(self):
         for name in ("n_tokens", "n_latents"):

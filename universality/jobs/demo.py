@@ -80,4 +80,9 @@ def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log:
     res.seed_overlap, res.induction, res.write_lag, res.missing = seed_overlap, induction, write_lag, missing
     res.zoo = {"preset": preset, "models": {k: {kk: v[kk] for kk in ("heldout_loss", "unigram_loss", "n_params") if kk in v}
                                             for k, v in (zoo_info.get("models") or {}).items()}}
+    if cfg.explain:  # offline token-statistics explanations of the compared dictionaries and the feature browser
+        from .config import ExplainConfig
+        from .explain import explain_results
+
+        res.explanations = explain_results(run, res.to_dict(), ExplainConfig(target=str(run.path)), device, log)
     return finish(run, res, log)

@@ -293,10 +293,28 @@ def _explain_folder(folder: Path, cfg: ExplainConfig, device: torch.device, log:
 
 
 def _explain_run(run_dir: Path, cfg: ExplainConfig, device: torch.device, log: Callable[[str], None]) -> Path:
-    from ..interp.records import ExplanationsResult
+    """A finished run directory: explanations added to its results.json and report."""
     from ..reports import load_results, write_report
 
     results = load_results(run_dir)
+    run = RunDir(run_dir if cfg.out is None else Path(cfg.out), log)
+    ex = explain_results(run, results, cfg, device, log, out=None if cfg.out is None else Path(cfg.out))
+    results["explanations"] = ex.to_dict()
+    write_report(run_dir, results)
+    log(f"wrote {run_dir / ex.folder}, {ex.browser} and the report")
+    return run_dir
+
+
+def explain_results(run: RunDir, results: dict, cfg: ExplainConfig, device: torch.device, log: Callable[[str], None],
+                    out: Path | None = None) -> Any:
+    """Stages 1-4 for the run whose results are ``results`` (also called by ``demo`` before it writes them).
+
+    Returns the :class:`~universality.interp.records.ExplanationsResult`; the browser is written as
+    ``features.html`` in the run directory (or in ``out``), delphi's files under ``explain/`` (or ``out``).
+    """
+    from ..interp.records import ExplanationsResult
+
+    run_dir = run.path
     dicts = find_dictionaries(run_dir, results, cfg.scope)
     if not dicts:
         raise UniversalityError(f"run directory '{run_dir}' holds no finished dictionaries with codes to explain; "
@@ -305,30 +323,26 @@ def _explain_run(run_dir: Path, cfg: ExplainConfig, device: torch.device, log: C
         if not (d.acts / "manifest.json").is_file():
             raise UniversalityError(f"dictionary {d.module} has no activation store to draw contexts from "
                                     f"('{d.acts}' is missing); rerun the command that made the run directory")
-    folder = "explain" if cfg.out is None else str(Path(cfg.out).resolve())
-    out = ensure_writable_dir(run_dir / folder)
-    run = RunDir(run_dir if cfg.out is None else Path(cfg.out), log)
-    client = make_client(cfg, out / "llm-cache")
-    summaries = [explain_one(run, out, d, cfg, client, device, log) for d in dicts]
+    folder = ensure_writable_dir(out if out is not None else run_dir / "explain")
+    client = make_client(cfg, folder / "llm-cache")
+    summaries = [explain_one(run, folder, d, cfg, client, device, log) for d in dicts]
     cross, partners = [], {}
+    seed = _seed(results)
     for p in results.get("pairs") or []:
-        a = next((d for d in dicts if d.label == p["a"] and d.seed == _seed(results)), None)
-        b = next((d for d in dicts if d.label == p["b"] and d.seed == _seed(results)), None)
+        a = next((d for d in dicts if d.label == p["a"] and d.seed == seed), None)
+        b = next((d for d in dicts if d.label == p["b"] and d.seed == seed), None)
         if a is None or b is None:
             continue
-        entry = cross_pair(run, out, a, b, cfg, client, log)
+        entry = cross_pair(run, folder, a, b, cfg, client, log)
         partners[(a.module, b.module)] = entry.get("partners_a", {})
         partners[(b.module, a.module)] = entry.get("partners_b", {})
         cross.append({k: v for k, v in entry.items() if not k.startswith("partners")})
-    page = _write_browser(run_dir, results.get("title", "run"), dicts, partners, out)
+    page = _write_browser(out or run_dir, results.get("title", "run"), dicts, partners, folder)
     missing = [f"{c['a']} × {c['b']}: {c['missing']}" for c in cross if "missing" in c]
     missing += [f"{c['a']} × {c['b']}: {c['embedding_missing']}" for c in cross if "embedding_missing" in c]
-    ex = ExplanationsResult(summaries[0]["explainer"] if summaries else "token-statistics", summaries, cross,
-                            page.name if cfg.out is None else str(page), folder, missing)
-    results["explanations"] = ex.to_dict()
-    write_report(run_dir, results)
-    log(f"wrote {out}, {page} and the report")
-    return run_dir
+    rel = lambda p: str(p.relative_to(run_dir)) if p.is_relative_to(run_dir) else str(p)  # noqa: E731
+    return ExplanationsResult(summaries[0]["explainer"] if summaries else "token-statistics", summaries, cross,
+                              rel(page), rel(folder), missing)
 
 
 def _seed(results: dict) -> int:
