@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -50,3 +52,12 @@ def table(vocab: int = 200) -> TokenTable:
 def planted_activations(**kw) -> LatentActivations:
     t, m, c = planted_stream(**kw)
     return LatentActivations(c, t, m)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound once, then released)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 
 import pytest
 
 pytest.importorskip("httpx", reason="the chat client needs httpx (pip install universality[interp])")
 
-from interp_helpers import planted_activations, table  # noqa: E402
+from interp_helpers import free_port, planted_activations, table  # noqa: E402
 from universality._errors import UniversalityError  # noqa: E402
 from universality.interp import ChatClient, ClientConfig, explain_dictionary  # noqa: E402
 from universality.interp.delphi_format import read_explanations  # noqa: E402
@@ -65,14 +64,6 @@ def test_concurrent_and_cached_replies_survive_the_server(tmp_path):
     # the server is gone: every reply comes from the on-disk cache
     with client(None, tmp_path, base_url=ep.url) as c:
         assert c.complete_many(chats) == out and c.n_requests == 0 and c.n_cached == 16
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_unreachable_endpoint_is_one_sentence():

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
+from interp_helpers import free_port
 from universality.cli import main
 from universality.data.bpe import train_byte_bpe
 
@@ -119,14 +119,6 @@ def test_browser_escapes_token_text(tmp_path):
     assert "CONSOLE" not in log and "data-errors" not in _body(dom) and 'data-ready="yes"' in _body(dom)
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_bad_inputs_are_one_sentence(run_dir, tmp_path, capsys, monkeypatch):
     from universality.interp.loopback import LoopbackEndpoint
 
@@ -137,7 +129,7 @@ def test_bad_inputs_are_one_sentence(run_dir, tmp_path, capsys, monkeypatch):
         return e
 
     base = ["explain", str(run_dir), "--quiet", "--window", "16"]
-    assert "cannot be reached" in err_of(base + ["--endpoint", f"http://127.0.0.1:{_free_port()}/v1", "--llm-model", "m",
+    assert "cannot be reached" in err_of(base + ["--endpoint", f"http://127.0.0.1:{free_port()}/v1", "--llm-model", "m",
                                                  "--max-retries", "0"])
     with LoopbackEndpoint(models=("served",)) as ep:
         assert "does not serve model 'm'; it lists served" in err_of(base + ["--endpoint", ep.url, "--llm-model", "m"])
