@@ -136,8 +136,29 @@ def test_bad_inputs_are_one_sentence(run_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("UNIV_NO_SUCH_KEY", raising=False)
     assert "$UNIV_NO_SUCH_KEY is not set" in err_of(base + ["--endpoint", "http://127.0.0.1:9/v1", "--llm-model", "m",
                                                             "--api-key-env", "UNIV_NO_SUCH_KEY", "--require-key"])
-    sae_dir = next((run_dir / "stages").glob("sae-a-*"))
+    sae_dir = next(p for p in (run_dir / "stages").glob("sae-a-*") if p.is_dir())
     assert "has no activation store to draw contexts from" in err_of(["explain", str(sae_dir), "--out", str(tmp_path / "x")])
     assert "give both --endpoint and --llm-model" in err_of(base + ["--endpoint", "http://127.0.0.1:9/v1"])
     # the offline explanations written before are all still there
     assert len(list((run_dir / "explain" / "explanations").glob("*.txt"))) > 0
+
+
+def test_explain_one_dictionary_folder_and_the_python_api(run_dir, tmp_path):
+    from universality import interp
+    from universality.interp.tokenstats import PREFIX
+
+    sae_dir = next(p for p in (run_dir / "stages").glob("sae-a-*") if p.is_dir())
+    acts = run_dir / "stages" / "acts-a"
+    model = json.loads((run_dir / "results.json").read_text())["models"][0]["path"]
+    out = tmp_path / "one"
+    assert main(["explain", str(sae_dir), "--store", str(acts), "--model", model, "--out", str(out), "--max-latents", "8",
+                 "--window", "16", "--n-train", "10", "--n-test", "6", "--quiet"]) == 0
+    summary = json.loads((out / "explanations.json").read_text())
+    assert summary["n_explained"] + summary["n_skipped"] == 8 and (out / "features.html").is_file()
+    assert len(list((out / "explanations").glob("*.txt"))) == summary["n_explained"]
+    res = interp.explain(sae_dir, acts, latents=range(4), context_cfg=interp.ContextConfig(window=16, n_train=10, n_test=6))
+    assert 0 < len(res.latents) <= 4 and all(r.explanation.startswith(PREFIX) for r in res.latents.values())
+    from universality._errors import UniversalityError
+
+    with pytest.raises(UniversalityError, match="needs an activation store to draw contexts from"):
+        interp.explain(sae_dir, None)
