@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from .. import figures as F
 from ..checks import need
 from ..page import Page, csv_text, esc
 from .base import Section, register
@@ -57,6 +58,9 @@ class Explanations(Section):
                          _mean(fz.get("balanced_accuracy")), fz.get("mean_auc") or ""])
         page.table(["dictionary", "kind", "explained", "too rare", "detection bal. acc.", "95% CI", "detection AUC",
                     "fuzzing bal. acc.", "fuzzing AUC"], rows)
+        if any((d["scores"].get("detection") or {}).get("balanced_accuracy") for d in ex["dictionaries"]):
+            page.figure("explanation_scores", "Detection score of each feature's explanation, per dictionary (0.5 is chance).",
+                        lambda: F.explanation_scores(ex["dictionaries"]))
         cross = [c for c in ex.get("cross") or [] if "swap" in c]
         if cross:
             crow = []
