@@ -117,6 +117,7 @@ function el(tag, text, cls) { const e = document.createElement(tag); if (text !=
 function fmt(x, d) { return (x === null || x === undefined || Number.isNaN(x)) ? "–" : Number(x).toFixed(d === undefined ? 3 : d); }
 function vis(t) { return String(t).replace(/\n/g, "\u23CE").replace(/\t/g, "\u2192"); }
 function bestR(f) { let r = null; for (const p of f.p) { if (p.r !== null && p.r !== undefined && (r === null || p.r > r)) r = p.r; } return r; }
+function brief(e) { return e.replace(/^Token statistics \(not a language-model explanation\)\. (Over-represented where the latent fires: )?/, ""); }
 function score(f) { const s = f.s.detection || f.s.fuzz; return s ? s[0] : null; }
 const COLS = [["i", "#", (f) => f.i], ["f", "frequency", (f) => f.f], ["score", "detection", score], ["mppc", "best MPPC", bestR], ["e", "explanation", (f) => f.e]];
 let state = { d: 0, sort: "mppc", q: "", sel: null };
@@ -141,7 +142,7 @@ function renderList() {
   for (const f of fs) {
     const tr = el("tr", null, "feat" + (state.sel === f.i ? " sel" : "")); tr.id = "f-" + f.i; tr.dataset.latent = f.i;
     tr.appendChild(el("td", f.i)); tr.appendChild(el("td", fmt(f.f, 4))); tr.appendChild(el("td", fmt(score(f), 2)));
-    tr.appendChild(el("td", fmt(bestR(f), 2))); tr.appendChild(el("td", f.e.length > 90 ? f.e.slice(0, 90) + "…" : f.e));
+    tr.appendChild(el("td", fmt(bestR(f), 2))); const b = brief(f.e); tr.appendChild(el("td", b.length > 90 ? b.slice(0, 90) + "…" : b));
     tr.addEventListener("click", () => { state.sel = f.i; for (const r of body.querySelectorAll("tr.sel")) r.classList.remove("sel"); tr.classList.add("sel"); renderCard(f); });
     body.appendChild(tr);
   }
