@@ -132,3 +132,13 @@ def test_llm_pipeline_end_to_end_with_faults_and_resume(tmp_path):
             assert c.n_requests == 0
         assert ep.n_chat == n_first
         assert {j: r.scores for j, r in again.latents.items()} == {j: r.scores for j, r in res.latents.items()}
+
+
+def test_explanations_of_another_explainer_are_not_reused(tmp_path):
+    acts = planted_activations(n_random=1)
+    explain_dictionary(acts, table(), module="toy.mix", out=tmp_path / "out", latents=[2])  # offline first
+    with LoopbackEndpoint(reply=_judge_reply) as ep:
+        with client(ep, tmp_path) as c:
+            res = explain_dictionary(acts, table(), module="toy.mix", out=tmp_path / "out", latents=[2], client=c)
+    assert not res.latents[2].explanation.startswith("Token statistics")
+    assert read_explanations(tmp_path / "out", "toy.mix")[2] == res.latents[2].explanation

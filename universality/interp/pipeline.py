@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .._errors import UniversalityError
-from .._io import fingerprint
+from .._io import atomic_write_json, fingerprint
 from .contexts import ContextConfig, ContextSet, LatentActivations, decoder_neighbours, sample_contexts
 from .delphi_format import read_explanations, write_explanation, write_scores
 from .scoring import SCORERS, OfflineJudge, classification_metrics, make_samples, sample_records
@@ -146,8 +147,13 @@ def explain_dictionary(acts: LatentActivations, table: TokenTable, *, module: st
     explainer, name = make_explainer(client, table, bg, stats_cfg)
     judge = make_judge(client, table)
     res = DictionaryExplanations(module, name, skipped=list(cs.skipped), contexts=cs)
-    # 2. explain (explanations already on disk are kept)
-    have = read_explanations(outp, module) if outp is not None and client is not None else {}
+    # 2. explain (explanations already on disk are kept when the same explainer wrote them)
+    have = {}
+    if outp is not None and client is not None:
+        mark = outp / f"explainer-{module}.json"
+        same = mark.is_file() and json.loads(mark.read_text(encoding="utf-8")).get("explainer") == name
+        have = read_explanations(outp, module) if same else {}
+        atomic_write_json(mark, {"explainer": name})
     todo = [j for j in sorted(cs.latents) if j not in have]
     log(f"{module}: explaining {len(todo)} latents ({len(have)} kept from an earlier run, {len(cs.skipped)} too rare)")
     texts = dict(have)
