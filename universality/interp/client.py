@@ -231,15 +231,11 @@ class ChatClient:
         raise UniversalityError(f"endpoint {self._url} failed {self.cfg.max_retries + 1} tries (last: {last}); "
                                 "check that the server is running and reachable, then rerun to resume")
 
-    def complete_many(self, chats: Sequence[Messages], parse: Callable[[str], Any] | Sequence[Callable] | None = None,
-                      on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+    def complete_many(self, chats: Sequence[Messages], parse: Callable[[str], Any] | Sequence[Callable] | None = None) -> list[Any]:
         """:meth:`complete` for every chat, ``concurrency`` at a time; results in input order.
 
-        ``parse`` is one parser for every reply, or one per chat.
-
-        ``on_result(i, result)`` is called as each finishes (from the calling thread's pool). The first
-        :class:`UniversalityError` stops new requests and is raised once those in flight are done; every reply that
-        arrived before it is in the cache.
+        ``parse`` is one parser for every reply, or one per chat. The first :class:`UniversalityError` stops new
+        requests and is raised once those in flight are done; every reply that arrived before it is in the cache.
         """
         out: list[Any] = [None] * len(chats)
         if not chats:
@@ -254,8 +250,6 @@ class ChatClient:
             for f in list(done) + [f for f in pending if not f.cancelled()]:
                 try:
                     out[futs[f]] = f.result()
-                    if on_result is not None:
-                        on_result(futs[f], out[futs[f]])
                 except UniversalityError as e:
                     error = error or e
             if error is not None:

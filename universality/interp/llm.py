@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from typing import Any, Sequence
 
 import numpy as np
@@ -113,7 +114,8 @@ class LLMJudge:
         """
         chats, where = [], []
         for k, (scorer, expl, s) in enumerate(items):
-            order = np.random.default_rng([len(s.ids), k]).permutation(len(s.ids)).tolist()
+            # the order depends only on what is judged, so a rerun asks the same questions (and hits the cache)
+            order = np.random.default_rng([zlib.crc32(f"{scorer}\n{expl}".encode("utf-8")), len(s.ids)]).permutation(len(s.ids)).tolist()
             for lo in range(0, len(order), self.n_shown):
                 rows = order[lo:lo + self.n_shown]
                 chats.append(self._chat(scorer, expl, s, rows))
