@@ -162,3 +162,13 @@ def test_explain_one_dictionary_folder_and_the_python_api(run_dir, tmp_path):
 
     with pytest.raises(UniversalityError, match="needs an activation store to draw contexts from"):
         interp.explain(sae_dir, None)
+
+
+def test_explain_a_run_into_another_folder(run_dir, tmp_path):
+    other = tmp_path / "elsewhere"
+    assert main(["explain", str(run_dir), "--out", str(other), "--window", "16", "--n-train", "10", "--n-test", "6",
+                 "--no-embeddings", "--quiet"]) == 0
+    ex = json.loads((run_dir / "results.json").read_text())["explanations"]
+    assert Path(ex["browser"]) == other / "features.html" and (other / "features.html").is_file()
+    assert len(list((other / "explanations").glob("*.txt"))) == sum(d["n_explained"] for d in ex["dictionaries"])
+    assert list((other / "stages").glob("explain-*.json"))  # its stage records live with its output

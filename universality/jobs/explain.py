@@ -298,7 +298,7 @@ def _explain_run(run_dir: Path, cfg: ExplainConfig, device: torch.device, log: C
 
     results = load_results(run_dir)
     run = RunDir(run_dir if cfg.out is None else Path(cfg.out), log)
-    ex = explain_results(run, results, cfg, device, log, out=None if cfg.out is None else Path(cfg.out))
+    ex = explain_results(run, results, cfg, device, log, source=run_dir, out=None if cfg.out is None else Path(cfg.out))
     results["explanations"] = ex.to_dict()
     write_report(run_dir, results)
     log(f"wrote {run_dir / ex.folder}, {ex.browser} and the report")
@@ -306,15 +306,16 @@ def _explain_run(run_dir: Path, cfg: ExplainConfig, device: torch.device, log: C
 
 
 def explain_results(run: RunDir, results: dict, cfg: ExplainConfig, device: torch.device, log: Callable[[str], None],
-                    out: Path | None = None) -> Any:
+                    source: Path | None = None, out: Path | None = None) -> Any:
     """Stages 1-4 for the run whose results are ``results`` (also called by ``demo`` before it writes them).
 
+    ``source`` is the run directory holding the dictionaries (default: ``run``'s); stage records go to ``run``.
     Returns the :class:`~universality.interp.records.ExplanationsResult`; the browser is written as
     ``features.html`` in the run directory (or in ``out``), delphi's files under ``explain/`` (or ``out``).
     """
     from ..interp.records import ExplanationsResult
 
-    run_dir = run.path
+    run_dir = Path(source) if source is not None else run.path
     dicts = find_dictionaries(run_dir, results, cfg.scope)
     if not dicts:
         raise UniversalityError(f"run directory '{run_dir}' holds no finished dictionaries with codes to explain; "
