@@ -30,10 +30,11 @@ N_LATENTS, K = 16384, 32
 _CHILD = r"""
 import json, sys, time
 from universality.cli import main
+from universality._memory import process_peak
 t0 = time.perf_counter()
 rc = main(sys.argv[2:])
 wall = time.perf_counter() - t0
-hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+hwm = process_peak() // 1024
 json.dump({"rc": rc, "wall_s": wall, "peak_rss_kib": hwm}, open(sys.argv[1], "w"))
 """
 
@@ -78,10 +79,12 @@ def compare_once(pythia: Path, mamba: Path, n_tokens: int, out: Path, epochs: in
     if child["rc"] != 0:
         raise RuntimeError(f"compare exited with {child['rc']}")
     shares: dict[str, float] = defaultdict(float)
+    peaks: dict[str, float] = defaultdict(float)
     for name, t in json.loads((out / "results.json").read_text()).get("timings", {}).items():
         shares[name.split("-")[0]] += float(t["seconds"])
+        peaks[name.split("-")[0]] = max(peaks[name.split("-")[0]], float(t.get("peak_rss_mib", 0.0)) / 1024)
     return {"tokens": n_tokens, "wall_s": child["wall_s"], "peak_rss_gib": child["peak_rss_kib"] / 2**20,
-            "stages_s": dict(shares)}
+            "stages_s": dict(shares), "stage_peak_rss_gib": dict(peaks)}
 
 
 def measure(sizes: list[int], root: Path) -> list[dict]:

@@ -99,3 +99,19 @@ def test_hook_names_and_layer_at(gpt2, mamba):
     from universality.jobs import compare
 
     assert not hasattr(common, "layer_at") and compare.layer_at is layer_at and compare.hook_name is hook_name
+
+
+def test_release_weights_frees_storage_keeps_facts_and_refuses_forward_passes(tmp_path):
+    path = tmp_path / "neox"
+    tiny_transformer("gpt_neox").save_pretrained(path)
+    host = uv.load_host(path, device="cpu")
+    tokens = torch.tensor([[1, 2, 3, 4]])
+    fp, n_params, described = host.fingerprint, sum(p.numel() for p in host.model.parameters()), host.describe()
+    host.run_with_cache(tokens, names=["blocks.0.resid_post"])
+    host.release_weights()
+    assert host.released and all(p.device.type == "meta" for p in host.model.parameters())
+    assert host.fingerprint == fp == compute_fingerprint(uv.load_host(path, device="cpu"))  # the facts stay readable
+    assert sum(p.numel() for p in host.model.parameters()) == n_params and host.describe() == described
+    assert host.device == torch.device("cpu")
+    with pytest.raises(UniversalityError, match="were released after its activations were cached; load the model again"):
+        host.run_with_cache(tokens, names=["blocks.0.resid_post"])

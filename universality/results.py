@@ -62,7 +62,7 @@ class RunResults:
     zoo: dict | None = None
     """Zoo preset and its members' losses (the demo)."""
     timings: dict | None = None
-    """Stage name → ``{seconds, status}`` of this invocation."""
+    """Stage name → ``{seconds, status, peak_rss_mib}`` of this invocation (peak RSS only for stages that ran)."""
     schema: str = SCHEMA
     """Schema tag (:data:`SCHEMA`)."""
     explanations: Any = None

@@ -61,6 +61,7 @@ class Host:
         self.hook_points: tuple[str, ...] = tuple(points)
         self._point_set = frozenset(points)
         self._fingerprint: tuple[tuple, str] | None = None
+        self._released: dict[str, Any] | None = None
 
     # ----- to implement per architecture -------------------------------------------
     def _n_layers(self) -> int:
@@ -82,7 +83,9 @@ class Host:
     # ----- public ------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        """Device the weights live on."""
+        """Device the weights live on (where they lived, after :meth:`release_weights`)."""
+        if self._released is not None:
+            return self._released["device"]
         return next(self.model.parameters()).device
 
     @property
@@ -104,10 +107,28 @@ class Host:
         replaced, moved or modified in place since (their version counters say so;
         a write through ``param.data``, which bypasses the counter, is not seen).
         """
+        if self._released is not None:
+            return self._released["fingerprint"]
         key = weights_state_key(self.model)
         if self._fingerprint is None or self._fingerprint[0] != key:
             self._fingerprint = (key, compute_fingerprint(self))
         return self._fingerprint[1]
+
+    def release_weights(self) -> None:
+        """Free the weights' memory once only this host's facts are still needed (a pipeline past its forward passes).
+
+        The parameters move to PyTorch's ``meta`` device (shapes and dtypes kept, no storage); the fingerprint,
+        parameter count and every attribute stay readable, and a later forward pass is one clear error.
+        """
+        if self._released is None:
+            self._released = {"fingerprint": self.fingerprint, "n_params": int(sum(p.numel() for p in self.model.parameters())),
+                              "device": self.device}
+            self.model.to("meta")
+
+    @property
+    def released(self) -> bool:
+        """Whether :meth:`release_weights` dropped the weights."""
+        return self._released is not None
 
     def hook_name(self, layer: int, point: str) -> str:
         """Full name of per-block hook ``point`` at block ``layer`` (``"blocks.<layer>.<point>"``), checked against this host."""
@@ -210,6 +231,9 @@ class Host:
         return last
 
     def _check_tokens(self, tokens: Any) -> torch.Tensor:
+        if self._released is not None:
+            raise UniversalityError(f"the weights of model '{self.name_or_path}' were released after its activations were cached; "
+                                    "load the model again to run it")
         if not isinstance(tokens, torch.Tensor):
             try:
                 tokens = torch.as_tensor(tokens)

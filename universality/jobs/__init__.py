@@ -12,8 +12,8 @@ from .circuits import circuits_job
 from .config import (CacheConfig, CircuitsConfig, CompareConfig, DemoConfig, ExplainConfig, ReportConfig, RunOptions, SeedsConfig,
                      TrainConfig, ZooConfig, config_from_mapping)
 from .demo import demo_job
+from .compare import compare_job
 from .explain import explain_job
-from .pipeline import compare_job
 from .rundir import RunDir
 from .seeds import seeds_job
 from .train import train_job

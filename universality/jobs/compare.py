@@ -1,13 +1,16 @@
-"""``compare``: features of two or more hosts on the same tokens — MPPC both ways, depth grid, floor, skylines, families.
+"""``universality compare``: features of two or more hosts on the same tokens — MPPC both ways, depth grid, floor,
+skylines, families.
 
-Every heavy step is a call into the library (``data``, ``activations``, ``sae``,
-``matching``) wrapped in a cached stage of the run directory.
+Every heavy step is a call into the library (``data``, ``activations``, ``sae``, ``matching``) wrapped in a cached
+stage of the run directory. Activations and codes stream from disk chunk by chunk; each MPPC between two
+dictionaries is computed once and reused by the pair, its grid cell and the families.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from itertools import combinations
+import os
 from typing import Any, Callable
 
 import numpy as np
@@ -19,9 +22,11 @@ from .._errors import UniversalityError
 from ..hosts.names import hook_name, layer_at
 from ..matching.mppc import mppc_reduced
 from ..matching.stats import summarize_values
-from .common import cache_stage, model_entry, train_stage
+from ..results import RunResults
+from .common import cache_stage, environment, load_corpus_checked, load_hosts, model_entry, now, train_stage
 from .compare_results import FamiliesResult, GridResult, PairResult
-from .config import CompareConfig
+from .config import CompareConfig, config_dict
+from .pipeline import corpus_entry, finish, random_init_copy, start_run, streams
 from .rundir import RunDir
 
 
@@ -58,7 +63,7 @@ def mppc_summaries(ca: Any, cb: Any, n_boot: int, seed: int, result: Any = None)
             raise UniversalityError("every feature of a dictionary was dead on these tokens; use more tokens or fewer latents")
         out.append(summarize_values(vals, seed=seed))
     if n_boot:
-        iv = matching.bootstrap_mppc(ca, cb, n_boot=n_boot, seed=seed)
+        iv = matching.bootstrap_mppc(ca, cb, n_boot=n_boot, seed=seed, point=r)
         for s, d in zip(out, ("a_to_b", "b_to_a")):
             s["ci"] = [iv[f"{d}.mean"].low, iv[f"{d}.mean"].high]
             s["ci_method"] = "bias-bounded bootstrap over tokens"
@@ -200,7 +205,8 @@ def run_compare(run: RunDir, cfg: CompareConfig, sides: list[Side], floors: dict
     """Dictionaries, MPPC per pair with floor and skylines, the layer grid and N-way families → results sections.
 
     ``sides`` are the compared hosts; ``floors`` maps a label to its random-init stand-in; ``seeds`` maps a label
-    to another training seed of it. Returns ``{"models", "pairs", "families", "dictionaries"}`` for results.json.
+    to another training seed of it. Once every activation store is cached, the hosts' weights are released
+    (:meth:`~universality.hosts.Host.release_weights`): a host cannot run forward passes after this call. Returns ``{"models", "pairs", "families", "dictionaries"}`` for results.json.
     """
     hook = cfg.hook
     dicts = Dictionaries(run, cfg, device)
@@ -218,6 +224,8 @@ def run_compare(run: RunDir, cfg: CompareConfig, sides: list[Side], floors: dict
         layers = layers_of(side) if side in sides else [layer_at(side.host.n_layers, 0.5)]
         hooks = [hook_name(layer, hook) for layer in layers]
         side.store = cache_stage(run, side.label, side.host, hooks, side.stream, side.host_fp)
+    for side in all_sides:  # past the forward passes every later stage reads the stores: the models' memory is freed
+        side.host.release_weights()
 
     pairs = []
     for a, b in combinations(sides, 2):
@@ -296,3 +304,44 @@ def _families(dicts: Dictionaries, cfg: CompareConfig, sides: list[Side], alignm
             members[s.label] = " ".join(f"#{int(i)}" for i in idx[:3])
         examples.append({"members": members})
     return FamiliesResult([s.label for s in sides], cfg.family_threshold, int(f.family_hosts.numel()), by_size, examples)
+
+
+def compare_job(cfg: CompareConfig, out: str | os.PathLike, device: torch.device, log: Callable[[str], None],
+                title: str | None = None) -> dict:
+    """``universality compare``: load, stream, cache, train, match, report. Hosts are loaded before anything is written."""
+    labels = cfg.labels
+    hosts = load_hosts(dict(zip(labels, cfg.models)), device)
+    seed_hosts = load_hosts(cfg.seed_models, device) if cfg.seed_models else {}
+    unknown = sorted((set(cfg.seed_models) | set(cfg.floor_models)) - set(labels))
+    if unknown:
+        raise UniversalityError(f"seed_models/floor_models name unknown model(s) {', '.join(unknown)}; models are {', '.join(labels)}")
+    corpus = load_corpus_checked(cfg.corpus)
+    run = start_run(out, "compare", cfg, log)
+    floor_paths = dict(cfg.floor_models)
+    if cfg.floor:
+        for label, path in zip(labels[1:], cfg.models[1:]):
+            if label not in floor_paths:
+                floor_paths[label] = random_init_copy(run, label, path, cfg.seed + 1000)
+    floor_hosts = load_hosts(floor_paths, device) if cfg.floor else {}
+    res = compare_results(run, cfg, hosts, dict(zip(labels, cfg.models)), floor_hosts, floor_paths, seed_hosts, cfg.seed_models,
+                          corpus, device, log, title or f"Feature universality: {' vs '.join(labels)}")
+    return finish(run, res, log)
+
+
+def compare_results(run: RunDir, cfg: CompareConfig, hosts: dict, paths: dict, floor_hosts: dict, floor_paths: dict,
+                    seed_hosts: dict, seed_paths: dict, corpus: Any, device: torch.device, log: Callable[[str], None],
+                    title: str) -> RunResults:
+    """The comparison of ``hosts`` (with their floors and model-seed skylines) as :class:`RunResults`."""
+    from ..activations import host_fingerprint
+
+    st = streams(hosts, corpus, cfg.n_tokens, cfg.seq_len, cfg.seed)
+    by_label = dict(zip(hosts, st.streams))
+    sides = [Side(n, h, paths[n], "model", by_label[n], host_fingerprint(h)) for n, h in hosts.items()]
+    floors = {n: Side(f"{n}-random-init", h, floor_paths[n], "random-init floor", by_label[n], host_fingerprint(h))
+              for n, h in floor_hosts.items()}
+    seeds = {n: Side(f"{n}-model-seed", h, seed_paths[n], "model-seed skyline", by_label[n], host_fingerprint(h))
+             for n, h in seed_hosts.items()}
+    cmp = run_compare(run, cfg, sides, floors, seeds, st.alignment, device, log)
+    n_tok = int(sides[0].stream.mask.sum())
+    return RunResults(title, now(), environment(device), corpus_entry(corpus, n_tok, cfg.corpus), models=cmp["models"],
+                      pairs=cmp["pairs"], families=cmp["families"], dictionaries=cmp["dictionaries"], config=config_dict(cfg))

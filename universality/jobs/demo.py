@@ -13,7 +13,8 @@ from ..hosts.names import hook_name, layer_at
 from .common import cache_stage, load_corpus_checked, load_hosts
 from .compare import Side
 from .config import CompareConfig, DemoConfig
-from .pipeline import compare_results, finish, start_run
+from .compare import compare_results
+from .pipeline import finish, start_run
 from .seeds import seed_overlap_entry
 
 DEMO_MODELS = ("transformer", "mamba", "rwkv")

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import _dist
+from .. import _dist, _memory
 from .._errors import UniversalityError
 from .._io import atomic_write_json, ensure_writable_dir, fingerprint
 
@@ -32,7 +32,15 @@ class RunDir:
         self.path = Path(ensure_writable_dir(path))
         self.log = log or (lambda msg: None)
         self.timings: dict[str, dict] = {}
-        """Stage name → {"seconds", "status": "ran" | "skipped"} for this invocation."""
+        """Stage name → {"seconds", "status": "ran" | "skipped", "peak_rss_mib"} for this invocation (the peak
+        resident memory of this process while the stage ran, where ``/proc`` tells it)."""
+        self._open_peaks: list[int] = []
+
+    def _open_peaks_fold(self) -> None:
+        """Fold the memory high-water mark into every running (possibly nested) stage, then start a new window."""
+        hwm = _memory.peak_bytes() or 0
+        self._open_peaks[:] = [max(p, hwm) for p in self._open_peaks]
+        _memory.reset_peak()
 
     def folder(self, stage: str) -> Path:
         """The folder where ``stage`` may keep its files (created on demand)."""
@@ -77,11 +85,19 @@ class RunDir:
             self.log(f"{stage}: unchanged, skipped")
             return hit
         self.log(f"{stage}: running")
-        result = fn()
+        self._open_peaks_fold()
+        self._open_peaks.append(0)
+        try:
+            result = fn()
+        finally:
+            self._open_peaks_fold()
+            peak = self._open_peaks.pop() or None
         seconds = round(time.perf_counter() - t0, 2)
         if _dist.is_main():  # one writer of the shared record; the others wait until it is on disk
             atomic_write_json(self._record(stage), {"fingerprint": fingerprint(inputs), "inputs": inputs, "result": result,
                                                     "seconds": seconds})
         _dist.barrier()
         self.timings[stage] = {"seconds": seconds, "status": "ran"}
+        if peak is not None:
+            self.timings[stage]["peak_rss_mib"] = round(peak / 2**20, 1)
         return result

@@ -115,7 +115,7 @@ def bias_bounded_interval(estimate: float, replicates: np.ndarray, level: float 
 
 def bootstrap_mppc(codes_a: Any, codes_b: Any, *, n_boot: int = 100, level: float = 0.95, seed: int = 0,
                    min_freq: float = 0.0, thresholds: tuple[float, ...] = (0.5, 0.7, 0.9),
-                   sparse: bool | str = "auto", interval: str = "bias-bounded") -> dict[str, Interval]:
+                   sparse: bool | str = "auto", interval: str = "bias-bounded", point: MPPCResult | None = None) -> dict[str, Interval]:
     """Bootstrap intervals over tokens for every MPPC summary (see :func:`summary_values`).
 
     Each replicate resamples the ``n_tokens`` rows of ``codes_a`` [n, n_a] / ``codes_b`` [n, n_b] with
@@ -123,6 +123,9 @@ def bootstrap_mppc(codes_a: Any, codes_b: Any, *, n_boot: int = 100, level: floa
     max over noisy correlations, so it reads high on finite tokens and higher still on resampled ones;
     ``interval`` (see :func:`bias_bounded_interval`) says how that bias is handled. The default,
     ``"bias-bounded"``, widens the interval downward to cover every bias the replicates allow.
+    ``point`` is the already computed :func:`mppc` of these codes (not recomputed when given). Under torchrun
+    the replicates are shared out among the processes (replicate i on process i mod world, drawn from the
+    same seeded sequence), so every process returns the intervals one process would.
     """
     n_boot = check_positive_int(n_boot, "n_boot", 2)
     if not 0.0 < level < 1.0:
@@ -132,15 +135,22 @@ def bootstrap_mppc(codes_a: Any, codes_b: Any, *, n_boot: int = 100, level: floa
     n = _rows(codes_a)
     if n == 0:
         raise UniversalityError("codes are empty: at least one token is needed for a bootstrap")
-    point = summary_values(mppc(codes_a, codes_b, sparse=sparse), min_freq=min_freq, thresholds=thresholds)
+    from .. import _dist
+
+    est = summary_values(point if point is not None else mppc(codes_a, codes_b, sparse=sparse), min_freq=min_freq,
+                         thresholds=thresholds)
     rng = np.random.default_rng(seed)
-    reps = {k: [] for k in point}
-    for _ in progress(range(n_boot), desc="bootstrap", unit="rep"):
-        w = rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float64)
-        vals = summary_values(mppc(codes_a, codes_b, sparse=sparse, weights=w), min_freq=min_freq, thresholds=thresholds)
-        for k, v in vals.items():
-            reps[k].append(v)
-    return {k: bias_bounded_interval(est, np.asarray(reps[k]), level, interval) for k, est in point.items()}
+    rank, world = _dist.rank(), _dist.world()
+    mine = {}
+    for i in progress(range(n_boot), desc="bootstrap", unit="rep"):
+        w = rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float64)  # every process draws every replicate's weights
+        if i % world == rank:
+            mine[i] = summary_values(mppc(codes_a, codes_b, sparse=sparse, weights=w), min_freq=min_freq, thresholds=thresholds)
+    if world > 1:
+        for part in _dist.all_gather_objects(mine):
+            mine.update(part)
+    reps = {k: [mine[i][k] for i in range(n_boot)] for k in est}
+    return {k: bias_bounded_interval(v, np.asarray(reps[k]), level, interval) for k, v in est.items()}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The run's stages: how long each took and whether it ran or was skipped as unchanged."""
+"""The run's stages: how long each took, its peak resident memory, and whether it ran or was skipped as unchanged."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ class Timings(Section):
         if not res.get("timings"):
             return
         page.heading("Run")
-        page.table(["stage", "seconds", "status"], [[k, v.get("seconds", ""), v.get("status", "")] if isinstance(v, dict) else [k, v, ""]
-                                                    for k, v in res["timings"].items()])
+        page.table(["stage", "seconds", "peak RSS (MiB)", "status"],
+                   [[k, v.get("seconds", ""), v.get("peak_rss_mib", ""), v.get("status", "")] if isinstance(v, dict) else [k, v, "", ""]
+                    for k, v in res["timings"].items()])
 
 
 register(Timings())
