@@ -14,6 +14,7 @@ For a dictionary folder, ``--store`` names the activation store; the same per-di
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -80,23 +81,26 @@ def _host_parts(model_path: str | None, vocab: int, hook: str, device: torch.dev
     """(token table, unembedding ``[vocab, d]`` or None, notes) of the model at ``model_path``."""
     from ..interp.tokens import TokenTable
 
-    notes = []
     if not model_path:
         return TokenTable.from_tokenizer(None, vocab), None, ["no model path: token ids shown instead of text"]
-    from ..hosts import load_host
-
     try:
-        host = load_host(model_path, device="cpu")
+        table, unembed = _load_model_parts(str(model_path), vocab)
     except UniversalityError as e:
-        notes.append(f"model '{model_path}' could not be loaded ({e}); token ids shown instead of text")
-        return TokenTable.from_tokenizer(None, vocab), None, notes
+        return TokenTable.from_tokenizer(None, vocab), None, [f"model '{model_path}' could not be loaded ({e}); token ids shown "
+                                                               "instead of text"]
+    return table, (unembed if hook.split(".")[-1] in RESIDUAL_POINTS else None), []
+
+
+@functools.lru_cache(maxsize=4)
+def _load_model_parts(model_path: str, vocab: int) -> tuple[Any, Any]:
+    """Token table and unembedding weight ``[vocab, d]`` (float32, or None) of a checkpoint, loaded once per process."""
+    from ..hosts import load_host
+    from ..interp.tokens import TokenTable
+
+    host = load_host(model_path, device="cpu")
     table = TokenTable.from_tokenizer(host.tokenizer, max(vocab, int(host.vocab_size)))
-    unembed = None
-    if hook.split(".")[-1] in RESIDUAL_POINTS:
-        emb = host.model.get_output_embeddings()
-        if emb is not None:
-            unembed = emb.weight.detach().float()
-    return table, unembed, notes
+    emb = host.model.get_output_embeddings()
+    return table, (emb.weight.detach().float().clone() if emb is not None else None)
 
 
 def explain_one(run: RunDir | None, out: Path, d: Dictionary, cfg: ExplainConfig, client: Any, device: torch.device,
