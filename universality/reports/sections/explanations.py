@@ -53,10 +53,10 @@ class Explanations(Section):
         rows = []
         for d in ex["dictionaries"]:
             det, fz = d["scores"].get("detection") or {}, d["scores"].get("fuzz") or {}
-            rows.append([d["name"], d.get("kind", ""), d.get("n_explained", ""), d.get("n_skipped", ""),
+            rows.append([d["name"], d.get("kind", ""), d.get("n_latents", ""), d.get("n_explained", ""), d.get("n_skipped", ""),
                          _mean(det.get("balanced_accuracy")), _ci(det.get("balanced_accuracy")), det.get("mean_auc") or "",
                          _mean(fz.get("balanced_accuracy")), fz.get("mean_auc") or ""])
-        page.table(["dictionary", "kind", "explained", "too rare", "detection bal. acc.", "95% CI", "detection AUC",
+        page.table(["dictionary", "kind", "latents", "explained", "too rare", "detection bal. acc.", "95% CI", "detection AUC",
                     "fuzzing bal. acc.", "fuzzing AUC"], rows)
         if any((d["scores"].get("detection") or {}).get("balanced_accuracy") for d in ex["dictionaries"]):
             page.figure("explanation_scores", "Detection score of each feature's explanation, per dictionary (0.5 is chance).",
@@ -84,10 +84,11 @@ class Explanations(Section):
         ex = res.get("explanations")
         if not ex:
             return {}
-        rows = [["dictionary", "model", "hook", "kind", "scorer", "n_explained", "mean_balanced_accuracy", "mean_auc"]]
+        rows = [["dictionary", "model", "hook", "kind", "n_latents", "scorer", "n_explained", "mean_balanced_accuracy", "mean_auc"]]
         for d in ex["dictionaries"]:
             for sc, v in d["scores"].items():
-                rows.append([d["name"], d.get("model", ""), d.get("hook", ""), d.get("kind", ""), sc, d.get("n_explained", ""),
+                rows.append([d["name"], d.get("model", ""), d.get("hook", ""), d.get("kind", ""), d.get("n_latents", ""), sc,
+                             d.get("n_explained", ""),
                              _mean(v.get("balanced_accuracy")), v.get("mean_auc") or ""])
         return {"explanations.csv": csv_text(rows)}
 
