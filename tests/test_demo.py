@@ -65,6 +65,9 @@ def test_demo_writes_a_complete_report(demo_run):
             assert layer["peak"] == int(np.argmax(layer["effect"]))
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(list((out / "figures").glob("*.png")))
+    ex = res["explanations"]  # the offline explanations of the compared dictionaries and their browser
+    assert ex["explainer"] == "token-statistics" and len(ex["dictionaries"]) == 3 and len(ex["cross"]) == 3
+    assert (out / ex["browser"]).is_file() and f"href='{ex['browser']}'" in html
 
 
 def _pearson_mppc_f64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -97,7 +100,7 @@ def test_rerun_skips_every_stage_and_gives_the_same_numbers(demo_run):
     _, _, first, second = demo_run
     assert first["timings"] and all(v["status"] == "ran" for v in first["timings"].values() if v["status"] != "skipped")
     assert {v["status"] for v in second["timings"].values()} == {"skipped"}
-    for key in ("pairs", "families", "seed_overlap", "induction", "write_lag", "paper_findings", "evaluations"):
+    for key in ("pairs", "families", "seed_overlap", "induction", "write_lag", "paper_findings", "evaluations", "explanations"):
         assert second[key] == first[key]
 
 

@@ -1,7 +1,7 @@
 """The ``universality`` command.
 
 Subcommands: ``demo``, ``zoo``, ``cache``, ``train``, ``compare``, ``seeds``,
-``induction``, ``off-by-one``, ``report``, ``eval``. Options may also come from a TOML or
+``induction``, ``off-by-one``, ``report``, ``eval``, ``explain``. Options may also come from a TOML or
 YAML file (``--config FILE``); options given on the command line win, unknown
 keys are an error, and the resolved settings are saved as ``config.json`` in the
 run directory. A user mistake prints one sentence on stderr and exits with 2;
@@ -50,6 +50,7 @@ COMMAND_TABLE = (
     Command("circuit", "attribution graphs through per-block transcoders, compared across models", "CircuitGraphConfig"),
     Command("report", "render report.html and summary.md from a run directory's results.json", "ReportConfig", writes=False),
     Command("eval", "SAEBench metrics and sparse probing of dictionaries from any library on one model", "EvalConfig"),
+    Command("explain", "explain and score dictionary features, compare explanations, write the feature browser", "ExplainConfig", writes=False),
 )
 COMMANDS = tuple(c.name for c in COMMAND_TABLE)
 
@@ -165,6 +166,11 @@ def _run(args: argparse.Namespace) -> int:
 
         files = write_report(cfg.run_dir)
         log(f"wrote {files.html} and {files.markdown}")
+        return 0
+    if cmd.name == "explain":
+        from .jobs.explain import explain_job
+
+        print(str(explain_job(cfg, device, log)))
         return 0
     if cmd.name == "zoo":
         from . import zoo

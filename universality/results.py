@@ -71,6 +71,8 @@ class RunResults:
     """:class:`~universality.analysis.PaperFindings` per host: the paper's Mamba circuit findings tested on it (the demo)."""
     evaluations: list[Any] = field(default_factory=list)
     """:class:`~universality.sae.Evaluation` per evaluated dictionary (``universality eval``); written only when non-empty."""
+    explanations: Any = None
+    """Feature explanations and their scores (:class:`~universality.interp.records.ExplanationsResult` or its dict)."""
 
     def __post_init__(self):
         check_schema(self.schema)
@@ -97,6 +99,8 @@ class RunResults:
             out["circuit_graphs"] = plain(self.circuit_graphs)
         if self.evaluations:
             out["evaluations"] = [plain(e) for e in self.evaluations]
+        if self.explanations is not None:
+            out["explanations"] = plain(self.explanations)
         return out
 
     @classmethod
@@ -105,6 +109,7 @@ class RunResults:
         from .analysis.induction import InductionSummary
         from .analysis.paper_findings import PaperFindings
         from .analysis.write_lag import WriteLagResult
+        from .interp.records import ExplanationsResult
         from .jobs.compare_results import FamiliesResult, PairResult
         from .matching.seeds import SeedOverlapResult
 
@@ -124,7 +129,8 @@ class RunResults:
                    list(d.get("missing") or []), d.get("config"), d.get("zoo"), d.get("timings"), d["schema"],
                    circuit_graphs=_circuit_graphs(d.get("circuit_graphs")),
                    paper_findings=[PaperFindings.from_dict(e) for e in d.get("paper_findings") or []],
-                   evaluations=[_evaluation(e) for e in d.get("evaluations") or []])
+                   evaluations=[_evaluation(e) for e in d.get("evaluations") or []],
+                   explanations=None if d.get("explanations") is None else ExplanationsResult.from_dict(d["explanations"]))
 
 
 def _circuit_graphs(d: Any) -> Any:

@@ -191,6 +191,8 @@ class DemoConfig:
     circuits_preset: str | None = None
     """Zoo preset whose Transformer, Mamba and RWKV the paper's circuit findings are tested on (they need models that
     do induction); ``None`` picks ``circuits``, or the ``zoo_preset`` itself with ``quick``."""
+    explain: bool = True
+    """Explain the compared dictionaries' features offline (token statistics) and write the feature browser."""
 
     def __post_init__(self):
         for name in ("n_tokens", "n_latents"):
@@ -429,3 +431,73 @@ class EvalConfig:
         _pos_int("seq_len", self.seq_len, 2)
         if self.skip_bos not in SKIP_BOS:
             raise UniversalityError(f"skip_bos '{self.skip_bos}' is not valid; use one of {', '.join(SKIP_BOS)}")
+EXPLAIN_SCOPES = ("pairs", "all")
+
+
+@dataclass
+class ExplainConfig:
+    """``universality explain RUN_DIR|DICT``: explain and score dictionary features, compare explanations across
+    models and write the feature browser (offline token statistics unless an endpoint is given)."""
+
+    target: str = field(default="", metadata=cli(positional=True, metavar="RUN_DIR|DICT"))
+    """A run directory of compare or demo, or one dictionary folder (then --store is needed)."""
+    store: str | None = None
+    """Activation store to draw contexts from (for a dictionary folder; a run directory has its own)."""
+    model: str | None = None
+    """Checkpoint whose tokenizer and unembedding serve a dictionary folder (token texts and logits)."""
+    out: str | None = None
+    """Output folder (default: the run directory itself; runs/explain for a dictionary folder)."""
+    scope: str = field(default="pairs", metadata=cli(choices=EXPLAIN_SCOPES))
+    """Which dictionaries of a run: pairs (the compared models' middle layers) or all."""
+    max_latents: int | None = None
+    """Explain only the first N latents of each dictionary (default: every latent)."""
+    window: int = 32
+    """Tokens per context window."""
+    n_train: int = 40
+    """Activating windows shown to the explainer."""
+    n_test: int = 20
+    """Held-out activating windows per scorer."""
+    n_random: int = 10
+    """Held-out non-activating windows from random rows."""
+    n_neighbour: int = 10
+    """Held-out non-activating windows where a decoder neighbour fires."""
+    scorers: list[str] = field(default_factory=lambda: ["detection", "fuzz"])
+    """Scorers: detection and/or fuzz."""
+    endpoint: str | None = None
+    """OpenAI-compatible API root (e.g. http://localhost:8000/v1); none: the offline token-statistics explainer."""
+    llm_model: str | None = None
+    """Model name at the endpoint."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the endpoint's API key (never written anywhere)."""
+    require_key: bool = False
+    """Fail at once when the API key variable is unset (hosted APIs)."""
+    concurrency: int = 8
+    """Requests in flight at once."""
+    timeout: float = 60.0
+    """Seconds to wait for one reply."""
+    max_retries: int = 5
+    """Tries after the first for a failed request."""
+    embeddings: bool = True
+    """Compare explanations across models by sentence embeddings (needs the interp extra)."""
+    seed: int = 0
+    """Seed of the context draws and controls."""
+
+    def __post_init__(self):
+        if not self.target:
+            raise UniversalityError("explain needs a run directory (of compare or demo) or a dictionary folder")
+        if self.scope not in EXPLAIN_SCOPES:
+            raise UniversalityError(f"scope '{self.scope}' is not valid; use one of {', '.join(EXPLAIN_SCOPES)}")
+        bad = [s for s in self.scorers if s not in ("detection", "fuzz")]
+        if bad or not self.scorers:
+            raise UniversalityError(f"scorers {self.scorers} are not valid; use detection and/or fuzz")
+        for name in ("window", "n_train", "n_test", "concurrency"):
+            _pos_int(name, getattr(self, name), 2 if name == "window" else 1)
+        for name in ("n_random", "n_neighbour", "max_retries", "seed"):
+            _pos_int(name, getattr(self, name), 0)
+        if self.max_latents is not None:
+            _pos_int("max_latents", self.max_latents)
+        if (self.endpoint is None) != (self.llm_model is None):
+            raise UniversalityError("give both --endpoint and --llm-model to explain with a language model, or neither "
+                                    "for the offline token-statistics explainer")
+        if not self.timeout > 0:
+            raise UniversalityError(f"timeout {self.timeout!r} is not valid; use a positive number of seconds")

@@ -127,6 +127,11 @@ def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log:
                                             for k, v in (zoo_info.get("models") or {}).items()}}
     if c_zoo:
         res.zoo["circuits"] = c_zoo
+    if cfg.explain:  # offline token-statistics explanations of the compared dictionaries and the feature browser
+        from .config import ExplainConfig
+        from .explain import explain_results
+
+        res.explanations = explain_results(run, res.to_dict(), ExplainConfig(target=str(run.path)), device, log)
     return finish(run, res, log)
 
 

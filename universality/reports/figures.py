@@ -220,3 +220,24 @@ def write_lag_profiles(entries: Sequence[Mapping]) -> bytes:
     axes[0].set_ylabel("layer")
     fig.suptitle("Write-lag profiles (● = peak lag)", fontsize=10)
     return _png(fig)
+
+
+def explanation_scores(dictionaries: Sequence[Mapping], scorer: str = "detection") -> bytes:
+    """Step histograms of each dictionary's per-feature ``scorer`` balanced accuracy, chance (0.5) dashed.
+
+    ``dictionaries`` are ``results["explanations"]["dictionaries"]`` entries.
+    """
+    fig = Figure(figsize=(6.4, 3.2))
+    ax = fig.add_subplot()
+    for i, d in enumerate(dictionaries):
+        s = (d.get("scores", {}).get(scorer) or {}).get("balanced_accuracy")
+        if not s:
+            continue
+        edges, dens = _density(s)
+        ax.stairs(dens, edges, color=_PALETTE[i % len(_PALETTE)], linewidth=1.6, label=f"{d['name']} (mean {s['mean']:.2f})")
+    ax.axvline(0.5, color="#999999", linestyle="--", linewidth=0.9, label="chance")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"{scorer} balanced accuracy per feature (held-out windows)")
+    ax.set_ylabel("fraction of features")
+    ax.legend(fontsize=7, frameon=False)
+    return _png(fig)
