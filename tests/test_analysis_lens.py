@@ -49,6 +49,7 @@ def test_tuned_lens_recovers_known_affine_maps():
     lens = train_tuned_lens(host, tok, cfg=TunedLensConfig(steps=600, batch_tokens=256, lr=2e-2))
     res = lens_curves(host, _tokens(host, 16, 16, seed=1), tuned=lens, n_boot=50)
     logit, tuned = res.curve("logit"), res.curve("tuned")
+    streams, _ = collect_streams(host, torch.arange(host.vocab_size).view(-1, 1))
     assert logit.kl[-1] == pytest.approx(0, abs=1e-6) and tuned.kl[-1] == pytest.approx(0, abs=1e-6)
     for i in range(host.n_layers - 1):
         assert logit.kl[i] > 0.05, "the logit lens is far off on these random maps"
@@ -57,7 +58,7 @@ def test_tuned_lens_recovers_known_affine_maps():
         # the translator maps the block's stream onto the final stream as the composed maps do, up to what the
         # final LayerNorm ignores (a shift along the all-ones direction and a positive scale)
         M, c = host.to_final(i)
-        x = torch.randn(64, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(i))
+        x = streams[i].double()  # every stream value this host can produce at block i (one per token id)
         with torch.no_grad():
             got = F.layer_norm(lens.translate(i, x.float()).double(), (8,))
         want = F.layer_norm(x @ M.T + c, (8,))
