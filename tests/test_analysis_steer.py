@@ -180,3 +180,27 @@ def test_bad_input():
         feature_vector(_Coder(), 9, "blocks.0.resid_post")
     tokens, lengths = pad_prompts([[1, 2, 3], [4]])
     assert tokens.tolist() == [[1, 2, 3], [4, 0, 0]] and lengths.tolist() == [3, 1]
+
+
+def test_cross_model_steering_with_a_planted_partner():
+    from universality.analysis.steer_cross import compare_effects, control_directions, cross_model_steering
+
+    a, b = AffineHost(seed=0), AffineHost(seed=0)  # B computes A's function: the partner direction is known
+    W = torch.randn(6, 8, generator=torch.Generator().manual_seed(5))
+    coder_a, coder_b = _Coder(), _Coder()
+    coder_a.W_dec = coder_b.W_dec = W
+    freq = torch.tensor([0.1, 0.5, 0.2, 0.21, 0.9, 0.05])
+    prompts = PromptSet([[i, (2 * i + 1) % 11, (3 * i + 2) % 11, i] for i in range(11)])
+    res = cross_model_steering(a, coder_a, 2, "blocks.0.resid_post", b, coder_b, 2, "blocks.0.resid_post", prompts, freq,
+                               multiplier=4.0, top_k=3)
+    assert res.random_latent_b == 3  # the latent whose frequency (0.21) is closest to the partner's (0.2)
+    m, rl, rd = (res.conditions[c] for c in ("matched", "random_latent", "random_direction"))
+    assert m["kl"] == pytest.approx(0, abs=1e-9) and m["top_overlap"] == 1.0 and m["r"] == pytest.approx(1.0)
+    assert rl["kl"] > 1e-3 and rd["kl"] > 1e-3 and rl["r"] < 0.99 and rd["r"] < 0.99
+    dirs = control_directions(W, freq, 2, seed=1)
+    assert dirs["random_direction"].norm() == pytest.approx(float(W[2].norm()))
+    with pytest.raises(UniversalityError, match="vocabularies differ"):
+        compare_effects(torch.zeros(3), torch.zeros(4))
+    with pytest.raises(UniversalityError, match="different vocabularies"):
+        cross_model_steering(a, coder_a, 2, "blocks.0.resid_post", AffineHost(vocab=12), coder_b, 2, "blocks.0.resid_post",
+                             prompts, freq)
