@@ -9,14 +9,16 @@
 
 from .cache import cache_job
 from .circuits import circuits_job
-from .config import (CacheConfig, CircuitsConfig, CompareConfig, DemoConfig, ReportConfig, RunOptions, SeedsConfig, TrainConfig,
-                     ZooConfig, config_from_mapping)
+from .config import (CacheConfig, CircuitsConfig, CompareConfig, DemoConfig, LensConfig, ReportConfig, RunOptions, SeedsConfig,
+                     SteerConfig, TrainConfig, ZooConfig, config_from_mapping)
 from .demo import demo_job
+from .lens import lens_job
 from .pipeline import compare_job
 from .rundir import RunDir
 from .seeds import seeds_job
+from .steer import steer_job
 from .train import train_job
 
 __all__ = ["CacheConfig", "CircuitsConfig", "CompareConfig", "DemoConfig", "ReportConfig", "RunDir", "RunOptions", "SeedsConfig",
            "TrainConfig", "ZooConfig", "cache_job", "circuits_job", "compare_job", "config_from_mapping", "demo_job", "seeds_job",
-           "train_job"]
+           "train_job", "LensConfig", "SteerConfig", "lens_job", "steer_job"]
