@@ -175,7 +175,8 @@ def train_tuned_lens(host: Any, tokens: torch.Tensor, mask: torch.Tensor | None 
     (2) per step, draw ``batch_tokens`` tokens, take the final distribution of the last block's
     stream as the target and minimise the mean over blocks ``0..n_layers-2`` of
     ``KL(final || softmax(unembed(translate(i, stream_i))))`` with Adam; the final norm and the
-    unembedding are frozen (their gradients are not kept) and the last translator stays the identity.
+    unembedding are frozen (their gradients are not kept) and the last translator stays the identity;
+    (3) a translator that does not beat the identity on held-in tokens is reset to it (``info["identity_layers"]``).
     """
     cfg = cfg or TunedLensConfig()
     if streams is None:
@@ -214,9 +215,28 @@ def train_tuned_lens(host: Any, tokens: torch.Tensor, mask: torch.Tensor | None 
     finally:
         for p in params:
             p.requires_grad_(True)
+    lens.info["identity_layers"] = _keep_improvements(host, lens, streams, gen)
     lens.info["final_loss"] = float(np.mean(losses[-10:])) if losses else 0.0
     lens.info["first_loss"] = losses[0] if losses else 0.0
     return lens.cpu()
+
+
+@torch.no_grad()
+def _keep_improvements(host: Any, lens: TunedLens, streams: torch.Tensor, gen: torch.Generator, n: int = 2048) -> list[int]:
+    """Phase 3 of training: reset to the identity every translator whose KL on ``n`` training tokens is not below the
+    logit lens's (late blocks, already close to the output, can gain less than the optimizer's noise); returns them."""
+    idx = torch.randint(0, streams.shape[1], (min(n, streams.shape[1]),), generator=gen)
+    x = streams[:, idx].to(host.device)
+    final = F.log_softmax(host.unembed(x[-1]).float(), -1)
+    reset = []
+    for i in range(lens.n_layers - 1):
+        tuned = kl_to_final(final, F.log_softmax(host.unembed(lens.translate(i, x[i])).float(), -1)).mean()
+        logit = kl_to_final(final, F.log_softmax(host.unembed(x[i]).float(), -1)).mean()
+        if not bool(tuned < logit):
+            lens.weight[i].zero_()
+            lens.bias[i].zero_()
+            reset.append(i)
+    return reset
 
 
 def kl_to_final(final_logp: torch.Tensor, lens_logp: torch.Tensor) -> torch.Tensor:

@@ -69,6 +69,9 @@ def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log:
         fp = host_fingerprint(h)
         induction.append(induction_stage(run, n, h, fp, n_prompts=8 if cfg.quick else 16))
         write_lag.append(write_lag_stage(run, n, h, fp, n_seqs=4 if cfg.quick else 8))
+    from .steer import demo_lens_steer
+
+    lens_steer = demo_lens_steer(run, hosts, corpus, cfg.quick, missing)
     zoo_info = {}
     try:
         zoo_info = zoo.load_zoo_results(preset, cfg.zoo_home)
@@ -78,6 +81,7 @@ def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log:
                           load_hosts(seed_paths, device), seed_paths, corpus, device, log,
                           "Universality demo: tiny Transformer, Mamba and RWKV" + (" (quick)" if cfg.quick else ""))
     res.seed_overlap, res.induction, res.write_lag, res.missing = seed_overlap, induction, write_lag, missing
+    res.lens_steer = lens_steer
     res.zoo = {"preset": preset, "models": {k: {kk: v[kk] for kk in ("heldout_loss", "unigram_loss", "n_params") if kk in v}
                                             for k, v in (zoo_info.get("models") or {}).items()}}
     return finish(run, res, log)

@@ -122,3 +122,34 @@ def steer_job(cfg: SteerConfig, out: str | os.PathLike, device: torch.device, lo
                          tuple(cfg.multipliers), cfg.state)
     res.lens_steer = {"lens": [], "steering": [c.to_dict() for c in curves]}
     return finish(run, res, log)
+
+
+def demo_lens_steer(run: RunDir, hosts: dict, corpus: Any, quick: bool, missing: list[str]) -> dict:
+    """The demo's lens and steering stages for every host: a tuned lens each, and docstring-vs-code steering of held-out
+    docstrings (residual CAA at mid depth, and the recurrent state there) measured by the mass on code-symbol tokens."""
+    from ..activations import host_fingerprint
+    from ..analysis.steer import PromptSet
+    from ..analysis.steer_prompts import code_symbol_tokens, docstring_code_prompts
+    from .lens import lens_stage
+
+    n = 8 if quick else 16
+    lens_size = dict(n_tokens=1024, eval_tokens=512, steps=30) if quick else dict(n_tokens=4096, eval_tokens=2048, steps=100)
+    out: dict = {"lens": [], "steering": []}
+    try:
+        prose, code = docstring_code_prompts(corpus, 2 * n)
+    except UniversalityError as e:
+        missing.append(f"steering (docstring vs code): {e}")
+        prose = code = []
+    for label, host in hosts.items():
+        fp = host_fingerprint(host)
+        out["lens"].append(lens_stage(run, label, host, fp, corpus, seq_len=64, batch_tokens=256, **lens_size).to_dict())
+        if not prose or host.tokenizer is None:
+            continue
+        tok = host.tokenizer
+        curves = steer_stage(run, label, host, fp, PromptSet.from_texts(code[:n], tok, "code"),
+                             PromptSet.from_texts(prose[:n], tok, "docstrings"),
+                             PromptSet.from_texts(prose[n:], tok, "held-out docstrings"),
+                             code_symbol_tokens(tok, host.vocab_size), "next-token mass on code-symbol tokens",
+                             multipliers=(0.0, 2.0, 4.0, 8.0))
+        out["steering"] += [c.to_dict() for c in curves]
+    return out
