@@ -9,6 +9,7 @@ import transformers as tf
 
 import universality as uv
 from affine_host import AffineHost
+from test_host_rwkv import tiny_rwkv
 from universality import UniversalityError
 from universality.analysis.steer import (PromptSet, SteeringVector, clamp_hooks, contrast_vector, dose_response,
                                          feature_vector, pad_prompts, steered_logits, steering_hooks, token_class_mass)
@@ -90,33 +91,19 @@ def test_mamba_state_steering_follows_the_recurrence(save_model):
     assert (steered[pts[4]][:, P:] - base[pts[4]][:, P:]).abs().max() > 1e-2
 
 
-def _rwkv_host(save_model):
-    cfg = tf.RwkvConfig(vocab_size=50, hidden_size=16, attention_hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                        rescale_every=0, context_length=64, bos_token_id=0, eos_token_id=0)
-    torch.manual_seed(0)
-    model = tf.RwkvForCausalLM(cfg)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "time_mix" in name:
-                p.uniform_(0.0, 1.0)
-            elif "time_decay" in name:
-                p.copy_(torch.randn_like(p))
-    return uv.load_host(save_model(model))
-
-
 def test_rwkv_state_steering_follows_the_recurrence(save_model):
-    host = _rwkv_host(save_model)
+    host = uv.load_host(save_model(tiny_rwkv()))  # 4 blocks, the stream halved after blocks 1 and 3
     layer, P = 1, 4
     tokens = torch.randint(0, 50, (2, 10), generator=torch.Generator().manual_seed(3))
     pts = [f"blocks.{layer}.att.{p}" for p in ("k", "v", "wkv")]
     _, base = host.run_with_cache(tokens, pts)
-    v = torch.rand(16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    v = torch.rand(24, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     sv = SteeringVector(f"blocks.{layer}.att.state", v, "state")
     _, steered = host.run_with_cache(tokens, pts, hooks=steering_hooks(host, sv, 2.0, torch.tensor([P, P])))
     att = host.model.rwkv.blocks[layer].attention
     w, u = torch.exp(att.time_decay.double()), att.time_first.double()
     k, val = base[pts[0]].double(), base[pts[1]].double()
-    num = den = torch.zeros(2, 16, dtype=torch.float64)
+    num = den = torch.zeros(2, 24, dtype=torch.float64)
     out = []
     for t in range(10):  # real-valued float64 WKV: wkv_t reads the state after t - 1
         e = torch.exp(u + k[:, t])
