@@ -133,7 +133,7 @@ def demo_lens_steer(run: RunDir, hosts: dict, corpus: Any, quick: bool, missing:
     from .lens import lens_stage
 
     n = 8 if quick else 16
-    lens_size = dict(n_tokens=1024, eval_tokens=512, steps=30) if quick else dict(n_tokens=4096, eval_tokens=2048, steps=100)
+    lens_size = dict(n_tokens=1024, eval_tokens=512, steps=30) if quick else dict(n_tokens=4096, eval_tokens=1024, steps=60)
     out: dict = {"lens": [], "steering": []}
     try:
         prose, code = docstring_code_prompts(corpus, 2 * n)
