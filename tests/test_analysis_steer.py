@@ -191,3 +191,8 @@ def test_cross_model_steering_with_a_planted_partner():
     with pytest.raises(UniversalityError, match="different vocabularies"):
         cross_model_steering(a, coder_a, 2, "blocks.0.resid_post", AffineHost(vocab=12), coder_b, 2, "blocks.0.resid_post",
                              prompts, freq)
+
+
+def test_prompt_sets_are_cut_to_a_context():
+    p = PromptSet([[1, 2, 3, 4], [5]], "t", "x")
+    assert p.truncated(2).prompts == [[1, 2], [5]] and p.truncated(None) is p

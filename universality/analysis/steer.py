@@ -55,6 +55,12 @@ class PromptSet:
         ids = [list(tokenizer.encode(t, add_special_tokens=False)) for t in texts if t.strip()]
         return cls([p for p in ids if p], tokenizer_fingerprint(tokenizer), label)
 
+    def truncated(self, max_len: int | None) -> "PromptSet":
+        """The same prompts cut to their first ``max_len`` tokens (``None``: unchanged), e.g. a host's ``max_positions``."""
+        if max_len is None:
+            return self
+        return PromptSet([p[:max_len] for p in self.prompts], self.tokenizer, self.label)
+
     def check(self, host: Any, what: str) -> None:
         """One sentence when the set is empty, holds an empty prompt or ids outside ``host``'s vocabulary."""
         name = f"{what} prompts" + (f" ({self.label})" if self.label else "")

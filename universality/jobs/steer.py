@@ -66,6 +66,7 @@ def steer_stage(run: RunDir, label: str, host: Any, host_fp: str, positive: Any,
     of the block at ``depth`` and, with ``state``, the recurrent state of that block (Mamba-1, RWKV)."""
     from ..analysis.steer import DoseResponse, contrast_vector, dose_response, token_class_mass
 
+    positive, negative, prompts = (s.truncated(host.max_positions) for s in (positive, negative, prompts))
     for s, what in ((positive, "positive"), (negative, "negative"), (prompts, "steered")):
         s.check(host, what)
         _check_tokenizer(s, host, what)
