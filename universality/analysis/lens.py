@@ -176,7 +176,8 @@ def train_tuned_lens(host: Any, tokens: torch.Tensor, mask: torch.Tensor | None 
     stream as the target and minimise the mean over blocks ``0..n_layers-2`` of
     ``KL(final || softmax(unembed(translate(i, stream_i))))`` with Adam; the final norm and the
     unembedding are frozen (their gradients are not kept) and the last translator stays the identity;
-    (3) a translator that does not beat the identity on held-in tokens is reset to it (``info["identity_layers"]``).
+    (3) a translator that does not beat the identity on the last tenth of the tokens (at most 2,048; never used in
+    phase 2) is reset to it (``info["identity_layers"]``).
     """
     cfg = cfg or TunedLensConfig()
     if streams is None:
@@ -194,10 +195,12 @@ def train_tuned_lens(host: Any, tokens: torch.Tensor, mask: torch.Tensor | None 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / cfg.steps)
     gen = torch.Generator().manual_seed(cfg.seed)
     trained = range(n_layers - 1)
+    # the last tenth of the tokens (the last sequences) only judges the translators in phase 3
+    n_fit = n_tok - min(n_tok // 10, 2048) if n_tok >= 20 else n_tok
     losses = []
     try:
         for _ in progress(range(cfg.steps), desc=f"tuned lens ({host.arch})", unit="step"):
-            idx = torch.randint(0, n_tok, (min(cfg.batch_tokens, n_tok),), generator=gen)
+            idx = torch.randint(0, n_fit, (min(cfg.batch_tokens, n_fit),), generator=gen)
             x = streams[:, idx].to(host.device)
             with torch.no_grad():
                 target = F.log_softmax(host.unembed(x[-1]).float(), -1)
@@ -215,18 +218,18 @@ def train_tuned_lens(host: Any, tokens: torch.Tensor, mask: torch.Tensor | None 
     finally:
         for p in params:
             p.requires_grad_(True)
-    lens.info["identity_layers"] = _keep_improvements(host, lens, streams, gen)
+    lens.info["identity_layers"] = _keep_improvements(host, lens, streams[:, n_fit:] if n_fit < n_tok else streams)
     lens.info["final_loss"] = float(np.mean(losses[-10:])) if losses else 0.0
     lens.info["first_loss"] = losses[0] if losses else 0.0
     return lens.cpu()
 
 
 @torch.no_grad()
-def _keep_improvements(host: Any, lens: TunedLens, streams: torch.Tensor, gen: torch.Generator, n: int = 2048) -> list[int]:
-    """Phase 3 of training: reset to the identity every translator whose KL on ``n`` training tokens is not below the
-    logit lens's (late blocks, already close to the output, can gain less than the optimizer's noise); returns them."""
-    idx = torch.randint(0, streams.shape[1], (min(n, streams.shape[1]),), generator=gen)
-    x = streams[:, idx].to(host.device)
+def _keep_improvements(host: Any, lens: TunedLens, streams: torch.Tensor) -> list[int]:
+    """Phase 3 of training: reset to the identity every translator whose KL on the held-back ``streams``
+    ``[n_layers, n, d]`` is not below the logit lens's (late blocks, already close to the output, can gain less
+    than the translator overfits); returns them."""
+    x = streams.to(host.device)
     final = F.log_softmax(host.unembed(x[-1]).float(), -1)
     reset = []
     for i in range(lens.n_layers - 1):
