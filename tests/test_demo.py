@@ -172,3 +172,53 @@ def test_seeds_command_against_scipy_hungarian(demo_run, tmp_path):
     for t, got in zip(entry["curve"]["thresholds"], entry["curve"]["shared_fraction"]):
         assert got == pytest.approx(_shared_at(mats[0][0], mats[1][0], mats[0][1], mats[1][1], t), abs=1e-9)
     assert entry["shared_fraction"] == pytest.approx(_shared_at(mats[0][0], mats[1][0], mats[0][1], mats[1][1], 0.7), abs=1e-9)
+
+
+def test_demo_lens_and_steering(demo_run):
+    _, _, res, second = demo_run
+    models = {m["name"]: m for m in res["models"]}
+    lens = {e["model"]: e for e in res["lens_steer"]["lens"]}
+    assert list(lens) == list(DEMO_MODELS)
+    for name, e in lens.items():
+        assert len(e["depths"]) == models[name]["n_layers"] and e["depths"][-1] == 1.0
+        logit, tuned = (next(c for c in e["curves"] if c["lens"] == k) for k in ("logit", "tuned"))
+        assert logit["kl"][-1] == pytest.approx(0, abs=1e-5) and logit["top1"][-1] == 1.0
+        assert tuned["kl"][0] < logit["kl"][0]  # even a short training beats the logit lens at the first block
+    methods = {(e["model"], e["method"]) for e in res["lens_steer"]["steering"]}
+    assert methods == {("transformer", "residual"), ("mamba", "residual"), ("mamba", "state"), ("rwkv", "residual"),
+                       ("rwkv", "state")}
+    for e in res["lens_steer"]["steering"]:
+        assert e["n_forwards"] == len(e["multipliers"])  # one forward of the prompt batch per multiplier
+        assert e["multipliers"][0] == 0.0
+    assert second["lens_steer"] == res["lens_steer"]
+
+
+def test_lens_and_steer_commands(demo_run, tmp_path, capsys):
+    home, _, _, _ = demo_run
+    model = next(home.rglob("rwkv/config.json")).parent
+    out = tmp_path / "lens"
+    assert main(["lens", str(model), "--n-tokens", "512", "--eval-tokens", "256", "--steps", "5", "--seq-len", "32",
+                 "--out", str(out), "--quiet"]) == 0
+    from universality.analysis.lens import TunedLens
+
+    lens = TunedLens.load(out / "stages" / "lens-rwkv")
+    assert lens.n_layers == json.loads((model / "config.json").read_text())["num_hidden_layers"]
+    assert reports.load_results(out)["lens_steer"]["lens"][0]["model"] == "rwkv"
+    pos, neg = tmp_path / "pos.txt", tmp_path / "neg.txt"
+    pos.write_text("x = f(a, b)\nreturn [i for i in y]\n")
+    neg.write_text("Return the number of items.\nThis class holds a list of names.\n")
+    out = tmp_path / "steer"
+    assert main(["steer", str(model), "--positive", str(pos), "--negative", str(neg), "--multipliers", "0,1",
+                 "--out", str(out), "--quiet"]) == 0
+    curves = reports.load_results(out)["lens_steer"]["steering"]
+    assert [c["method"] for c in curves] == ["residual", "state"] and curves[1]["hook"].endswith("att.state")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    capsys.readouterr()
+    assert main(["steer", str(model), "--positive", str(empty), "--negative", str(neg), "--out", str(tmp_path / "s2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("universality: error: the positive prompts (empty.txt) are empty") and "\n" not in err
+    ids = tmp_path / "ids.json"
+    ids.write_text(json.dumps({"tokenizer": "someothertokenizer", "prompts": [[1, 2, 3]]}))
+    assert main(["steer", str(model), "--positive", str(ids), "--negative", str(neg), "--out", str(tmp_path / "s3")]) == 2
+    assert "tokenized with another tokenizer than this model" in capsys.readouterr().err

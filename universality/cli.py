@@ -2,6 +2,7 @@
 
 Subcommands: ``demo``, ``zoo``, ``cache``, ``train``, ``compare``, ``seeds``,
 ``induction``, ``off-by-one``, ``report``, ``eval``, ``explain``. Options may also come from a TOML or
+``induction``, ``off-by-one``, ``lens``, ``steer``, ``report``. Options may also come from a TOML or
 YAML file (``--config FILE``); options given on the command line win, unknown
 keys are an error, and the resolved settings are saved as ``config.json`` in the
 run directory. A user mistake prints one sentence on stderr and exits with 2;
@@ -48,6 +49,8 @@ COMMAND_TABLE = (
     Command("induction", "induction localisation per model", "CircuitsConfig"),
     Command("off-by-one", "write-lag profiles per layer", "CircuitsConfig"),
     Command("circuit", "attribution graphs through per-block transcoders, compared across models", "CircuitGraphConfig"),
+    Command("lens", "logit-lens and tuned-lens curves per model", "LensConfig"),
+    Command("steer", "steering vectors from a prompt contrast and their dose-response curves", "SteerConfig"),
     Command("report", "render report.html and summary.md from a run directory's results.json", "ReportConfig", writes=False),
     Command("eval", "SAEBench metrics and sparse probing of dictionaries from any library on one model", "EvalConfig"),
     Command("explain", "explain and score dictionary features, compare explanations, write the feature browser", "ExplainConfig", writes=False),
@@ -186,7 +189,8 @@ def _run(args: argparse.Namespace) -> int:
         with _dist.session(device) as device:
             (jobs.compare_job if cmd.name == "compare" else jobs.cache_job)(cfg, out, device, log)
     else:
-        job = {"demo": jobs.demo_job, "seeds": jobs.seeds_job, "train": jobs.train_job, "circuit": jobs.circuit_job, "eval": jobs.eval_job}[cmd.name]
+        job = {"demo": jobs.demo_job, "seeds": jobs.seeds_job, "train": jobs.train_job, "circuit": jobs.circuit_job, "eval": jobs.eval_job,
+               "lens": jobs.lens_job, "steer": jobs.steer_job}[cmd.name]
         job(cfg, out, device, log)
     print(str(out))
     return 0

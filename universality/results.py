@@ -73,6 +73,8 @@ class RunResults:
     """:class:`~universality.sae.Evaluation` per evaluated dictionary (``universality eval``); written only when non-empty."""
     explanations: Any = None
     """Feature explanations and their scores (:class:`~universality.interp.records.ExplanationsResult` or its dict)."""
+    lens_steer: dict | None = None
+    """Lenses and steering: ``{"lens": [LensResult dicts], "steering": [DoseResponse dicts]}`` (docs/lens-steering.md)."""
 
     def __post_init__(self):
         check_schema(self.schema)
@@ -92,7 +94,7 @@ class RunResults:
         if self.paper_findings:
             out["paper_findings"] = [plain(e) for e in self.paper_findings]
         out["missing"] = list(self.missing)
-        for key in ("config", "zoo", "timings"):
+        for key in ("config", "zoo", "timings", "lens_steer"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.circuit_graphs is not None:
@@ -130,7 +132,8 @@ class RunResults:
                    circuit_graphs=_circuit_graphs(d.get("circuit_graphs")),
                    paper_findings=[PaperFindings.from_dict(e) for e in d.get("paper_findings") or []],
                    evaluations=[_evaluation(e) for e in d.get("evaluations") or []],
-                   explanations=None if d.get("explanations") is None else ExplanationsResult.from_dict(d["explanations"]))
+                   explanations=None if d.get("explanations") is None else ExplanationsResult.from_dict(d["explanations"]),
+                   lens_steer=d.get("lens_steer"))
 
 
 def _circuit_graphs(d: Any) -> Any:

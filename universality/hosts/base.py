@@ -80,6 +80,10 @@ class Host:
         """
         raise NotImplementedError
 
+    def _unembed(self, stream: torch.Tensor) -> torch.Tensor:
+        """The final norm and the unembedding of this architecture (see :meth:`unembed`)."""
+        raise NotImplementedError
+
     # ----- public ------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
@@ -178,6 +182,16 @@ class Host:
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         """Plain forward: logits [b, t, vocab]."""
         return self.run_with_hooks(tokens, {})
+
+    def unembed(self, stream: torch.Tensor) -> torch.Tensor:
+        """Logits ``[..., vocab]`` of a residual stream ``[..., d_model]``: the final norm, then the unembedding.
+
+        This is the logit lens: ``unembed(cache[f"blocks.{n_layers - 1}.resid_post"])`` equals the
+        forward's logits. Differentiable (the tuned lens trains through it); no hook runs.
+        """
+        if stream.shape[-1] != self.d_model:
+            raise UniversalityError(f"unembed takes a stream whose last axis is d_model = {self.d_model}; got shape {tuple(stream.shape)}")
+        return self._unembed(stream.to(device=self.device))
 
     def validate_names(self, names: Iterable[str]) -> None:
         """Raise a :class:`UniversalityError` naming the closest valid points for any unknown name."""

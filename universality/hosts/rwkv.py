@@ -130,6 +130,10 @@ class RwkvHost(Host):
         x = run("final_norm", core.ln_out(x))
         return self.model.head(x)
 
+    def _unembed(self, stream: torch.Tensor) -> torch.Tensor:
+        self._sync_rescaling()
+        return self.model.head(self.model.rwkv.ln_out(stream))
+
     def _block(self, block, i: int, x: torch.Tensor, run: HookRun) -> torch.Tensor:
         p = f"blocks.{i}."
         x = run(p + "resid_pre", x)

@@ -249,6 +249,9 @@ class TransformerHost(Host):
         x = run("final_norm", fam.final_norm(x))
         return self.model.get_output_embeddings()(x)
 
+    def _unembed(self, stream: torch.Tensor) -> torch.Tensor:
+        return self.model.get_output_embeddings()(self.family.final_norm(stream))
+
     def _attention(self, blk, h: torch.Tensor, layer: int, rope, run: HookRun, p: str) -> torch.Tensor:
         fam = self.family
         b, t, _ = h.shape

@@ -11,17 +11,20 @@
 from .cache import cache_job
 from .circuit import circuit_job
 from .circuits import circuits_job
-from .config import (CacheConfig, CircuitGraphConfig, CircuitsConfig, CompareConfig, DemoConfig, ExplainConfig, ReportConfig, RunOptions, SeedsConfig, TrainConfig,
+from .config import (CacheConfig, CircuitGraphConfig, CircuitsConfig, CompareConfig, DemoConfig, ExplainConfig, LensConfig, ReportConfig, RunOptions, SeedsConfig,
+                     SteerConfig, TrainConfig,
                      ZooConfig, config_from_mapping)
 from .config import EvalConfig
 from .evaluate import eval_job
 from .demo import demo_job
 from .compare import compare_job
 from .explain import explain_job
+from .lens import lens_job
 from .rundir import RunDir
 from .seeds import seeds_job
+from .steer import steer_job
 from .train import train_job
 
 __all__ = ["CacheConfig", "CircuitGraphConfig", "CircuitsConfig", "CompareConfig", "DemoConfig", "ExplainConfig", "ReportConfig", "RunDir", "RunOptions", "SeedsConfig",
            "TrainConfig", "ZooConfig", "cache_job", "circuit_job", "circuits_job", "compare_job", "config_from_mapping", "demo_job", "explain_job", "seeds_job",
-           "train_job", "EvalConfig", "eval_job"]
+           "train_job", "EvalConfig", "eval_job", "LensConfig", "SteerConfig", "lens_job", "steer_job"]

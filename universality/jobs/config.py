@@ -501,3 +501,67 @@ class ExplainConfig:
                                     "for the offline token-statistics explainer")
         if not self.timeout > 0:
             raise UniversalityError(f"timeout {self.timeout!r} is not valid; use a positive number of seconds")
+@dataclass
+class LensConfig:
+    """``universality lens``: logit-lens and tuned-lens curves (KL to the final distribution, top-1, entropy) per model."""
+
+    models: list[str] = field(default_factory=list, metadata=cli(positional=True))
+    """Checkpoint folders or hub ids."""
+    n_tokens: int = 16384
+    """Training tokens of each tuned lens (from the corpus's training split)."""
+    eval_tokens: int = 4096
+    """Held-out tokens the curves are measured on."""
+    seq_len: int = 64
+    """Tokens per sequence."""
+    steps: int = 250
+    """Optimizer steps of each tuned lens."""
+    batch_tokens: int = 512
+    """Tokens per optimizer step."""
+    corpus: str = "default"
+    """Corpus (see ``compare``)."""
+
+    def __post_init__(self):
+        if not self.models:
+            raise UniversalityError("lens needs at least one model: a checkpoint folder or a hub id")
+        for name in ("n_tokens", "eval_tokens", "steps", "batch_tokens"):
+            _pos_int(name, getattr(self, name))
+        _pos_int("seq_len", self.seq_len, 2)
+
+
+@dataclass
+class SteerConfig:
+    """``universality steer``: contrastive activation addition (and state steering on Mamba / RWKV) with a dose-response curve."""
+
+    model: str = field(default="", metadata=cli(positional=True))
+    """Checkpoint folder or hub id."""
+    positive: str = ""
+    """Text file of positive prompts, one per line (or ``stdlib:code`` / ``stdlib:docstrings`` from the default corpus)."""
+    negative: str = ""
+    """Text file of negative prompts, one per line (or ``stdlib:code`` / ``stdlib:docstrings``)."""
+    prompts: str | None = None
+    """Prompts to steer and measure (default: the negative prompts); a text file, one per line."""
+    hook: str = "resid_post"
+    """Per-block point of the residual (CAA) steering vector."""
+    layer: float = 0.5
+    """Relative depth (0..1) of the steered block."""
+    state: bool = True
+    """Also steer the recurrent state (Mamba ``ssm.state``, RWKV ``att.state``) of the same block, where the host has one."""
+    multipliers: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0])
+    """Multipliers of the steering vector (the dose-response curve's x axis)."""
+    metric_tokens: str = "code-symbols"
+    """Token class whose next-token probability mass is measured: ``code-symbols`` or a text file whose tokens form it."""
+    n_prompts: int = 32
+    """Prompts per set taken from ``stdlib:`` sources (files are used whole)."""
+
+    def __post_init__(self):
+        if not self.model:
+            raise UniversalityError("steer needs a model: a checkpoint folder or a hub id")
+        if not self.positive or not self.negative:
+            raise UniversalityError("steer needs --positive FILE and --negative FILE (text files, one prompt per line)")
+        if self.hook not in HOOK_KINDS:
+            raise UniversalityError(f"hook '{self.hook}' is not valid; use one of {', '.join(HOOK_KINDS)}")
+        if not 0 <= self.layer <= 1:
+            raise UniversalityError(f"layer {self.layer} is not valid; give a relative depth between 0 and 1")
+        if not self.multipliers:
+            raise UniversalityError("multipliers is empty; give numbers such as 0,1,2,4")
+        _pos_int("n_prompts", self.n_prompts, 2)

@@ -112,6 +112,9 @@ def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log:
         write_lag.append(write_lag_stage(run, n, h, fp, n_seqs=4 if cfg.quick else 8))
     findings, c_induction, c_zoo = circuit_findings(run, cfg, preset, hosts, induction, device, log, missing)
     induction += c_induction
+    from .steer import demo_lens_steer
+
+    lens_steer = demo_lens_steer(run, hosts, corpus, cfg.quick, missing)
     zoo_info = {}
     try:
         zoo_info = zoo.load_zoo_results(preset, cfg.zoo_home)
@@ -123,6 +126,7 @@ def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log:
     res.seed_overlap, res.induction, res.write_lag, res.missing = seed_overlap, induction, write_lag, missing
     res.paper_findings = findings
     res.evaluations = [evaluation]
+    res.lens_steer = lens_steer
     res.zoo = {"preset": preset, "models": {k: {kk: v[kk] for kk in ("heldout_loss", "unigram_loss", "n_params") if kk in v}
                                             for k, v in (zoo_info.get("models") or {}).items()}}
     if c_zoo:

@@ -53,9 +53,18 @@ class MambaBackboneHost(Host):
             h = self._block(i, layer, h, run)
             if self._stop_after(run, i):
                 return None
-        norm = backbone.norm_f
-        h = run("final_norm", rms_norm(h.to(norm.weight.dtype), norm.weight, norm.variance_epsilon,
-                                       use_kernel=self._norm_kernel()))
+        return self._head(run("final_norm", self._final_norm(h)))
+
+    def _final_norm(self, h: torch.Tensor) -> torch.Tensor:
+        """``norm_f`` of the stream ``h`` [..., d_model]."""
+        norm = self.model.backbone.norm_f
+        return rms_norm(h.to(norm.weight.dtype), norm.weight, norm.variance_epsilon, use_kernel=self._norm_kernel())
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits [..., vocab] of the normed stream ``h`` (float32 for half-precision weights)."""
         head = self.model.lm_head
         logits = lm_head(h.to(head.weight.dtype), head.weight, head.bias)
         return logits.float() if logits.dtype in _LOW_PRECISION else logits
+
+    def _unembed(self, stream: torch.Tensor) -> torch.Tensor:
+        return self._head(self._final_norm(stream))
