@@ -12,6 +12,9 @@ config class with its own settings (:class:`TopKConfig`, :class:`ReLUConfig`,
 ...); a new kind is a :class:`SparseCoder` subclass decorated with
 :func:`register_kind` (see ``docs/sae.md``).
 
+Joint dictionaries over several models (crosscoders, universal SAEs, partitioned
+crosscoders): :func:`fit_joint` (see :mod:`universality.sae.joint`).
+
 Long path: :class:`TrainerConfig` with several :class:`CoderConfig` trained from
 the same batches by :class:`Trainer`. Evaluation: :func:`evaluate` (FVU, L0,
 dead/dense fractions) and :func:`evaluate_lm_loss` (loss with the dictionary spliced in).
@@ -27,11 +30,12 @@ from .metrics import LMLoss, Metrics, evaluate, evaluate_lm_loss
 from .source import BatchStream
 from .registry import coder_class, config_class, register_kind, registered_kinds, unregister_kind
 from .trainer import Trainer, TrainResult, fit, geometric_median
+from .joint import JointDictionary, fit_joint, load_joint
 
 __all__ = [
     "SparseCoder", "StepOut", "TopKCoder", "BatchTopKCoder", "ReLUCoder", "JumpReLUCoder",
     "CoderConfig", "TopKConfig", "BatchTopKConfig", "ReLUConfig", "JumpReLUConfig", "TrainerConfig", "Trainer", "TrainResult", "BatchStream",
     "fit", "load", "save", "detect_format", "evaluate", "evaluate_lm_loss", "Metrics", "LMLoss",
     "build_coder", "coder_class", "config_class", "register_kind", "registered_kinds", "unregister_kind", "registry",
-    "geometric_median",
+    "geometric_median", "fit_joint", "load_joint", "JointDictionary",
 ]
