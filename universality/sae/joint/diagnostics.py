@@ -141,6 +141,29 @@ def shared_fraction(labels: Sequence[Any]) -> float:
     return sum(lb == SHARED for lb in live) / max(len(live), 1)
 
 
+def distinct_latents(jd: JointDictionary, labels: Sequence[Any], threshold: float = 0.9) -> list[int]:
+    """Live latents left after merging duplicates: a latent is dropped when a more frequent one with the same label has
+    decoder directions with cosine > ``threshold`` in every model carrying it (e.g. a universal SAE's source-split copies)."""
+    live = [i for i, lb in enumerate(labels) if lb != DEAD]
+    freq = jd.frequency if jd.frequency is not None else torch.ones(jd.n_latents)
+    live.sort(key=lambda i: -float(freq[i]))
+    unit = [torch.nn.functional.normalize(jd.decoder(m).float(), dim=1, eps=1e-12) for m in range(jd.n_models)]
+    car = jd.carriers()
+    kept: list[int] = []
+    for i in live:
+        ms = [m for m in range(jd.n_models) if bool(car[m, i])]
+        dup = any(labels[j] == labels[i] and all(float(unit[m][i] @ unit[m][j]) > threshold for m in ms) for j in kept)
+        if not dup:
+            kept.append(i)
+    return sorted(kept)
+
+
+def distinct_shared_fraction(jd: JointDictionary, labels: Sequence[Any], threshold: float = 0.9) -> float:
+    """Fraction of :func:`distinct_latents` labelled ``"shared"`` (duplicated latents counted once)."""
+    kept = distinct_latents(jd, labels, threshold)
+    return sum(labels[i] == SHARED for i in kept) / max(len(kept), 1)
+
+
 class LatentScaling(NamedTuple):
     """Latent Scaling of the latents classed exclusive (owned by fewer than all models)."""
 
@@ -284,5 +307,5 @@ def mutual_fraction(codes_a: Any, codes_b: Any) -> float:
 
 
 __all__ = ["frequency_and_fvu", "decoder_shares", "share_histogram", "decoder_cosines", "wilson", "class_counts", "shared_fraction",
-           "label_name", "LatentScaling", "latent_scaling", "cross_r2", "off_diagonal_mean", "mutual_best", "agreement_with_mppc",
+           "label_name", "distinct_latents", "distinct_shared_fraction", "LatentScaling", "latent_scaling", "cross_r2", "off_diagonal_mean", "mutual_best", "agreement_with_mppc",
            "mutual_fraction"]

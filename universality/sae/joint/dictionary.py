@@ -137,7 +137,7 @@ class JointDictionary:
         if not isinstance(codes, torch.Tensor) or codes.dim() != 2 or codes.shape[1] != self.n_latents:
             shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
             raise UniversalityError(f"codes have shape {shape}; this joint dictionary expects [n, {self.n_latents}]")
-        return (codes.to(c.W_dec.dtype) @ c.W_dec) + c.b_dec
+        return c.decode(codes)  # output_scale is 1: the joint scaling lives in model_scales; sparse codes take the sparse path
 
     def decode(self, codes: torch.Tensor) -> list[torch.Tensor]:
         """Raw reconstruction of every model from codes ``[n, n_latents]``: a list of ``[n, d_m]`` tensors."""
