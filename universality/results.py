@@ -65,6 +65,8 @@ class RunResults:
     """Stage name → ``{seconds, status}`` of this invocation."""
     schema: str = SCHEMA
     """Schema tag (:data:`SCHEMA`)."""
+    joint: dict | None = None
+    """Joint dictionary over the compared hosts (``compare --joint``; see docs/joint.md), or ``None``."""
 
     def __post_init__(self):
         check_schema(self.schema)
@@ -82,7 +84,7 @@ class RunResults:
         out["induction"] = [plain(e) for e in self.induction]
         out["write_lag"] = [plain(e) for e in self.write_lag]
         out["missing"] = list(self.missing)
-        for key in ("config", "zoo", "timings"):
+        for key in ("config", "zoo", "timings", "joint"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -108,4 +110,4 @@ class RunResults:
                    [SeedOverlapResult.from_dict(e) for e in d.get("seed_overlap") or []],
                    [InductionSummary.from_dict(e) for e in d.get("induction") or []],
                    [WriteLagResult.from_dict(e) for e in d.get("write_lag") or []],
-                   list(d.get("missing") or []), d.get("config"), d.get("zoo"), d.get("timings"), d["schema"])
+                   list(d.get("missing") or []), d.get("config"), d.get("zoo"), d.get("timings"), d["schema"], joint=d.get("joint"))

@@ -240,8 +240,13 @@ def run_compare(run: RunDir, cfg: CompareConfig, sides: list[Side], floors: dict
                                           "threshold": cfg.family_threshold},
                              lambda: _families(dicts, cfg, sides, alignment).to_dict())
 
+    joint = None
+    if cfg.joint:
+        from .joint_stage import joint_stage
+
+        joint = joint_stage(run, cfg, sides, alignment, dicts, device, log)
     models = [model_entry(s.label, s.host, s.path, s.role, fingerprint=s.host_fp) for s in all_sides]
-    return {"models": models, "pairs": pairs, "families": families,
+    return {"models": models, "pairs": pairs, "families": families, "joint": joint,
             "dictionaries": {"hook": hook, "kind": cfg.kind, "n_latents": cfg.n_latents, "k": cfg.k, "epochs": cfg.sae_epochs}}
 
 

@@ -118,4 +118,5 @@ def compare_results(run: RunDir, cfg: CompareConfig, hosts: dict, paths: dict, f
     cmp = run_compare(run, cfg, sides, floors, seeds, st.alignment, device, log)
     n_tok = int(sides[0].stream.mask.sum())
     return RunResults(title, now(), environment(device), corpus_entry(corpus, n_tok, cfg.corpus), models=cmp["models"],
-                      pairs=cmp["pairs"], families=cmp["families"], dictionaries=cmp["dictionaries"], config=config_dict(cfg))
+                      pairs=cmp["pairs"], families=cmp["families"], dictionaries=cmp["dictionaries"], config=config_dict(cfg),
+                      joint=cmp.get("joint"))

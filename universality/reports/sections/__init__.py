@@ -6,5 +6,6 @@ that defines a :class:`Section` and calls :func:`register`.
 
 from .base import Section, register, registered, unregister
 from . import overview, pairs, grid, matches, families, seed_overlap, induction, write_lag, timings  # noqa: E402,F401  (order = page order)
+from . import joint  # noqa: E402,F401  (placed before Timings)
 
 __all__ = ["Section", "register", "registered", "unregister"]

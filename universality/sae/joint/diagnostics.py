@@ -273,11 +273,13 @@ def mutual_best(result: Any) -> torch.Tensor:
     return ok & (back == torch.arange(ab.numel()))
 
 
-def agreement_with_mppc(joint_codes: Any, model_codes: Sequence[Any], labels: Sequence[Any]) -> dict[str, Any]:
+def agreement_with_mppc(joint_codes: Any, model_codes: Sequence[Any], labels: Sequence[Any],
+                        pair_results: dict | None = None) -> dict[str, Any]:
     """Of the latents labelled shared, the fraction whose best MPPC partners in every model's own dictionary are mutual best matches.
 
     ``joint_codes`` ``[n, n_latents]`` are the joint codes of the aligned rows, ``model_codes[m]``
     ``[n, n_m]`` model m's independent dictionary's codes of the same rows (tensors or scipy sparse).
+    ``pair_results`` maps ``(a, b)`` (a < b) to the already computed MPPC of model a's and model b's codes.
     Returns ``{"agreement", "n_shared", "agreeing"}``.
     """
     from ... import matching
@@ -288,7 +290,7 @@ def agreement_with_mppc(joint_codes: Any, model_codes: Sequence[Any], labels: Se
         ok &= torch.isfinite(p.max_r) & (p.argmax >= 0)
     for a in range(len(model_codes)):
         for b in range(a + 1, len(model_codes)):
-            r = matching.mppc(model_codes[a], model_codes[b])
+            r = (pair_results or {}).get((a, b)) or matching.mppc(model_codes[a], model_codes[b])
             pa, pb = partners[a].argmax.clamp_min(0), partners[b].argmax.clamp_min(0)
             ok &= mutual_best(r)[pa] & (r.a_to_b.argmax[pa] == pb)
     shared = torch.tensor([lb == SHARED for lb in labels], dtype=torch.bool)
