@@ -107,16 +107,18 @@ def joint_stage(run: RunDir, cfg: Any, sides: list, alignment: Any, dicts: Any, 
     hooks = [hook_name(la, cfg.hook) for la in layers]
     rows = aligned_rows(sides, alignment)
     folder = run.path / "stages" / f"joint-{kind}" / "dictionary"
+    n = int(rows[0].numel())
+    batch = min(1024, n)
+    n_tokens = max(cfg.sae_epochs * n, 300 * batch)
     inputs = {"dictionaries": [dicts.key(s, la) for s, la in zip(sides, layers)], "joint": kind, "rows": [int(r.numel()) for r in rows],
-              "alignment": None if alignment is None else "two-tokenizer", "sae_seed_skyline": cfg.sae_seed_skyline}
+              "alignment": None if alignment is None else "two-tokenizer", "sae_seed_skyline": cfg.sae_seed_skyline,
+              "batch_size": batch, "n_tokens": n_tokens}
 
     def build() -> dict:
         log(f"joint {kind} over {', '.join(s.label for s in sides)}: {int(rows[0].numel())} aligned rows")
         xs = [s.store.gather(r, h) for s, r, h in zip(sides, rows, hooks)]
-        n = xs[0].shape[0]
-        batch = min(1024, n)
         jd = sae.fit_joint(xs, kind=kind, n_latents=cfg.n_latents, k=cfg.k, seed=cfg.seed, names=[s.label for s in sides],
-                           batch_size=batch, n_tokens=max(cfg.sae_epochs * n, 300 * batch), device=str(device))
+                           batch_size=batch, n_tokens=n_tokens, device=str(device))
         jd.save(folder)
         coders = []
         for s, la, h in zip(sides, layers, hooks):
