@@ -87,4 +87,4 @@ def test_l1_crosscoder_shows_the_shrinkage_artefact_and_latent_scaling_flags_it(
     l1, btk = out["crosscoder_l1"], out["crosscoder"]
     assert l1["decoupled"] >= 0.25 and l1["decoupled"] >= btk["decoupled"] + 0.2  # the artefact is L1's
     assert l1["flag_false"] >= 0.6  # Latent Scaling flags most of the falsely exclusive latents
-    assert l1["flag_true"] <= 0.4  # and far fewer of the truly exclusive ones
+    assert l1["flag_true"] <= 0.2  # and few of the truly exclusive ones

@@ -9,7 +9,7 @@ accumulated in float64 over chunks of aligned rows.
 * :func:`class_counts`: shared / exclusive / subset counts with Wilson intervals over latents.
 * :func:`latent_scaling` (Minder et al. 2025, generalised to models of different
   widths): for a latent classed exclusive to model A and every other model B, the
-  least-squares direction ``v_B = E[f y_B] / E[f²]`` of B's activation explained
+  least-squares direction ``v_B = E[f (y_B - E y_B)] / E[f²]`` of B's centred activation explained
   by the latent's activation ``f``; ``nu = ||v_B|| / ||v_A||`` compares it with the
   same fit in A (A's error plus the latent's own contribution). A truly exclusive
   latent has ``nu ≈ 0``; a latent whose concept B also carries has ``nu`` near 1 and is flagged.
@@ -200,17 +200,28 @@ def latent_scaling(jd: JointDictionary, xs: Any, labels: Sequence[Any] | None = 
         return LatentScaling(lat, empty, empty, torch.zeros(0, dtype=torch.bool), threshold)
     dev = jd.coder.W_enc.device
     idx = torch.arange(src.n) if idx is None else idx
+    f1 = torch.zeros(lat.numel(), dtype=torch.float64)
     f2 = torch.zeros(lat.numel(), dtype=torch.float64)
     fy = torch.zeros(lat.numel(), sum(jd.widths), dtype=torch.float64)
     fe = torch.zeros_like(fy)
+    y1 = torch.zeros(sum(jd.widths), dtype=torch.float64)
+    e1 = torch.zeros_like(y1)
     for lo in range(0, idx.numel(), 8192):
         xn = src.concat(idx[lo:lo + 8192], jd.cfg.model_scales).to(dev)
         z = jd.encode_scaled(xn)
-        err = (xn - jd.decode_scaled(z)).double().cpu()
+        xd = xn.double().cpu()
+        err = xd - jd.decode_scaled(z).double().cpu()
         f = z[:, lat].double().cpu()
+        f1 += f.sum(0)
         f2 += f.pow(2).sum(0)
-        fy += f.t() @ xn.double().cpu()
+        fy += f.t() @ xd
         fe += f.t() @ err
+        y1 += xd.sum(0)
+        e1 += err.sum(0)
+    n = idx.numel()
+    # centre the targets (a model's mean activation is not something a latent carries): sum f (y - mean y)
+    fy -= f1[:, None] * (y1 / n)[None, :]
+    fe -= f1[:, None] * (e1 / n)[None, :]
     ok = f2 > 0
     denom = f2.clamp_min(1e-300)[:, None]
     v_act, v_err = fy / denom, fe / denom
