@@ -244,7 +244,7 @@ def run_compare(run: RunDir, cfg: CompareConfig, sides: list[Side], floors: dict
     if cfg.joint:
         from .joint_stage import joint_stage
 
-        joint = joint_stage(run, cfg, sides, alignment, dicts, device, log)
+        joint = joint_stage(run, cfg, sides, alignment, dicts, device, log, contexts=contexts, rows_tag=_rows_tag)
     models = [model_entry(s.label, s.host, s.path, s.role, fingerprint=s.host_fp) for s in all_sides]
     return {"models": models, "pairs": pairs, "families": families, "joint": joint,
             "dictionaries": {"hook": hook, "kind": cfg.kind, "n_latents": cfg.n_latents, "k": cfg.k, "epochs": cfg.sae_epochs}}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
 import scipy.sparse as sp
 import torch
 
@@ -55,11 +54,13 @@ def _top_latents(labels: list, freq: torch.Tensor, want_shared: bool, n: int) ->
 
 
 def joint_result(jd: Any, xs: list[torch.Tensor], sides: list, rows: list[torch.Tensor], host_coders: list, host_codes: list,
-                 pair_mppc: dict, skyline: float | None) -> dict:
-    """The results.json ``joint`` object of a trained joint dictionary ``jd`` on aligned rows ``xs`` (one ``[n, d_m]`` per side)."""
+                 pair_mppc: dict, skyline: float | None, contexts: Callable) -> dict:
+    """The results.json ``joint`` object of a trained joint dictionary ``jd`` on aligned rows ``xs`` (one ``[n, d_m]`` per side).
+
+    ``contexts(side, rows, csc_codes, latent)`` gives a latent's top-activating contexts in one side's stream.
+    """
     from .. import sae
     from ..sae.joint import diagnostics as dg
-    from .compare import contexts
 
     labels = jd.classify()
     names = jd.names
@@ -97,10 +98,13 @@ def joint_result(jd: Any, xs: list[torch.Tensor], sides: list, rows: list[torch.
 
 
 def joint_stage(run: RunDir, cfg: Any, sides: list, alignment: Any, dicts: Any, device: torch.device,
-                log: Callable[[str], None]) -> dict:
-    """Train (once) and diagnose the ``cfg.joint`` dictionary over ``sides``' middle layers; returns the ``joint`` object."""
+                log: Callable[[str], None], contexts: Callable, rows_tag: Callable) -> dict:
+    """Train (once) and diagnose the ``cfg.joint`` dictionary over ``sides``' middle layers; returns the ``joint`` object.
+
+    ``dicts`` is the comparison's :class:`~universality.jobs.compare.Dictionaries`; ``contexts`` and ``rows_tag(a, b, alignment)``
+    are its context and row-set naming helpers (passed in, so this module does not import ``compare``).
+    """
     from .. import sae
-    from .compare import _rows_tag
 
     kind = cfg.joint
     layers = [layer_at(s.host.n_layers, 0.5) for s in sides]
@@ -131,7 +135,7 @@ def joint_stage(run: RunDir, cfg: Any, sides: list, alignment: Any, dicts: Any, 
             for b in range(a + 1, len(sides)):
                 sa, sb = sides[a], sides[b]
                 ra, rb = (rows[a], rows[b])
-                pair_mppc[(a, b)] = dicts.mppc(sa, layers[a], ra, sb, layers[b], rb, _rows_tag(sa, sb, alignment))  # the pair's own
+                pair_mppc[(a, b)] = dicts.mppc(sa, layers[a], ra, sb, layers[b], rb, rows_tag(sa, sb, alignment))  # the pair's own
         skyline = None
         if cfg.sae_seed_skyline:
             from ..sae.joint.diagnostics import mutual_fraction
@@ -139,7 +143,7 @@ def joint_stage(run: RunDir, cfg: Any, sides: list, alignment: Any, dicts: Any, 
             a, la = sides[0], layers[0]
             ra = a.mask_rows
             skyline = mutual_fraction(dicts.matrix(a, la, ra, "mask"), dicts.matrix(a, la, ra, "mask", cfg.seed + 1))
-        return joint_result(jd, xs, sides, rows, coders, host_codes, pair_mppc, skyline)
+        return joint_result(jd, xs, sides, rows, coders, host_codes, pair_mppc, skyline, contexts)
 
     return run.stage(f"joint-{kind}", inputs, build, valid=lambda r: (folder / "joint.json").is_file())
 

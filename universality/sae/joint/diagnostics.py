@@ -29,6 +29,7 @@ import torch
 from ..._errors import UniversalityError
 from .dictionary import DEAD, SHARED, JointDictionary
 from .kinds import USAECoder
+from .rows import AlignedRows
 
 
 def _chunks(n: int, size: int = 8192):
@@ -37,8 +38,6 @@ def _chunks(n: int, size: int = 8192):
 
 
 def _source(jd: JointDictionary, xs: Any):
-    from .fit import AlignedRows
-
     src = xs if isinstance(xs, AlignedRows) else AlignedRows(xs)
     if src.widths != jd.widths:
         raise UniversalityError(f"the activations have widths {src.widths}; this joint dictionary reads widths {jd.widths}")
