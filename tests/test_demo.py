@@ -48,6 +48,8 @@ def test_demo_writes_a_complete_report(demo_run):
     assert "model-seed skyline" in res["pairs"][0]["references"]
     assert res["families"]["hosts"] == list(DEMO_MODELS)
     assert sorted(e["kind"] for e in res["seed_overlap"]) == ["relu", "topk"]
+    assert res["joint"]["kind"] == "crosscoder" and res["joint"]["models"] == list(DEMO_MODELS)  # docs/joint.md
+    assert sum(c["count"] for c in res["joint"]["classes"].values()) + res["joint"]["n_dead"] == res["joint"]["n_latents"]
     assert [e["model"] for e in res["induction"]] == list(DEMO_MODELS)
     pf = {e["model"]: e for e in res["paper_findings"]}
     assert list(pf) == list(DEMO_MODELS) and {e["mixer"] for e in pf.values()} == {"attention heads", "conv", "token shift"}

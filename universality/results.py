@@ -75,6 +75,8 @@ class RunResults:
     """Feature explanations and their scores (:class:`~universality.interp.records.ExplanationsResult` or its dict)."""
     lens_steer: dict | None = None
     """Lenses and steering: ``{"lens": [LensResult dicts], "steering": [DoseResponse dicts]}`` (docs/lens-steering.md)."""
+    joint: dict | None = None
+    """Joint dictionary over the compared hosts (``compare --joint``; see docs/joint.md), or ``None``."""
 
     def __post_init__(self):
         check_schema(self.schema)
@@ -94,7 +96,7 @@ class RunResults:
         if self.paper_findings:
             out["paper_findings"] = [plain(e) for e in self.paper_findings]
         out["missing"] = list(self.missing)
-        for key in ("config", "zoo", "timings", "lens_steer"):
+        for key in ("config", "zoo", "timings", "lens_steer", "joint"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.circuit_graphs is not None:
@@ -133,7 +135,7 @@ class RunResults:
                    paper_findings=[PaperFindings.from_dict(e) for e in d.get("paper_findings") or []],
                    evaluations=[_evaluation(e) for e in d.get("evaluations") or []],
                    explanations=None if d.get("explanations") is None else ExplanationsResult.from_dict(d["explanations"]),
-                   lens_steer=d.get("lens_steer"))
+                   lens_steer=d.get("lens_steer"), joint=d.get("joint"))
 
 
 def _circuit_graphs(d: Any) -> Any:

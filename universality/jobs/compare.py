@@ -248,8 +248,13 @@ def run_compare(run: RunDir, cfg: CompareConfig, sides: list[Side], floors: dict
                                           "threshold": cfg.family_threshold},
                              lambda: _families(dicts, cfg, sides, alignment).to_dict())
 
+    joint = None
+    if cfg.joint:
+        from .joint_stage import joint_stage
+
+        joint = joint_stage(run, cfg, sides, alignment, dicts, device, log, contexts=contexts, rows_tag=_rows_tag)
     models = [model_entry(s.label, s.host, s.path, s.role, fingerprint=s.host_fp) for s in all_sides]
-    return {"models": models, "pairs": pairs, "families": families,
+    return {"models": models, "pairs": pairs, "families": families, "joint": joint,
             "dictionaries": {"hook": hook, "kind": cfg.kind, "n_latents": cfg.n_latents, "k": cfg.k, "epochs": cfg.sae_epochs}}
 
 
@@ -344,4 +349,5 @@ def compare_results(run: RunDir, cfg: CompareConfig, hosts: dict, paths: dict, f
     cmp = run_compare(run, cfg, sides, floors, seeds, st.alignment, device, log)
     n_tok = int(sides[0].stream.mask.sum())
     return RunResults(title, now(), environment(device), corpus_entry(corpus, n_tok, cfg.corpus), models=cmp["models"],
-                      pairs=cmp["pairs"], families=cmp["families"], dictionaries=cmp["dictionaries"], config=config_dict(cfg))
+                      pairs=cmp["pairs"], families=cmp["families"], dictionaries=cmp["dictionaries"], config=config_dict(cfg),
+                      joint=cmp.get("joint"))

@@ -17,6 +17,14 @@ def _sae_kinds() -> tuple[str, ...]:
     return registered_kinds()
 
 
+def _joint_kinds() -> tuple[str, ...]:
+    """Every registered joint dictionary kind (:func:`universality.sae.registered_kinds` with ``joint=True``)."""
+    from ..sae import joint  # noqa: F401  (registers the joint kinds)
+    from ..sae.registry import registered_kinds
+
+    return registered_kinds(joint=True)
+
+
 def cli(*, positional: bool = False, flag: str | None = None, repeat: bool = False, metavar: str | None = None,
         choices: tuple[str, ...] | None = None) -> dict:
     """Field metadata telling :mod:`universality.cli` how to expose a config field.
@@ -78,6 +86,8 @@ class CompareConfig:
     """Corpus: ``default`` (stdlib source), a text file, a folder, a JSONL file or a saved HF dataset."""
     seed: int = 0
     """Seed of the token stream and the dictionaries."""
+    joint: str | None = field(default=None, metadata=cli(choices=("crosscoder", "usae", "partitioned", "crosscoder_l1")))
+    """Also train one joint dictionary over every model on the aligned rows: crosscoder, usae or partitioned (docs/joint.md)."""
 
     @property
     def ref_boot(self) -> int:
@@ -106,6 +116,8 @@ class CompareConfig:
             raise UniversalityError(f"k {self.k} must be smaller than n_latents {self.n_latents}")
         if not -1 <= self.family_threshold <= 1:
             raise UniversalityError(f"family_threshold {self.family_threshold} is not valid; use a value in [-1, 1]")
+        if self.joint is not None and self.joint not in _joint_kinds():
+            raise UniversalityError(f"joint '{self.joint}' is not valid; use one of {', '.join(_joint_kinds())}")
 
     @property
     def labels(self) -> list[str]:

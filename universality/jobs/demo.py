@@ -28,7 +28,7 @@ def demo_compare_config(cfg: DemoConfig, paths: dict[str, str], names: list[str]
                          n_tokens=cfg.n_tokens or (4096 if cfg.quick else 16384), seq_len=64,
                          n_latents=cfg.n_latents or (128 if cfg.quick else 512), k=8 if cfg.quick else 16,
                          sae_epochs=1 if cfg.quick else 4, n_boot=5 if cfg.quick else 20, corpus=cfg.corpus,
-                         floor_models=floor_paths, seed_models=seed_paths)
+                         floor_models=floor_paths, seed_models=seed_paths, joint="crosscoder")
 
 
 CIRCUITS_KEYS = ("heldout_loss", "unigram_loss", "n_params", "induction_score", "induction_accuracy")

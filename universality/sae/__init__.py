@@ -15,6 +15,9 @@ config class with its own settings (:class:`TopKConfig`, :class:`ReLUConfig`,
 ...); a new kind is a :class:`SparseCoder` subclass decorated with
 :func:`register_kind` (see ``docs/sae.md``).
 
+Joint dictionaries over several models (crosscoders, universal SAEs, partitioned
+crosscoders): :func:`fit_joint` (see :mod:`universality.sae.joint`).
+
 Long path: :class:`TrainerConfig` with several :class:`CoderConfig` trained from
 the same batches by :class:`Trainer`. Evaluation: :func:`evaluate` (FVU, L0,
 dead/dense fractions) and :func:`evaluate_lm_loss` (loss with the dictionary spliced in); on a host,
@@ -37,6 +40,7 @@ from .metrics import LMLoss, Metrics, evaluate, evaluate_lm_loss
 from .source import BatchStream
 from .registry import coder_class, config_class, register_kind, registered_kinds, unregister_kind
 from .trainer import Trainer, TrainResult, fit, geometric_median
+from .joint import JointDictionary, fit_joint, load_joint
 
 __all__ = [
     "SparseCoder", "StepOut", "TopKCoder", "BatchTopKCoder", "ReLUCoder", "JumpReLUCoder",
@@ -45,4 +49,5 @@ __all__ = [
     "build_coder", "coder_class", "config_class", "register_kind", "registered_kinds", "unregister_kind", "registry",
     "geometric_median", "GatedCoder", "GatedConfig", "to_saelens", "to_sparsify", "load_set", "LAYOUTS", "Provenance",
     "evaluate_host", "Evaluation", "CoreMetrics",
+    "fit_joint", "load_joint", "JointDictionary",
 ]

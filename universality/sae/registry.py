@@ -24,14 +24,20 @@ if TYPE_CHECKING:
 
 
 class Kind:
-    """One registered kind: its ``name``, ``coder_class`` and ``config_class``."""
+    """One registered kind: its ``name``, ``coder_class``, ``config_class`` and whether it is ``joint``.
 
-    __slots__ = ("name", "coder_class", "config_class")
+    A joint kind (``coder_class.joint`` true: crosscoders, universal SAEs, see
+    :mod:`universality.sae.joint`) reads and writes several models at once; it is
+    looked up like any kind but listed apart (:func:`registered_kinds` with ``joint=True``).
+    """
 
-    def __init__(self, name: str, coder_class: type["SparseCoder"], config_class: type["CoderConfig"]):
+    __slots__ = ("name", "coder_class", "config_class", "joint")
+
+    def __init__(self, name: str, coder_class: type["SparseCoder"], config_class: type["CoderConfig"], joint: bool = False):
         self.name = name
         self.coder_class = coder_class
         self.config_class = config_class
+        self.joint = joint
 
     def __repr__(self) -> str:
         return f"Kind({self.name!r}, {self.coder_class.__name__}, {self.config_class.__name__})"
@@ -58,7 +64,7 @@ def register_kind(cls: type["SparseCoder"]) -> type["SparseCoder"]:
     default = fields["kind"].default
     if default != name:
         raise TypeError(f"{config_class.__name__}.kind defaults to {default!r}; it must default to the kind it configures, {name!r}")
-    _KINDS[name] = Kind(name, cls, config_class)
+    _KINDS[name] = Kind(name, cls, config_class, joint=bool(getattr(cls, "joint", False)))
     return cls
 
 
@@ -72,7 +78,7 @@ def lookup(name: str) -> Kind:
     try:
         return _KINDS[name]
     except (KeyError, TypeError):
-        raise UniversalityError(f"kind {name!r} is not a known dictionary kind; use one of {', '.join(registered_kinds())}") from None
+        raise UniversalityError(f"kind {name!r} is not a known dictionary kind; use one of {', '.join(registered_kinds() + registered_kinds(joint=True))}") from None
 
 
 def coder_class(name: str) -> type["SparseCoder"]:
@@ -85,9 +91,9 @@ def config_class(name: str) -> type["CoderConfig"]:
     return lookup(name).config_class
 
 
-def registered_kinds() -> tuple[str, ...]:
-    """Names of every registered kind, sorted."""
-    return tuple(sorted(_KINDS))
+def registered_kinds(joint: bool = False) -> tuple[str, ...]:
+    """Names of every registered single-model kind, sorted; with ``joint=True`` the joint (multi-model) kinds instead."""
+    return tuple(sorted(n for n, k in _KINDS.items() if k.joint == joint))
 
 
 def kind_settings(name: str) -> tuple[str, ...]:

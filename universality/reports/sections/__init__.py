@@ -8,5 +8,6 @@ from .base import Section, register, registered, unregister
 from . import overview, pairs, grid, matches, families, seed_overlap, induction, write_lag, lens, steering, paper_findings, circuits, timings  # noqa: E402,F401  (order = page order)
 from . import evaluation  # noqa: E402,F401  (placed before Timings)
 from . import explanations  # noqa: E402,F401  (placed before the run's timings)
+from . import joint  # noqa: E402,F401  (placed before Timings)
 
 __all__ = ["Section", "register", "registered", "unregister"]
