@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from test_dist import _torchrun, needs_torchrun
 
 from universality import sae
 
@@ -33,12 +33,7 @@ dist.destroy_process_group()
 '''
 
 
-def _torchrun() -> str | None:
-    exe = Path(sys.executable).parent / "torchrun"
-    return str(exe) if exe.is_file() else shutil.which("torchrun")
-
-
-@pytest.mark.skipif(not torch.distributed.is_available() or _torchrun() is None, reason="torch.distributed / torchrun not available")
+@needs_torchrun
 def test_two_gloo_processes_match_one_process(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
