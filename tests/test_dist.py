@@ -100,11 +100,23 @@ needs_torchrun = pytest.mark.skipif(not torch.distributed.is_available() or _tor
                                     reason="torch.distributed / torchrun not available")
 
 
+GLOO_ABORT = "terminate called without an active exception"
+"""What a gloo worker prints when the C++ runtime aborts it (SIGABRT). Seen twice in ~40 full-suite runs, only on a
+loaded machine with other torchrun jobs running, never reproduced alone; such a launch is run once more."""
+
+
 def _launch(script: Path, n: int, *args: str) -> str:
     env = dict(os.environ, PYTHONPATH=str(ROOT), UNIVERSALITY_QUIET="1", OMP_NUM_THREADS="1")
-    p = subprocess.run([_torchrun(), "--standalone", f"--nproc_per_node={n}", str(script), *args], env=env,
-                       capture_output=True, timeout=900)
-    text = (p.stdout + p.stderr).decode()
+    for attempt in range(2):
+        p = subprocess.run([_torchrun(), "--standalone", f"--nproc_per_node={n}", str(script), *args], env=env,
+                           capture_output=True, timeout=900)
+        text = (p.stdout + p.stderr).decode()
+        if p.returncode == 0 or GLOO_ABORT not in text or attempt:
+            break
+        for out in args[1:]:  # start the retry from an empty output folder, as the first attempt did
+            if Path(out).is_dir():
+                shutil.rmtree(out)
+                Path(out).mkdir()
     assert p.returncode == 0, text[-4000:]
     return p.stdout.decode()
 
