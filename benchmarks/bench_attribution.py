@@ -40,7 +40,8 @@ t0, c0 = time.perf_counter(), time.process_time()
 g = attribution_graph(host, prompt, coders, max_feature_nodes=limit)
 kept = g.prune()
 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+from universality._memory import process_peak
+hwm = process_peak() // 1024
 json.dump({"wall_s": wall, "cpu_s": cpu, "threads": torch.get_num_threads(), "peak_rss_kib": hwm, "tokens": t, "batch": g.settings["batch_size"],
            "feature_nodes": g.n_features, "kept_edges": int(kept.edge_mask.sum())}, open(sys.argv[1], "w"))
 """

@@ -105,19 +105,25 @@ GLOO_ABORT = "terminate called without an active exception"
 loaded machine with other torchrun jobs running, never reproduced alone; such a launch is run once more."""
 
 
-def _launch(script: Path, n: int, *args: str) -> str:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), UNIVERSALITY_QUIET="1", OMP_NUM_THREADS="1")
+def run_retrying_gloo_abort(cmd: list[str], env: dict, outs: list[Path]) -> subprocess.CompletedProcess:
+    """Run ``cmd``; after a :data:`GLOO_ABORT`, empty the folders ``outs`` and run it once more. Asserts success."""
     for attempt in range(2):
-        p = subprocess.run([_torchrun(), "--standalone", f"--nproc_per_node={n}", str(script), *args], env=env,
-                           capture_output=True, timeout=900)
+        p = subprocess.run(cmd, env=env, capture_output=True, timeout=900)
         text = (p.stdout + p.stderr).decode()
         if p.returncode == 0 or GLOO_ABORT not in text or attempt:
             break
-        for out in args[1:]:  # start the retry from an empty output folder, as the first attempt did
-            if Path(out).is_dir():
+        for out in outs:  # start the retry from an empty output folder, as the first attempt did
+            if out.is_dir():
                 shutil.rmtree(out)
-                Path(out).mkdir()
+                out.mkdir()
     assert p.returncode == 0, text[-4000:]
+    return p
+
+
+def _launch(script: Path, n: int, *args: str) -> str:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), UNIVERSALITY_QUIET="1", OMP_NUM_THREADS="1")
+    p = run_retrying_gloo_abort([_torchrun(), "--standalone", f"--nproc_per_node={n}", str(script), *args], env,
+                                [Path(a) for a in args[1:]])
     return p.stdout.decode()
 
 

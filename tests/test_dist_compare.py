@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_dist import GLOO_ABORT, _torchrun, needs_torchrun
+from test_dist import _torchrun, needs_torchrun, run_retrying_gloo_abort
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,12 +61,7 @@ def _compare(hosts: Path, out: Path, n: int) -> None:
             "--config", str(hosts / "settings.toml"), "--out", str(out), "--quiet"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), UNIVERSALITY_QUIET="1", OMP_NUM_THREADS="1")
     cmd = [_torchrun(), "--standalone", f"--nproc_per_node={n}", *argv] if n > 1 else [sys.executable, *argv]
-    for attempt in range(2):  # see test_dist.GLOO_ABORT: one more run after a gloo runtime abort
-        p = subprocess.run(cmd, env=env, capture_output=True, timeout=900)
-        if p.returncode == 0 or GLOO_ABORT not in (p.stdout + p.stderr).decode() or attempt:
-            break
-        shutil.rmtree(out, ignore_errors=True)
-    assert p.returncode == 0, (p.stdout + p.stderr).decode()[-4000:]
+    run_retrying_gloo_abort(cmd, env, [out])
 
 
 @needs_torchrun

@@ -1,4 +1,4 @@
-"""Resident-memory readings of this process (Linux ``/proc``): current RSS, and peak RSS per stage.
+"""Peak resident-memory readings of this process (Linux ``/proc``): per stage and for the whole process.
 
 The kernel's high-water mark (``VmHWM``) can be reset (``/proc/self/clear_refs``), which lets each pipeline stage
 report its own peak. Resetting would lose the process-wide peak, so :func:`reset_peak` first folds the current
@@ -19,12 +19,6 @@ def _status_kib(field: str) -> int | None:
     except OSError:
         return None
     return None
-
-
-def rss_bytes() -> int | None:
-    """Resident set size of this process now, in bytes (``None`` without ``/proc``)."""
-    kib = _status_kib("VmRSS")
-    return None if kib is None else kib * 1024
 
 
 def peak_bytes() -> int | None:

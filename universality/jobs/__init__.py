@@ -11,10 +11,8 @@
 from .cache import cache_job
 from .circuit import circuit_job
 from .circuits import circuits_job
-from .config import (CacheConfig, CircuitGraphConfig, CircuitsConfig, CompareConfig, DemoConfig, ExplainConfig, LensConfig, ReportConfig, RunOptions, SeedsConfig,
-                     SteerConfig, TrainConfig,
-                     ZooConfig, config_from_mapping)
-from .config import EvalConfig
+from .config import (CacheConfig, CircuitGraphConfig, CircuitsConfig, CompareConfig, DemoConfig, EvalConfig, ExplainConfig, LensConfig,
+                     ReportConfig, RunOptions, SeedsConfig, SteerConfig, TrainConfig, ZooConfig, config_from_mapping)
 from .evaluate import eval_job
 from .demo import demo_job
 from .compare import compare_job
