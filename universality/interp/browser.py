@@ -68,7 +68,10 @@ def write_browser(path: str | os.PathLike, title: str, dictionaries: Sequence[Ma
     Args:
         dictionaries: one ``{"name", "model", "hook", "kind", "explainer", "features": [card, ...]}`` each, a card
             being :func:`feature_card`'s dict with ``"p"`` filled with ``{"d": other dictionary, "j": partner,
-            "r": MPPC, "ej": explanation match, "ec": its cosine}`` entries.
+            "r": MPPC, "ej": explanation match, "ec": its cosine}`` entries and, optionally, ``"jp"`` with the
+            feature's partners through a joint dictionary (:func:`~universality.interp.joint_partners.joint_partners`'
+            entries); a dictionary's optional ``"joint": {"kind", "models", "note"}`` names the joint dictionary, or
+            says in ``note`` why there is none (the card then says so).
     """
     data = {"title": title, "dictionaries": list(dictionaries)}
     page = _PAGE.replace("__CSP__", CSP).replace("__TITLE__", _esc(title)).replace("__DATA__", _json_for_html(data))
@@ -177,7 +180,26 @@ function renderCard(f) {
   else { const t = el("table"); const hr = el("tr"); for (const h of ["dictionary", "MPPC partner", "r", "explanation match", "cosine"]) hr.appendChild(el("th", h)); t.appendChild(hr);
     for (const p of f.p) { const r = el("tr"); for (const v of [p.d, p.j === null ? "–" : "#" + p.j, fmt(p.r, 2), p.ej === null || p.ej === undefined ? "–" : "#" + p.ej, fmt(p.ec, 2)]) r.appendChild(el("td", v)); t.appendChild(r); }
     card.appendChild(t); }
+  renderJoint(d, f, card);
   card.setAttribute("data-latent", f.i);
+}
+function renderJoint(d, f, card) {
+  const j = d.joint || { kind: null, models: [], note: "no joint-dictionary data in this page" };
+  const h = el("h3", "Partners through the joint dictionary" + (j.kind ? " (" + j.kind + ")" : "")); h.id = "joint-head"; card.appendChild(h);
+  if (j.note) { const p = el("p", "Not available: " + j.note + ".", "muted"); p.id = "joint-note"; card.appendChild(p); return; }
+  const jp = f.jp || [];
+  if (!jp.length) { card.appendChild(el("p", "No joint latent carried by " + d.model + " matches this feature.", "muted")); return; }
+  const others = j.models.filter((m) => m !== d.model);
+  const t = el("table"); t.id = "joint-partners"; const hr = el("tr");
+  for (const x of ["joint latent", "class", "cosine in " + d.model, ...others.map((m) => m + " partner (cosine)")]) hr.appendChild(el("th", x));
+  t.appendChild(hr);
+  for (const e of jp) { const r = el("tr", null, "jrow");
+    for (const v of ["#" + e.J, e.cls, fmt(e.c, 2)]) r.appendChild(el("td", v));
+    for (const m of others) { const o = (e.o || []).find((x) => x.m === m);
+      r.appendChild(el("td", !o ? "–" : o.j === null || o.j === undefined ? "not carried" : "#" + o.j + " (" + fmt(o.c, 2) + ")")); }
+    t.appendChild(r); }
+  card.appendChild(t);
+  card.appendChild(el("p", "Joint latents matched by the cosine of decoder directions in " + d.model + "; each names, in every other model that carries it, that model's own latent whose decoder direction matches it best.", "muted"));
 }
 function start() {
   const sel = $("dict");

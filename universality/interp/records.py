@@ -25,16 +25,19 @@ class ExplanationsResult:
     """Folder (relative to the run directory) holding delphi's ``explanations/`` and ``scores/``."""
     missing: list[str] = field(default_factory=list)
     """What could not be computed, and why."""
+    joint: dict | None = None
+    """Partners through the run's joint dictionary: ``kind``, ``models``, ``note`` (why there are none) and ``summary``
+    per model (``n_latents``, ``mean_best_cosine``, ``frac_matched`` at cosine ≥ ``threshold``, ``frac_matched_shared``)."""
 
     def to_dict(self) -> dict:
         """The results.json ``explanations`` object."""
         return {"explainer": self.explainer, "dictionaries": [dict(d) for d in self.dictionaries],
                 "cross": [dict(c) for c in self.cross], "browser": self.browser, "folder": self.folder,
-                "missing": list(self.missing)}
+                "missing": list(self.missing), "joint": self.joint}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExplanationsResult":
         """Inverse of :meth:`to_dict`."""
         require_keys(d, ("explainer", "dictionaries"), "explanations")
         return cls(d["explainer"], list(d["dictionaries"]), list(d.get("cross") or []), d.get("browser"),
-                   d.get("folder", "explain"), list(d.get("missing") or []))
+                   d.get("folder", "explain"), list(d.get("missing") or []), d.get("joint"))

@@ -342,23 +342,30 @@ def explain_results(run: RunDir, results: dict, cfg: ExplainConfig, device: torc
         partners[(a.module, b.module)] = entry.get("partners_a", {})
         partners[(b.module, a.module)] = entry.get("partners_b", {})
         cross.append({k: v for k, v in entry.items() if not k.startswith("partners")})
-    page = _write_browser(out or run_dir, results.get("title", "run"), dicts, partners, folder)
+    joint = joint_partners_stage(run, run_dir, results, dicts, log)
+    page = _write_browser(out or run_dir, results.get("title", "run"), dicts, partners, folder, joint)
     missing = [f"{c['a']} × {c['b']}: {c['missing']}" for c in cross if "missing" in c]
     missing += [f"{c['a']} × {c['b']}: {c['embedding_missing']}" for c in cross if "embedding_missing" in c]
     rel = lambda p: str(p.relative_to(run_dir)) if p.is_relative_to(run_dir) else str(p)  # noqa: E731
     return ExplanationsResult(summaries[0]["explainer"] if summaries else "token-statistics", summaries, cross,
-                              rel(page), rel(folder), missing)
+                              rel(page), rel(folder), missing, {k: v for k, v in joint.items() if k != "partners"})
 
 
 def _seed(results: dict) -> int:
     return int((results.get("config") or {}).get("seed", 0) or 0)
 
 
-def _write_browser(run_dir: Path, title: str, dicts: list[Dictionary], partners: dict, out: Path | None = None) -> Path:
-    """Stage 4: the feature browser from the cards of every dictionary and their partners."""
+def _write_browser(run_dir: Path, title: str, dicts: list[Dictionary], partners: dict, out: Path | None = None,
+                   joint: dict | None = None) -> Path:
+    """Stage 4: the feature browser from the cards of every dictionary, their partners and their joint-dictionary partners.
+
+    ``joint`` is :func:`joint_partners_stage`'s result (``None``: a lone dictionary folder, which has no joint dictionary).
+    """
     from ..interp.browser import write_browser
 
     out = out or run_dir
+    joint = joint or {"kind": None, "note": "a single dictionary folder has no joint dictionary"}
+    jparts = joint.get("partners") or {}
     entries = []
     for d in dicts:
         data = json.loads((out / f"cards-{d.module}.json").read_text(encoding="utf-8"))
@@ -369,6 +376,84 @@ def _write_browser(run_dir: Path, title: str, dicts: list[Dictionary], partners:
                 p = part.get(str(f["i"]))
                 if p is not None:
                     f["p"].append({"d": mb, "j": p[0], "r": p[1], "ej": p[2], "ec": p[3]})
+        mine = jparts.get(d.module)
+        for f in data["features"]:
+            f["jp"] = (mine or {}).get(str(f["i"]), [])
+        note = joint.get("note") if mine is None else None
+        if note is None and mine is None:
+            note = (f"the joint dictionary ({joint['kind']} over {', '.join(joint['models'])}) does not read this dictionary "
+                    f"({d.label} at {d.hook})")
         entries.append({"name": d.module, "model": d.label, "hook": d.hook, "kind": d.kind, "explainer": data["explainer"],
-                        "features": data["features"]})
+                        "features": data["features"],
+                        "joint": {"kind": joint.get("kind"), "models": joint.get("models") or [], "note": note}})
     return write_browser(run_dir / "features.html", title, entries)
+
+
+def _joint_record(run_dir: Path, results: dict) -> tuple[str, Path, dict] | None:
+    """(kind, dictionary folder, stage record) of the run's joint dictionary, or ``None`` when it has none on disk.
+
+    The kind is results.json's ``joint.kind`` when given, else the one ``stages/joint-*/dictionary`` found.
+    """
+    kind = (results.get("joint") or {}).get("kind")
+    found = sorted(p.parent.parent.name[len("joint-"):] for p in (run_dir / "stages").glob("joint-*/dictionary/joint.json"))
+    if kind not in found:
+        kind = found[0] if found else None
+    if kind is None:
+        return None
+    rec_path = run_dir / "stages" / f"joint-{kind}.json"
+    try:
+        rec = json.loads(rec_path.read_text(encoding="utf-8")) if rec_path.is_file() else {}
+    except ValueError:
+        rec = {}
+    return kind, run_dir / "stages" / f"joint-{kind}" / "dictionary", rec
+
+
+def joint_partners_stage(run: RunDir, run_dir: Path, results: dict, dicts: list[Dictionary], log: Callable[[str], None],
+                         top: int = 2) -> dict:
+    """Stage 3b: every explained dictionary's latents matched through the run's joint dictionary (cached).
+
+    Returns ``{"kind", "models", "note", "summary", "partners": {module: {latent: entries}}}`` with the entries of
+    :func:`universality.interp.joint_partners.joint_partners`; ``kind`` None and a ``note`` saying why when the run
+    has no joint dictionary or none of its models' dictionaries were explained.
+    """
+    found = _joint_record(run_dir, results)
+    if found is None:
+        return {"kind": None, "models": [], "note": "this run has no joint dictionary (train one with compare --joint crosscoder)"}
+    kind, folder, rec = found
+    seed = _seed(results)
+    meta = json.loads((folder / "joint.json").read_text(encoding="utf-8"))
+    names = [str(n) for n in meta.get("model_names") or []]
+    hooks = [k.get("hook") for k in (rec.get("inputs") or {}).get("dictionaries") or []]
+    hooks = hooks if len(hooks) == len(names) else [None] * len(names)
+    chosen = {}
+    for name, hook in zip(names, hooks):
+        d = next((d for d in dicts if d.label == name and d.seed == seed and d.weights is not None and hook in (None, d.hook)), None)
+        if d is not None:
+            chosen[name] = d
+    base = {"kind": kind, "models": names}
+    if len(chosen) < len(names):
+        lack = [n for n in names if n not in chosen]
+        return base | {"note": f"the joint dictionary ({kind}) reads {', '.join(lack)} at a hook whose dictionary was not "
+                               "explained, so its partners are not shown"}
+
+    def build() -> dict:
+        from .. import sae
+        from ..interp.joint_partners import joint_partners, summarise
+
+        jd = sae.load_joint(folder)
+        labels = jd.classify()
+        host = {n: sae.load(chosen[n].weights).W_dec.detach() for n in names}
+        parts = joint_partners(host, {n: jd.decoder(m) for m, n in enumerate(names)}, labels, top=top)
+        log(f"joint-dictionary partners ({kind}): {', '.join(f'{n} {len(parts[n])}' for n in names)} latents")
+        return {"note": None, "summary": summarise(parts),
+                "partners": {chosen[n].module: {str(i): e for i, e in enumerate(parts[n]) if e} for n in names}}
+
+    inputs = {"joint": rec.get("fingerprint") or _file_digest(folder / "joint.safetensors"),
+              "dictionaries": [chosen[n].job_fp for n in names], "top": top}
+    return base | run.stage(f"explain-joint-{kind}", inputs, build)
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
