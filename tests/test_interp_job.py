@@ -172,3 +172,50 @@ def test_explain_a_run_into_another_folder(run_dir, tmp_path):
     assert Path(ex["browser"]) == other / "features.html" and (other / "features.html").is_file()
     assert len(list((other / "explanations").glob("*.txt"))) == sum(d["n_explained"] for d in ex["dictionaries"])
     assert list((other / "stages").glob("explain-*.json"))  # its stage records live with its output
+
+
+def test_browser_cards_show_partners_through_a_planted_joint_dictionary(run_dir):
+    """First the run has no joint dictionary and the card says so; then a crosscoder planted in the run (its decoder
+    made of the run's own dictionaries' rows under known permutations) gives every card its partners."""
+    from universality import sae
+    from universality._io import atomic_write_json
+    from universality.sae import registry
+    from universality.sae.joint import CrosscoderConfig, JointDictionary
+
+    ex = json.loads((run_dir / "results.json").read_text())["explanations"]
+    assert ex["joint"]["kind"] is None and "no joint dictionary" in ex["joint"]["note"]
+    dom, _ = _dump(run_dir / "features.html", "d=0&latent=1")
+    assert "Not available: this run has no joint dictionary (train one with compare --joint crosscoder)." in dom
+    da, db = ex["dictionaries"]
+    dec = {d["model"]: sae.load(next(p for p in (run_dir / "stages").glob(f"sae-{d['model']}-{d['hook']}-*") if p.is_dir())).W_dec.detach()
+           for d in (da, db)}
+    g = torch.Generator().manual_seed(5)
+    pa, pb = torch.randperm(32, generator=g)[:6].tolist(), torch.randperm(32, generator=g)[:6].tolist()
+    cfg = CrosscoderConfig(widths=[32, 32], model_names=["a", "b"], n_latents=6, k=2)
+    coder = registry.coder_class("crosscoder")(cfg)
+    with torch.no_grad():
+        coder.W_dec[:, :32] = dec["a"][pa]
+        coder.W_dec[:, 32:] = dec["b"][pb]
+        coder.W_dec[4, 32:] *= 1e-3  # J4 is exclusive to a, J5 to b
+        coder.W_dec[5, :32] *= 1e-3
+    JointDictionary(coder, torch.ones(6)).save(run_dir / "stages" / "joint-crosscoder" / "dictionary")
+    atomic_write_json(run_dir / "stages" / "joint-crosscoder.json", {"fingerprint": "planted", "result": None,
+                      "inputs": {"dictionaries": [{"hook": da["hook"]}, {"hook": db["hook"]}]}})
+    assert main(["explain", str(run_dir), "--window", "16", "--n-train", "10", "--n-test", "6", "--n-random", "3",
+                 "--n-neighbour", "3", "--quiet"]) == 0
+    ex = json.loads((run_dir / "results.json").read_text())["explanations"]
+    assert ex["joint"]["kind"] == "crosscoder" and ex["joint"]["note"] is None
+    assert ex["joint"]["summary"]["a"]["frac_matched"] >= 5 / 32  # at least the 5 planted rows a carries
+    cards = json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>',
+                                 (run_dir / "features.html").read_text(), re.S).group(1))["dictionaries"]
+    jp_a = {f["i"]: f["jp"] for f in cards[0]["features"]}
+    for J in range(4):
+        best = jp_a[pa[J]][0]
+        assert best["J"] == J and best["c"] > 0.999 and best["cls"] == "shared"
+        assert best["o"] == [{"m": "b", "j": pb[J], "c": pytest.approx(1.0, abs=1e-3)}]
+    assert jp_a[pa[4]][0]["J"] == 4 and jp_a[pa[4]][0]["cls"] == "exclusive to a" and jp_a[pa[4]][0]["o"][0]["j"] is None
+    assert all(e["J"] != 5 for rows in jp_a.values() for e in rows)  # b's exclusive latent is never a's partner
+    dom, log = _dump(run_dir / "features.html", f"d=0&latent={pa[0]}")
+    assert 'data-ready="yes"' in _body(dom) and "data-errors" not in _body(dom) and "CONSOLE" not in log
+    assert "Partners through the joint dictionary (crosscoder)" in dom and f"#{pb[0]} (1.00)" in dom
+    assert "Joint-dictionary partners" in (run_dir / "report.html").read_text()

@@ -76,8 +76,26 @@ class Explanations(Section):
                       "the MPPC pair; Spearman correlation of MPPC and embedding cosine with a bootstrap interval.")
             page.table(["pair", "own", "swap", "random control", "embedding cos", "random cos", "Hungarian = MPPC",
                         "Spearman ρ [95%]"], crow)
+        self._joint(ex.get("joint"), page)
         for m in ex.get("missing") or []:
             page.para(f"Not computed: {m}")
+
+    @staticmethod
+    def _joint(j: Mapping | None, page: Page) -> None:
+        """How the dictionaries' features match the run's joint dictionary (the browser's cards list them one by one)."""
+        if not j:
+            return
+        if not j.get("kind") or j.get("note"):
+            page.para(f"Joint-dictionary partners: not shown ({j.get('note') or 'no joint dictionary'}).")
+            return
+        rows = [[m] + ["" if s.get(k) is None else s[k] for k in ("n_latents", "mean_best_cosine", "frac_matched", "frac_matched_shared")]
+                for m, s in (j.get("summary") or {}).items()]
+        thr = next(iter((j.get("summary") or {}).values()), {}).get("threshold", 0.7)
+        page.para(f"Joint-dictionary partners ({j['kind']} over {', '.join(j.get('models') or [])}): each feature of a "
+                  "model's own dictionary is matched to the joint latents whose decoder direction in that model is "
+                  "closest (cosine), and through them to the other models' own features; every card of the browser "
+                  f"lists them. Matched: best cosine ≥ {thr}.")
+        page.table(["model", "features", "mean best cosine", "matched", "of those: shared joint latent"], rows)
 
     def tables(self, res: Mapping) -> dict[str, str]:
         """``explanations.csv``: one row per dictionary and scorer."""
