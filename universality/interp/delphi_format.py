@@ -5,6 +5,8 @@ Layout under a base folder::
     explanations/<module>_latent<i>.txt        the explanation as a JSON string
     scores/<scorer>/<module>_latent<i>.txt     a JSON list of per-sample records: str_tokens, activations,
                                                distance, activating, prediction, probability, correct
+    log/hookpoint_firing_counts.pt            {module: int64 tensor [n_latents]} of firing counts (torch.save),
+                                               which delphi's result analysis weights F1 by
 
 ``<scorer>`` is ``detection`` or ``fuzz``; ``<module>`` names the dictionary (no ``/``; delphi reads the latent
 index as the integer after the last ``latent`` of the file stem). Every file is written atomically.
@@ -18,7 +20,7 @@ import re
 from pathlib import Path
 
 from .._errors import UniversalityError
-from .._io import atomic_write_text
+from .._io import atomic_write_bytes, atomic_write_text
 
 
 def module_name(model: str, hook: str) -> str:
@@ -68,3 +70,25 @@ def read_scores(base: str | os.PathLike, module: str, scorer: str) -> dict[int, 
         except (ValueError, UnicodeDecodeError) as e:
             raise UniversalityError(f"score file '{f}' is not valid JSON ({type(e).__name__}); delete it and rerun explain") from None
     return out
+
+
+def write_firing_counts(base: str | os.PathLike, module: str, counts) -> Path:
+    """Add ``module``'s firing counts ``[n_latents]`` to ``log/hookpoint_firing_counts.pt`` (other modules' entries kept).
+
+    delphi's ``result_analysis.load_data`` reads this file (``torch.load(weights_only=True)``) beside ``scores/``.
+    """
+    import io
+
+    import torch
+
+    path = Path(base) / "log" / "hookpoint_firing_counts.pt"
+    have = {}
+    if path.is_file():
+        try:
+            have = dict(torch.load(path, weights_only=True))
+        except Exception:  # noqa: BLE001  (an unreadable file is written anew)
+            have = {}
+    have[module] = torch.as_tensor(counts).to(torch.int64).cpu()
+    buf = io.BytesIO()
+    torch.save(have, buf)
+    return atomic_write_bytes(path, buf.getvalue())

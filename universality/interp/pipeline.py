@@ -21,7 +21,7 @@ import numpy as np
 from .._errors import UniversalityError
 from .._io import atomic_write_json, fingerprint
 from .contexts import ContextConfig, ContextSet, LatentActivations, decoder_neighbours, sample_contexts
-from .delphi_format import read_explanations, write_explanation, write_scores
+from .delphi_format import read_explanations, write_explanation, write_firing_counts, write_scores
 from .scoring import SCORERS, OfflineJudge, classification_metrics, make_samples, sample_records
 from .tokens import TokenTable
 from .tokenstats import Background, Simulator, TokenStatsConfig, TokenStatsExplainer
@@ -143,6 +143,8 @@ def explain_dictionary(acts: LatentActivations, table: TokenTable, *, module: st
     # 1. contexts
     cs = load_or_sample_contexts(acts, latents, ccfg, w_dec, None if outp is None else outp / f"contexts-{module}.safetensors",
                                  codes_id or fingerprint([acts.codes.nnz, acts.codes.shape, float(acts.codes.data.sum())]))
+    if outp is not None:  # delphi's result analysis weights F1 by these
+        write_firing_counts(outp, module, np.diff(acts.codes.indptr))
     bg = Background.of(acts.tokens, acts.mask, len(table))
     explainer, name = make_explainer(client, table, bg, stats_cfg)
     judge = make_judge(client, table)

@@ -44,7 +44,9 @@ class Dictionary:
     def module(self) -> str:
         from ..interp.delphi_format import module_name
 
-        return module_name(self.label, self.hook) + ("" if self.seed == 0 else f".s{self.seed}")
+        # the seed goes into the model part: delphi selects a module's files by the glob *<module>*, so no module
+        # name may be a part of another's (``x.blocks.1.mlp_out`` is inside ``x.blocks.1.mlp_out.s1``)
+        return module_name(self.label if self.seed == 0 else f"{self.label}-s{self.seed}", self.hook)
 
 
 def find_dictionaries(run: Path, results: dict, scope: str) -> list[Dictionary]:
