@@ -16,6 +16,7 @@ from typing import Any, Iterable
 from .client import ChatClient, ClientConfig
 from .contexts import ContextConfig, ContextSet, LatentActivations, LatentContexts, decoder_neighbours, sample_contexts
 from .crossmodel import embedding_agreement, explanation_swap, spearman_bootstrap
+from .joint_partners import joint_partners
 from .pipeline import DictionaryExplanations, LatentResult, explain_dictionary
 from .scoring import SCORERS, classification_metrics
 from .tokens import TokenTable
@@ -24,7 +25,7 @@ from .tokenstats import Background, Simulator, TokenStatsConfig, explain_tokens
 __all__ = ["Background", "ChatClient", "ClientConfig", "ContextConfig", "ContextSet", "DictionaryExplanations",
            "LatentActivations", "LatentContexts", "LatentResult", "SCORERS", "Simulator", "TokenStatsConfig", "TokenTable",
            "classification_metrics", "decoder_neighbours", "embedding_agreement", "explain", "explain_dictionary",
-           "explain_tokens", "explanation_swap", "sample_contexts", "spearman_bootstrap"]
+           "explain_tokens", "explanation_swap", "joint_partners", "sample_contexts", "spearman_bootstrap"]
 
 
 def explain(dictionary: Any, store: Any, client: ChatClient | None = None, *, hook: str | None = None, tokenizer: Any = None,
