@@ -70,6 +70,9 @@ def test_demo_writes_a_complete_report(demo_run):
     ex = res["explanations"]  # the offline explanations of the compared dictionaries and their browser
     assert ex["explainer"] == "token-statistics" and len(ex["dictionaries"]) == 3 and len(ex["cross"]) == 3
     assert (out / ex["browser"]).is_file() and f"href='{ex['browser']}'" in html
+    # every card lists its partners through the demo's crosscoder (docs/interp.md)
+    assert ex["joint"]["kind"] == "crosscoder" and ex["joint"]["note"] is None and set(ex["joint"]["summary"]) == set(DEMO_MODELS)
+    assert '"jp":[{"J":' in (out / ex["browser"]).read_text().replace(" ", "")
 
 
 def _pearson_mppc_f64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
