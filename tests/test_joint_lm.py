@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -12,6 +13,8 @@ from universality._progress import set_quiet
 from universality.sae.joint.lm import joint_lm_losses, splice_lm_loss
 
 HOOK, LAYER = "blocks.1.resid_post", 1
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _hf_loss(model, layers, tokens, rows, values=None):
@@ -88,3 +91,19 @@ def test_joint_lm_losses_match_hf_hooks_on_two_architectures(save_model):
         assert abs(res.joint - res.clean) < 0.5 * abs(res.zero_ablation - res.clean)
         assert abs(res.independent - res.clean) < 0.5 * abs(res.zero_ablation - res.clean)
     set_quiet(False)
+
+
+def test_bad_splice_input_is_one_sentence(save_model):
+    host = uv.load_host(save_model(tiny_transformer("gpt_neox")), device="cpu")
+    tokens = torch.randint(0, 97, (2, 8))
+    cases = [
+        (dict(rows=torch.tensor([16]), replacements={"x": torch.zeros(1, 32)}), r"flat positions in 0\.\.15"),
+        (dict(rows=torch.tensor([1, 2]), replacements={"x": torch.zeros(3, 32)}), r"replacement 'x' has shape \(3, 32\)"),
+        (dict(rows=torch.tensor([1]), replacements={}, tokens=torch.zeros(8, dtype=torch.long)), r"tokens have shape"),
+    ]
+    for kw, match in cases:
+        args = dict(host=host, hook=HOOK, tokens=tokens)
+        args.update(kw)
+        with pytest.raises(uv.UniversalityError, match=match) as e:
+            splice_lm_loss(**args)
+        assert "\n" not in str(e.value)

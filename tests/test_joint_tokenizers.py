@@ -9,11 +9,14 @@ from universality import UniversalityError, reports
 from universality.cli import main
 from universality.data import AlignConfig, aligned_streams_all, corpus_from_texts
 from universality.data.bpe import train_byte_bpe
+from test_compare_tokenizers import _model
 
 TEXT = "\n\n".join(
     f"def function_{i}(value, other):\n    \"\"\"Return the sum of value and other, times {i}.\"\"\"\n"
     f"    result = (value + other) * {i}\n    return result\n" for i in range(300))
 VOCABS = (270, 300, 420)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +47,6 @@ def test_rows_aligned_across_three_tokenizers_have_read_the_same_text(tokenizers
     assert checked > 10 and lengths
     with pytest.raises(UniversalityError, match="pool 'word' is not available"):
         aligned_streams_all(corpus, tokenizers, AlignConfig(seq_len=32, n_sequences=2, pool="word"))
-
-
-def _model(tmp, name, tokenizer, seed):
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=128, bos_token_id=0, eos_token_id=0)
-    path = tmp / name
-    GPTNeoXForCausalLM(cfg).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def test_compare_joint_across_three_tokenizers(tokenizers, tmp_path):

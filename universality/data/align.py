@@ -172,24 +172,7 @@ def aligned_streams(corpus: Corpus, tokenizer_a: Any, tokenizer_b: Any, config: 
     if A.ids.eos is None or B.ids.eos is None:
         raise UniversalityError("cross-tokenizer alignment needs both tokenizers to have an EOS token to separate documents")
     body_a, body_b = config.seq_len - int(A.bos), config.seq_len - int(B.bos)
-    docs = shuffled_documents(corpus, config.split, config.seed)
-    texts: list[str] = []
-    bases: list[int] = []
-    pos = 0
-    windows: list[tuple[int, int, int, int, int, int]] = []
-    for start in range(0, len(docs), _DOC_BATCH):
-        batch = [d.text for d in docs[start:start + _DOC_BATCH]]
-        bb = []
-        for t in batch:
-            bb.append(pos)
-            pos += len(t) + 1
-        texts += batch
-        bases += bb
-        A.add(batch, bb)
-        B.add(batch, bb)
-        windows = _cut_windows(A, B, body_a, body_b, config.n_sequences)
-        if len(windows) >= config.n_sequences:
-            break
+    texts, windows = _tokenize_until([A, B], corpus, config, lambda: _cut_windows(A, B, body_a, body_b, config.n_sequences))
     if len(windows) < config.n_sequences:
         raise UniversalityError(
             f"the {config.split} split of corpus '{corpus.source}' yields only {len(windows)} aligned sequences of {config.seq_len}; "
@@ -197,6 +180,27 @@ def aligned_streams(corpus: Corpus, tokenizer_a: Any, tokenizer_b: Any, config: 
         )
     joined = "\n".join(texts) + "\n"  # one separator char per EOS keeps offsets = bases
     return _assemble(A, B, windows, joined, tokenizer_a, tokenizer_b, corpus, config)
+
+
+def _tokenize_until(sides: list[_Tokenized], corpus: Corpus, config: AlignConfig, cut) -> tuple[list[str], list]:
+    """Feed the shuffled documents to every side, a batch at a time, until ``cut()`` yields ``n_sequences`` windows."""
+    docs = shuffled_documents(corpus, config.split, config.seed)
+    texts: list[str] = []
+    pos = 0
+    windows: list = []
+    for start in range(0, len(docs), _DOC_BATCH):
+        batch = [d.text for d in docs[start:start + _DOC_BATCH]]
+        bases = []
+        for t in batch:
+            bases.append(pos)
+            pos += len(t) + 1
+        texts += batch
+        for side in sides:
+            side.add(batch, bases)
+        windows = cut()
+        if len(windows) >= config.n_sequences:
+            break
+    return texts, windows
 
 
 def _cut_windows(A: _Tokenized, B: _Tokenized, body_a: int, body_b: int, want: int):
@@ -364,19 +368,7 @@ def aligned_streams_all(corpus: Corpus, tokenizers: list[Any], config: AlignConf
     if any(s.ids.eos is None for s in sides):
         raise UniversalityError("cross-tokenizer alignment needs every tokenizer to have an EOS token to separate documents")
     bodies = [config.seq_len - int(s.bos) for s in sides]
-    docs = shuffled_documents(corpus, config.split, config.seed)
-    pos, windows = 0, []
-    for start in range(0, len(docs), _DOC_BATCH):
-        batch = [d.text for d in docs[start:start + _DOC_BATCH]]
-        bases = []
-        for t in batch:
-            bases.append(pos)
-            pos += len(t) + 1
-        for s in sides:
-            s.add(batch, bases)
-        windows = _cut_windows_all(sides, bodies, config.n_sequences)
-        if len(windows) >= config.n_sequences:
-            break
+    _, windows = _tokenize_until(sides, corpus, config, lambda: _cut_windows_all(sides, bodies, config.n_sequences))
     if len(windows) < config.n_sequences:
         raise UniversalityError(
             f"the {config.split} split of corpus '{corpus.source}' yields only {len(windows)} sequences of {config.seq_len} aligned "
