@@ -47,6 +47,8 @@ def test_rows_aligned_across_three_tokenizers_have_read_the_same_text(tokenizers
     assert checked > 10 and lengths
     with pytest.raises(UniversalityError, match="pool 'word' is not available"):
         aligned_streams_all(corpus, tokenizers, AlignConfig(seq_len=32, n_sequences=2, pool="word"))
+    with pytest.raises(UniversalityError, match="at least two tokenizers"):
+        aligned_streams_all(corpus, tokenizers[:1], AlignConfig(seq_len=32, n_sequences=2))
 
 
 def test_compare_joint_across_three_tokenizers(tokenizers, tmp_path):
