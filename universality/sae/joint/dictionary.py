@@ -4,7 +4,7 @@
 the concatenated, scaled space) and speaks per-model raw activations. Its own
 folder format: ``joint.json`` (``"format": "universality.joint"`` plus every
 config field) and ``joint.safetensors`` (the coder's tensors and the latents'
-activation ``frequency``), both written atomically.
+activation ``frequency``, plus a universal SAE's ``source_frequency``), both written atomically.
 """
 
 from __future__ import annotations
