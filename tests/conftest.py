@@ -61,3 +61,12 @@ def save_model(tmp_path):
         return str(path)
 
     return _save
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: tiny matrices run far faster without oversubscribing a loaded 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

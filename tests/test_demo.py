@@ -49,7 +49,9 @@ def test_demo_writes_a_complete_report(demo_run):
     assert res["families"]["hosts"] == list(DEMO_MODELS)
     assert sorted(e["kind"] for e in res["seed_overlap"]) == ["relu", "topk"]
     assert res["joint"]["kind"] == "crosscoder" and res["joint"]["models"] == list(DEMO_MODELS)  # docs/joint.md
-    assert sum(c["count"] for c in res["joint"]["classes"].values()) + res["joint"]["n_dead"] == res["joint"]["n_latents"]
+    assert sum(c["count"] for c in res["joint"]["classes"].values()) + res["joint"]["n_dead"] + res["joint"].get("n_unresolved", 0) == res["joint"]["n_latents"]
+    lm = res["joint"]["lm_loss"]  # every host's LM loss with the joint and the independent dictionary spliced in
+    assert set(lm) == set(DEMO_MODELS) and all(v["clean"] > 0 and v["joint"] > 0 and v["independent"] > 0 for v in lm.values())
     assert [e["model"] for e in res["induction"]] == list(DEMO_MODELS)
     pf = {e["model"]: e for e in res["paper_findings"]}
     assert list(pf) == list(DEMO_MODELS) and {e["mixer"] for e in pf.values()} == {"attention heads", "conv", "token shift"}

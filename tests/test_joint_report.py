@@ -25,6 +25,8 @@ def _joint() -> dict:
         "fvu": {"transformer": 0.1, "mamba": 0.2}, "independent": {"transformer": {"fvu": 0.08, "l0": 2.0}, "mamba": {"fvu": 0.15, "l0": 2.0}},
         "latent_scaling": {"n_exclusive": 3, "n_flagged": 1, "threshold": 0.5, "flagged": [6], "nu_median": 0.2},
         "agreement": {"agreement": 0.4, "n_shared": 5, "agreeing": 2, "sae_seed_skyline": 0.6},
+        "lm_loss": {n: {"clean": 3.0, "joint": 3.2, "independent": 3.1, "zero_ablation": 5.0, "joint_recovered": 0.9,
+                        "independent_recovered": 0.95} for n in ("transformer", "mamba")}, "lm_sequences": 8,
         "top_latents": [{"latent": 1, "label": "shared", "frequency": 0.2, "shares": [0.5, 0.5],
                          "contexts": {"transformer": [ctx], "mamba": [ctx]}}],
     }
@@ -58,6 +60,7 @@ def test_results_record_and_report_section(tmp_path):
     assert "Joint dictionary (crosscoder) over transformer, mamba" in html
     assert "calls 62% of its live latents shared" in md  # the finding, with the class fraction
     assert (tmp_path / "tables" / "joint_classes.csv").read_text().splitlines()[1].startswith("shared,5,0.625")
+    assert "Language-model loss" in html and (tmp_path / "tables" / "joint_lm_loss.csv").read_text().splitlines()[1].startswith("transformer,3.0,3.2,3.1,5.0")
     names = [type(s).__name__ for s in registered()]
     assert names.index("JointDictionarySection") == names.index("Timings") - 1
     bad = dict(base, joint={k: v for k, v in _joint().items() if k != "cross_r2"})

@@ -148,10 +148,17 @@ class _Tokenized:
 
 def _shared(A: "_Tokenized", B: "_Tokenized") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Offsets where both have a clean boundary, with A's and B's token counts there."""
-    ca, na = A.boundaries()
-    cb, nb = B.boundaries()
-    c, ia, ib = np.intersect1d(ca, cb, assume_unique=True, return_indices=True)
-    return c, na[ia], nb[ib]
+    c, (na, nb) = _shared_all([A, B])
+    return c, na, nb
+
+
+def _shared_all(sides: list["_Tokenized"]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Offsets where every tokenization has a clean boundary, with each one's token count there."""
+    bounds = [t.boundaries() for t in sides]
+    c = bounds[0][0]
+    for cm, _ in bounds[1:]:
+        c = np.intersect1d(c, cm, assume_unique=True)
+    return c, [n[np.searchsorted(cm, c)] for cm, n in bounds]
 
 
 def aligned_streams(corpus: Corpus, tokenizer_a: Any, tokenizer_b: Any, config: AlignConfig | None = None) -> AlignedPair:
@@ -165,24 +172,7 @@ def aligned_streams(corpus: Corpus, tokenizer_a: Any, tokenizer_b: Any, config: 
     if A.ids.eos is None or B.ids.eos is None:
         raise UniversalityError("cross-tokenizer alignment needs both tokenizers to have an EOS token to separate documents")
     body_a, body_b = config.seq_len - int(A.bos), config.seq_len - int(B.bos)
-    docs = shuffled_documents(corpus, config.split, config.seed)
-    texts: list[str] = []
-    bases: list[int] = []
-    pos = 0
-    windows: list[tuple[int, int, int, int, int, int]] = []
-    for start in range(0, len(docs), _DOC_BATCH):
-        batch = [d.text for d in docs[start:start + _DOC_BATCH]]
-        bb = []
-        for t in batch:
-            bb.append(pos)
-            pos += len(t) + 1
-        texts += batch
-        bases += bb
-        A.add(batch, bb)
-        B.add(batch, bb)
-        windows = _cut_windows(A, B, body_a, body_b, config.n_sequences)
-        if len(windows) >= config.n_sequences:
-            break
+    texts, windows = _tokenize_until([A, B], corpus, config, lambda: _cut_windows(A, B, body_a, body_b, config.n_sequences))
     if len(windows) < config.n_sequences:
         raise UniversalityError(
             f"the {config.split} split of corpus '{corpus.source}' yields only {len(windows)} aligned sequences of {config.seq_len}; "
@@ -192,50 +182,80 @@ def aligned_streams(corpus: Corpus, tokenizer_a: Any, tokenizer_b: Any, config: 
     return _assemble(A, B, windows, joined, tokenizer_a, tokenizer_b, corpus, config)
 
 
+def _tokenize_until(sides: list[_Tokenized], corpus: Corpus, config: AlignConfig, cut) -> tuple[list[str], list]:
+    """Feed the shuffled documents to every side, a batch at a time, until ``cut()`` yields ``n_sequences`` windows."""
+    docs = shuffled_documents(corpus, config.split, config.seed)
+    texts: list[str] = []
+    pos = 0
+    windows: list = []
+    for start in range(0, len(docs), _DOC_BATCH):
+        batch = [d.text for d in docs[start:start + _DOC_BATCH]]
+        bases = []
+        for t in batch:
+            bases.append(pos)
+            pos += len(t) + 1
+        texts += batch
+        for side in sides:
+            side.add(batch, bases)
+        windows = cut()
+        if len(windows) >= config.n_sequences:
+            break
+    return texts, windows
+
+
 def _cut_windows(A: _Tokenized, B: _Tokenized, body_a: int, body_b: int, want: int):
     """Greedy windows between shared boundaries: (c_start, c_end, a_from, a_to, b_from, b_to)."""
-    shared, na, nb = _shared(A, B)
+    return [(c0, c1, *spans[0], *spans[1]) for c0, c1, spans in _cut_windows_all([A, B], [body_a, body_b], want)]
+
+
+def _cut_windows_all(sides: list[_Tokenized], bodies: list[int], want: int):
+    """Greedy windows between boundaries shared by every tokenization: (c_start, c_end, [(from_m, to_m) per side])."""
+    shared, counts = _shared_all(sides)
     out = []
-    cur_c, cur_a, cur_b, q = 0, 0, 0, 0
+    cur_c, cur, q = 0, [0] * len(sides), 0
     while len(out) < want and q < len(shared):
-        # furthest shared boundary whose window fits both budgets (counts are non-decreasing)
-        qa = int(np.searchsorted(na, cur_a + body_a, side="right")) - 1
-        qb = int(np.searchsorted(nb, cur_b + body_b, side="right")) - 1
-        last = min(qa, qb)
+        # furthest shared boundary whose window fits every budget (counts are non-decreasing)
+        last = min(int(np.searchsorted(n, c + body, side="right")) - 1 for n, c, body in zip(counts, cur, bodies))
         if last < q:
             # no shared boundary within budget: drop the text up to the next shared boundary
-            cur_c, cur_a, cur_b, q = int(shared[q]), int(na[q]), int(nb[q]), q + 1
+            cur_c, cur, q = int(shared[q]), [int(n[q]) for n in counts], q + 1
             continue
-        out.append((cur_c, int(shared[last]), cur_a, int(na[last]), cur_b, int(nb[last])))
-        cur_c, cur_a, cur_b, q = int(shared[last]), int(na[last]), int(nb[last]), last + 1
+        out.append((cur_c, int(shared[last]), [(c, int(n[last])) for c, n in zip(cur, counts)]))
+        cur_c, cur, q = int(shared[last]), [int(n[last]) for n in counts], last + 1
     return out
 
 
 def _assemble(A, B, windows, joined, tok_a, tok_b, corpus, config) -> AlignedPair:
+    windows = windows[:config.n_sequences]
+    spans = [[(w[2], w[3]), (w[4], w[5])] for w in windows]
+    sa, sb = _make_streams([A, B], [tok_a, tok_b], spans, corpus, config, ["a", "b"])
+    if config.pool == "token":
+        alignment = _token_alignment(A, B, windows, sa, sb, config.seq_len)
+    else:
+        alignment = _word_alignment(A, B, windows, sa, sb, config.seq_len, joined)
+    return AlignedPair(sa, sb, alignment)
+
+
+def _make_streams(sides, tokenizers, spans, corpus, config, tags) -> list[TokenStream]:
+    """One padded, masked stream per side; ``spans[i][m]`` is side m's token range of window i."""
     n, t = config.n_sequences, config.seq_len
-    windows = windows[:n]
     streams = []
-    for side, tokenizer in ((A, tok_a), (B, tok_b)):
+    for m, (side, tokenizer) in enumerate(zip(sides, tokenizers)):
         pad = side.ids.pad if side.ids.pad is not None else side.ids.eos
         tokens = torch.full((n, t), pad, dtype=torch.long)
         off = int(side.bos)
-        for i, w in enumerate(windows):
-            lo, hi = (w[2], w[3]) if side is A else (w[4], w[5])
+        for i, sp in enumerate(spans):
+            lo, hi = sp[m]
             if side.bos:
                 tokens[i, 0] = side.ids.bos
             tokens[i, off:off + hi - lo] = torch.tensor(side.tok[lo:hi], dtype=torch.long)
         mask = special_mask(tokens, tokenizer)
-        for i, w in enumerate(windows):  # padding is masked even when pad == a real id
-            lo, hi = (w[2], w[3]) if side is A else (w[4], w[5])
+        for i, sp in enumerate(spans):  # padding is masked even when pad == a real id
+            lo, hi = sp[m]
             mask[i, off + hi - lo:] = False
-        cfg = {"kind": "aligned", "side": "a" if side is A else "b", **asdict(config)}
+        cfg = {"kind": "aligned", "side": tags[m], **asdict(config)}
         streams.append(TokenStream(tokens, mask, tokenizer_fingerprint(tokenizer), corpus.fingerprint, cfg))
-    sa, sb = streams
-    if config.pool == "token":
-        alignment = _token_alignment(A, B, windows, sa, sb, t)
-    else:
-        alignment = _word_alignment(A, B, windows, sa, sb, t, joined)
-    return AlignedPair(sa, sb, alignment)
+    return streams
 
 
 def _token_alignment(A, B, windows, sa, sb, t) -> Alignment:
@@ -300,3 +320,73 @@ def _word_alignment(A, B, windows, sa, sb, t, joined) -> Alignment:
             grp_b += [k] * len(gb[w])
     L = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
     return Alignment(L(rows_a), L(rows_b), L(ends), "word", L(mem_a), L(grp_a), L(mem_b), L(grp_b))
+
+
+@dataclass
+class MultiAlignment:
+    """Rows of M streams at the token ends that every tokenization shares (the intersection of their clean boundaries).
+
+    ``rows[m][k]`` is the flat row of stream m whose token ends at character ``text_end[k]``: every model has read
+    exactly the same text there. Any two of them form an :class:`Alignment` (:meth:`pair`, :meth:`rows_for`).
+    """
+
+    rows: list[torch.Tensor]
+    """One LongTensor [n] per stream, in the order the tokenizers were given."""
+    text_end: torch.Tensor
+    """LongTensor [n]: offset in the joined text where every stream has read up to."""
+    streams: list[TokenStream]
+    """The aligned streams (``rows[m]`` indexes ``streams[m]``)."""
+
+    @property
+    def n_units(self) -> int:
+        return int(self.text_end.numel())
+
+    def rows_for(self, stream: TokenStream) -> torch.Tensor:
+        """The aligned rows of ``stream`` (one of :attr:`streams`, found by identity)."""
+        for s, r in zip(self.streams, self.rows):
+            if s is stream:
+                return r
+        raise UniversalityError("this stream is not one of the aligned streams; build them together with aligned_streams_all")
+
+    def pair(self, i: int, j: int) -> Alignment:
+        """The two-stream :class:`Alignment` of streams ``i`` and ``j`` on the rows every stream shares."""
+        return Alignment(self.rows[i], self.rows[j], self.text_end, "token")
+
+
+def aligned_streams_all(corpus: Corpus, tokenizers: list[Any], config: AlignConfig | None = None) -> MultiAlignment:
+    """Streams for M ≥ 2 tokenizers over identical text, aligned at the token ends all of them share.
+
+    Windows are cut only at boundaries clean in every tokenization, so each sequence of every stream covers the
+    same text; ``pool="token"`` only. Returns a :class:`MultiAlignment` holding the streams and their rows.
+    """
+    config = config or AlignConfig()
+    if config.pool != "token":
+        raise UniversalityError(f"pool '{config.pool}' is not available across more than two tokenizers; use pool='token'")
+    if not isinstance(tokenizers, (list, tuple)) or len(tokenizers) < 2:
+        raise UniversalityError("give at least two tokenizers to align")
+    sides = [_Tokenized(t, config.bos) for t in tokenizers]
+    if any(s.ids.eos is None for s in sides):
+        raise UniversalityError("cross-tokenizer alignment needs every tokenizer to have an EOS token to separate documents")
+    bodies = [config.seq_len - int(s.bos) for s in sides]
+    _, windows = _tokenize_until(sides, corpus, config, lambda: _cut_windows_all(sides, bodies, config.n_sequences))
+    if len(windows) < config.n_sequences:
+        raise UniversalityError(
+            f"the {config.split} split of corpus '{corpus.source}' yields only {len(windows)} sequences of {config.seq_len} aligned "
+            f"across {len(sides)} tokenizers; ask for at most {len(windows)}"
+        )
+    windows = windows[:config.n_sequences]
+    streams = _make_streams(sides, tokenizers, [w[2] for w in windows], corpus, config, [str(m) for m in range(len(sides))])
+    shared, counts = _shared_all(sides)
+    t = config.seq_len
+    masks = [s.mask.view(-1) for s in streams]
+    rows: list[list[int]] = [[] for _ in sides]
+    ends = []
+    for i, (c0, c1, spans) in enumerate(windows):
+        lo, hi = np.searchsorted(shared, c0, side="right"), np.searchsorted(shared, c1, side="right")
+        for q in range(lo, hi):
+            r = [i * t + int(s.bos) + int(n[q]) - 1 - sp[0] for s, n, sp in zip(sides, counts, spans)]
+            if all(bool(mk[x]) for mk, x in zip(masks, r)):
+                for m, x in enumerate(r):
+                    rows[m].append(x)
+                ends.append(int(shared[q]))
+    return MultiAlignment([torch.tensor(r, dtype=torch.long) for r in rows], torch.tensor(ends, dtype=torch.long), streams)

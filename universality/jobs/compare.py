@@ -123,6 +123,8 @@ def rows_between(a: Side, b: Side, alignment: Any) -> tuple[torch.Tensor, torch.
     if alignment is None or a.stream is b.stream:
         rows = a.mask_rows
         return rows, rows
+    if hasattr(alignment, "rows_for"):  # three or more tokenizers: the token ends every one of them shares
+        return alignment.rows_for(a.stream), alignment.rows_for(b.stream)
     return alignment.rows_a, alignment.rows_b
 
 

@@ -32,13 +32,13 @@ def corpus_entry(corpus: Any, n_tokens: int, source: str) -> dict:
 
 
 def streams(hosts: dict[str, Any], corpus: Any, n_tokens: int, seq_len: int, seed: int):
-    """Token streams of ``corpus`` for every host (aligned across tokenizers when there are two)."""
+    """Token streams of ``corpus`` for every host (aligned across tokenizers when they differ)."""
     from ..data import StreamConfig, context_length, streams_for_hosts
 
     limits = [n for n in (context_length(h) for h in hosts.values()) if n is not None]
     seq_len = min([seq_len] + limits)
     cfg = StreamConfig.for_tokens(n_tokens, seq_len=seq_len, seed=seed)
-    return streams_for_hosts(list(hosts.values()), corpus, cfg, align=len(hosts) == 2)
+    return streams_for_hosts(list(hosts.values()), corpus, cfg, align=len(hosts) >= 2)
 
 
 def random_init_copy(run: RunDir, label: str, path: str, seed: int) -> str:

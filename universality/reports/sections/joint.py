@@ -74,7 +74,9 @@ class JointDictionarySection(Section):
         page.heading(f"Joint dictionary ({j['kind']}) over {', '.join(names)}")
         page.para(f"One dictionary of {j['n_latents']} latents (L0 {j['l0']:.1f}) trained on {j['n_rows']} aligned rows of every model. "
                   f"A latent belongs to each model whose decoder norm is at least 0.3 of its largest; 'shared' means every model. "
-                  f"Intervals are Wilson 95% intervals over live latents; {j['n_dead']} latents never fired.")
+                  f"Intervals are Wilson 95% intervals over live latents; {j['n_dead']} latents never fired"
+                  + (f"; {j['n_unresolved']} universal-SAE latents write strongly into a model whose encoder never evokes them and are "
+                     "left unclassed." if j.get("n_unresolved") else "."))
         page.table(["class", "latents", "fraction", "95% interval"],
                    [[k, v["count"], v["fraction"], f"{v['ci'][0]:.3f} – {v['ci'][1]:.3f}"] for k, v in j["classes"].items()])
         page.figure(f"joint_{j['kind']}_shares", "Per model, the share of each live latent's decoder norm.", lambda: share_histogram_png(j))
@@ -82,6 +84,14 @@ class JointDictionarySection(Section):
                     f"off-diagonal mean (cross-R²) {j['cross_r2_mean']:.3f}.", lambda: cross_r2_png(j))
         page.table(["model", "FVU joint", "FVU independent", "L0 independent"],
                    [[n, j["fvu"][n], j["independent"][n]["fvu"], j["independent"][n]["l0"]] for n in names])
+        lm = j.get("lm_loss")
+        if lm:
+            page.para(f"Language-model loss (mean next-token cross-entropy on {j.get('lm_sequences', '?')} sequences) with each "
+                      "dictionary's reconstruction spliced in at the hook on the aligned rows; 'recovered' is "
+                      "(zero − spliced) / (zero − clean). The independent dictionary has the same width and k.")
+            page.table(["model", "clean", "joint", "independent", "zero ablation", "recovered joint", "recovered independent"],
+                       [[n, lm[n]["clean"], lm[n]["joint"], lm[n]["independent"], lm[n]["zero_ablation"], lm[n]["joint_recovered"],
+                         lm[n]["independent_recovered"]] for n in names if n in lm])
         ls, ag = j["latent_scaling"], j["agreement"]
         page.para(f"Latent Scaling: {ls['n_flagged']} of {ls['n_exclusive']} latents classed exclusive have another model carrying "
                   f"at least {ls['threshold']:g} of their scale (ν), i.e. they look falsely exclusive.")
@@ -108,7 +118,12 @@ class JointDictionarySection(Section):
         classes = [["class", "count", "fraction", "ci_low", "ci_high"]] + [[k, v["count"], v["fraction"], v["ci"][0], v["ci"][1]]
                                                                             for k, v in j["classes"].items()]
         r2 = [["encoded_from"] + j["models"]] + [[n] + row for n, row in zip(j["models"], j["cross_r2"])]
-        return {"joint_classes.csv": csv_text(classes), "joint_cross_r2.csv": csv_text(r2)}
+        out = {"joint_classes.csv": csv_text(classes), "joint_cross_r2.csv": csv_text(r2)}
+        lm = j.get("lm_loss")
+        if lm:
+            keys = ["clean", "joint", "independent", "zero_ablation", "joint_recovered", "independent_recovered"]
+            out["joint_lm_loss.csv"] = csv_text([["model"] + keys] + [[n] + [lm[n][k] for k in keys] for n in j["models"] if n in lm])
+        return out
 
     def findings(self, res: Mapping) -> list[str]:
         """The shared fraction with its interval, and the cross-R²."""

@@ -19,11 +19,11 @@ Diagnostics: :mod:`.diagnostics`. Format: :meth:`JointDictionary.save` / :func:`
 from . import kinds as _kinds  # noqa: F401  (registers the joint kinds)
 from . import diagnostics
 from .config import CrosscoderConfig, CrosscoderL1Config, JointConfig, PartitionedConfig, USAEConfig
-from .dictionary import DEAD, SHARED, JointDictionary, load_joint
+from .dictionary import DEAD, SHARED, UNCLASSED, UNRESOLVED, JointDictionary, load_joint
 from .fit import fit_joint
 from .rows import AlignedRows
 from .kinds import CrosscoderCoder, CrosscoderL1Coder, PartitionedCoder, USAECoder
 
 __all__ = ["fit_joint", "load_joint", "JointDictionary", "AlignedRows", "JointConfig", "CrosscoderConfig", "CrosscoderL1Config",
            "USAEConfig", "PartitionedConfig", "CrosscoderCoder", "CrosscoderL1Coder", "USAECoder", "PartitionedCoder",
-           "SHARED", "DEAD", "diagnostics"]
+           "SHARED", "DEAD", "UNRESOLVED", "UNCLASSED", "diagnostics"]

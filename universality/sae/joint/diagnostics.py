@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..._errors import UniversalityError
-from .dictionary import DEAD, SHARED, JointDictionary
+from .dictionary import SHARED, UNCLASSED, JointDictionary
 from .kinds import USAECoder
 from .rows import AlignedRows
 
@@ -44,13 +44,20 @@ def _source(jd: JointDictionary, xs: Any):
     return src
 
 
-@torch.no_grad()
 def frequency_and_fvu(jd: JointDictionary, xs: Any, idx: torch.Tensor | None = None) -> tuple[torch.Tensor, list[float]]:
     """Firing frequency ``[n_latents]`` and per-model FVU (a list of M floats) of ``jd`` on aligned rows ``idx`` of ``xs``.
 
     A universal SAE is read one model at a time: a latent's frequency counts rows where it fires from any
     model's encoder, and model m's FVU is that of its own encoding (the diagonal of :func:`cross_r2`).
     """
+    freq, fvu, _ = firing_stats(jd, xs, idx)
+    return freq, fvu
+
+
+@torch.no_grad()
+def firing_stats(jd: JointDictionary, xs: Any, idx: torch.Tensor | None = None) -> tuple[torch.Tensor, list[float], torch.Tensor | None]:
+    """:func:`frequency_and_fvu` plus, for a universal SAE, the firing frequency from each model's encoder alone
+    ``[M, n_latents]`` (the dictionary's ``source_frequency``; ``None`` for the other kinds), in one pass."""
     src = _source(jd, xs)
     idx = torch.arange(src.n) if idx is None else idx
     dev = jd.coder.W_enc.device
@@ -61,12 +68,15 @@ def frequency_and_fvu(jd: JointDictionary, xs: Any, idx: torch.Tensor | None = N
     s1 = [torch.zeros(w, dtype=torch.float64) for w in jd.widths]
     s2 = torch.zeros(m, dtype=torch.float64)
     per_source = isinstance(jd.coder, USAECoder)
+    by_source = torch.zeros(m, jd.n_latents, dtype=torch.float64)
     for lo in range(0, idx.numel(), 8192):
         xn = src.concat(idx[lo:lo + 8192], jd.cfg.model_scales).to(dev)
         xd = xn.double().cpu()
         if per_source:  # a universal SAE reads one model at a time: model j's own encoder reconstructs model j
             zs = [jd.encode_scaled(xn, source=j) for j in range(m)]
-            fired += torch.stack([z > 0 for z in zs]).any(0).sum(0).double().cpu()
+            on = torch.stack([z > 0 for z in zs])
+            fired += on.any(0).sum(0).double().cpu()
+            by_source += on.sum(1).double().cpu()
             errs = [(jd.decode_scaled(z) - xn).double().cpu() for z in zs]
         else:
             z = jd.encode_scaled(xn)
@@ -78,7 +88,8 @@ def frequency_and_fvu(jd: JointDictionary, xs: Any, idx: torch.Tensor | None = N
             s2[j] += xd[:, sl].pow(2).sum()
     n = idx.numel()
     var = torch.stack([s2[j] - s1[j].pow(2).sum() / n for j in range(m)])
-    return (fired / n).float(), [float(sq[j] / var[j].clamp_min(1e-12)) for j in range(m)]
+    fvu = [float(sq[j] / var[j].clamp_min(1e-12)) for j in range(m)]
+    return (fired / n).float(), fvu, (by_source / n).float() if per_source else None
 
 
 def decoder_shares(jd: JointDictionary) -> torch.Tensor:
@@ -119,13 +130,14 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def label_name(label: Any) -> str:
-    """A label as text: ``"shared"``, ``"dead"`` or the model names joined by ``+``."""
+    """A label as text: ``"shared"``, ``"dead"``, ``"unresolved"`` or the model names joined by ``+``."""
     return label if isinstance(label, str) else "+".join(label)
 
 
 def class_counts(labels: Sequence[Any]) -> dict[str, dict[str, Any]]:
-    """Per class among live latents: ``{"count", "fraction", "ci": [low, high]}`` (Wilson interval over latents)."""
-    live = [label_name(lb) for lb in labels if lb != DEAD]
+    """Per class among classed latents: ``{"count", "fraction", "ci": [low, high]}`` (Wilson interval over latents;
+    dead and unresolved latents are left out)."""
+    live = [label_name(lb) for lb in labels if lb not in UNCLASSED]
     n = len(live)
     out = {}
     for name in sorted(set(live), key=lambda s: (s != SHARED, s.count("+") * -1, s)):
@@ -135,26 +147,17 @@ def class_counts(labels: Sequence[Any]) -> dict[str, dict[str, Any]]:
 
 
 def shared_fraction(labels: Sequence[Any]) -> float:
-    """Fraction of live latents labelled ``"shared"``."""
-    live = [lb for lb in labels if lb != DEAD]
+    """Fraction of classed latents (neither dead nor unresolved) labelled ``"shared"``."""
+    live = [lb for lb in labels if lb not in UNCLASSED]
     return sum(lb == SHARED for lb in live) / max(len(live), 1)
 
 
 def distinct_latents(jd: JointDictionary, labels: Sequence[Any], threshold: float = 0.9) -> list[int]:
-    """Live latents left after merging duplicates: a latent is dropped when a more frequent one with the same label has
-    decoder directions with cosine > ``threshold`` in every model carrying it (e.g. a universal SAE's source-split copies)."""
-    live = [i for i, lb in enumerate(labels) if lb != DEAD]
-    freq = jd.frequency if jd.frequency is not None else torch.ones(jd.n_latents)
-    live.sort(key=lambda i: -float(freq[i]))
-    unit = [torch.nn.functional.normalize(jd.decoder(m).float(), dim=1, eps=1e-12) for m in range(jd.n_models)]
-    car = jd.carriers()
-    kept: list[int] = []
-    for i in live:
-        ms = [m for m in range(jd.n_models) if bool(car[m, i])]
-        dup = any(labels[j] == labels[i] and all(float(unit[m][i] @ unit[m][j]) > threshold for m in ms) for j in kept)
-        if not dup:
-            kept.append(i)
-    return sorted(kept)
+    """Classed latents left after merging duplicates: a latent is dropped when a more frequent one with the same label
+    writes the same directions (:meth:`~universality.sae.joint.JointDictionary.duplicate_groups`: same decoder carriers,
+    cosine > ``threshold`` in every carrying model), e.g. a universal SAE's source-split copies."""
+    rep = jd.duplicate_groups(cosine=threshold)
+    return [i for i, lb in enumerate(labels) if lb not in UNCLASSED and (int(rep[i]) == i or labels[int(rep[i])] != lb)]
 
 
 def distinct_shared_fraction(jd: JointDictionary, labels: Sequence[Any], threshold: float = 0.9) -> float:
@@ -191,7 +194,7 @@ def latent_scaling(jd: JointDictionary, xs: Any, labels: Sequence[Any] | None = 
     """Latent Scaling of every live latent not labelled shared (see the module docstring); one pass over the rows."""
     src = _source(jd, xs)
     labels = jd.classify() if labels is None else labels
-    lat = torch.tensor([i for i, lb in enumerate(labels) if lb not in (SHARED, DEAD)], dtype=torch.long)
+    lat = torch.tensor([i for i, lb in enumerate(labels) if lb != SHARED and lb not in UNCLASSED], dtype=torch.long)
     m = jd.n_models
     blocks = jd.cfg.blocks()
     if lat.numel() == 0:
@@ -318,6 +321,6 @@ def mutual_fraction(codes_a: Any, codes_b: Any) -> float:
     return float(mutual_best(r)[live].float().mean()) if bool(live.any()) else float("nan")
 
 
-__all__ = ["frequency_and_fvu", "decoder_shares", "share_histogram", "decoder_cosines", "wilson", "class_counts", "shared_fraction",
+__all__ = ["frequency_and_fvu", "firing_stats", "decoder_shares", "share_histogram", "decoder_cosines", "wilson", "class_counts", "shared_fraction",
            "label_name", "distinct_latents", "distinct_shared_fraction", "LatentScaling", "latent_scaling", "cross_r2", "off_diagonal_mean", "mutual_best", "agreement_with_mppc",
            "mutual_fraction"]

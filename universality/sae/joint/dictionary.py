@@ -4,7 +4,7 @@
 the concatenated, scaled space) and speaks per-model raw activations. Its own
 folder format: ``joint.json`` (``"format": "universality.joint"`` plus every
 config field) and ``joint.safetensors`` (the coder's tensors and the latents'
-activation ``frequency``), both written atomically.
+activation ``frequency``, plus a universal SAE's ``source_frequency``), both written atomically.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ SHARED = "shared"
 """Label of a latent every model carries."""
 DEAD = "dead"
 """Label of a latent that never fired on the data it was measured on."""
+UNRESOLVED = "unresolved"
+"""Label of a universal SAE latent whose decoder writes strongly into a model whose encoder never evokes it (its two views
+disagree); like a dead latent it is left out of the class fractions."""
+UNCLASSED = (DEAD, UNRESOLVED)
+"""Labels that are not a class (left out of the fractions)."""
 
 
 class JointDictionary:
@@ -37,13 +42,16 @@ class JointDictionary:
 
     ``frequency`` ``[n_latents]`` is the fraction of rows on which each latent fired
     (measured by :func:`~universality.sae.fit_joint` on held-out rows; ``None`` if unknown).
+    ``source_frequency`` ``[M, n_latents]`` (universal SAEs only) is the same fraction when
+    the code is read from model m's encoder alone: which models *evoke* each latent.
     """
 
-    def __init__(self, coder: SparseCoder, frequency: torch.Tensor | None = None):
+    def __init__(self, coder: SparseCoder, frequency: torch.Tensor | None = None, source_frequency: torch.Tensor | None = None):
         if not isinstance(coder.cfg, JointConfig):
             raise UniversalityError(f"a {coder.cfg.kind!r} dictionary is not a joint dictionary; joint kinds are {', '.join(registry.registered_kinds(joint=True))}")
         self.coder = coder
         self.frequency = frequency
+        self.source_frequency = source_frequency
         self.metrics = None
 
     # ----- shape ---------------------------------------------------------------------------------
@@ -121,7 +129,7 @@ class JointDictionary:
             raise UniversalityError(f"source={source!r} is not valid; give a model index 0..{self.n_models - 1}")
         sl = self.cfg.blocks()[source]
         if isinstance(c, USAECoder):
-            return c.activate(c.preacts_from(xn[:, sl], source))
+            return c.activate_from(c.preacts_from(xn[:, sl], source), source)
         xs = c.b_dec.expand_as(xn).clone()
         xs[:, sl] = xn[:, sl]
         return c.activate(c.preacts(xs))
@@ -152,19 +160,87 @@ class JointDictionary:
         norms = self.decoder_norms
         return norms >= threshold * norms.max(0).values.clamp_min(1e-12)
 
-    def classify(self, threshold: float = 0.3) -> list[str | tuple[str, ...]]:
+    def duplicate_groups(self, threshold: float = 0.3, cosine: float = 0.9) -> torch.Tensor:
+        """Long ``[n_latents]``: each live latent's representative, the most frequent latent it duplicates (itself if none).
+
+        Latent j duplicates a more frequent latent i when both have the same decoder carriers
+        (:meth:`carriers` at ``threshold``) and their decoder directions have cosine > ``cosine``
+        in every carrying model: they write the same thing everywhere they write (a universal
+        SAE's *source-split* copies of one feature, each read by a different model's encoder).
+        Dead latents map to themselves. Work is chunked: ``[1024, n_latents]`` per model at a time.
+        """
+        n = self.n_latents
+        car = self.carriers(threshold)
+        freq = self.frequency if self.frequency is not None else torch.ones(n)
+        live = freq > 0
+        order = sorted(range(n), key=lambda i: (-float(freq[i]), i))
+        rank = torch.empty(n, dtype=torch.long)
+        rank[torch.tensor(order)] = torch.arange(n)
+        unit = [torch.nn.functional.normalize(self.decoder(m).float().cpu(), dim=1, eps=1e-12) for m in range(self.n_models)]
+        code = (car.long() * (2 ** torch.arange(self.n_models))[:, None]).sum(0).cpu()  # carrier pattern as an integer
+        candidates: dict[int, list[int]] = {}
+        for lo in range(0, n, 1024):
+            hi = min(n, lo + 1024)
+            ok = (code[lo:hi, None] == code[None, :]) & live[lo:hi, None] & live[None, :]
+            ok &= rank[lo:hi, None] > rank[None, :]  # only more frequent latents can be a representative
+            for m in range(self.n_models):
+                close = (unit[m][lo:hi] @ unit[m].t()) > cosine
+                ok &= close | ~car[m, lo:hi, None].cpu()
+            for a, b in ok.nonzero().tolist():
+                candidates.setdefault(lo + a, []).append(b)
+        rep = torch.arange(n)
+        for i in order:  # most frequent first: a latent joins the first representative it duplicates
+            for j in sorted(candidates.get(i, ()), key=lambda j: int(rank[j])):
+                if int(rep[j]) == j:
+                    rep[i] = j
+                    break
+        return rep
+
+    def readers(self, threshold: float = 0.3) -> torch.Tensor | None:
+        """Bool ``[M, n_latents]`` for a universal SAE with known ``source_frequency``: which models *read* each latent.
+
+        Each model's encoder has its own firing budget (its L0, ``source_frequency[m].sum()``;
+        a crowded model fires more), so a latent's reading by model m is its duplicate group's
+        (:meth:`duplicate_groups`) share of model m's firing; model m reads the latent when that
+        share is at least ``threshold`` times the largest share over models. ``None`` for other kinds.
+        """
+        if self.source_frequency is None or not isinstance(self.coder, USAECoder):
+            return None
+        rep = self.duplicate_groups(threshold)
+        sf = self.source_frequency.float().cpu()
+        group = torch.zeros_like(sf).index_add_(1, rep, sf)[:, rep]  # every latent sees its group's firing per source
+        share = group / sf.sum(1, keepdim=True).clamp_min(1e-12)
+        top = share.max(0).values
+        return (share >= threshold * top) & (top > 0)
+
+    def classify(self, threshold: float = 0.3, conflict: float = 0.5) -> list[str | tuple[str, ...]]:
         """Per-latent label: ``"shared"`` when every model carries it, else the tuple of model names that do.
 
         A latent whose ``frequency`` is 0 is ``"dead"`` (when the frequency is known).
-        ``threshold`` is the decoder-norm ratio of :meth:`carriers`.
+        ``threshold`` is the decoder-norm ratio of :meth:`carriers`. A universal SAE (with
+        ``source_frequency``) also asks its encoders, since a latent read from one model alone still
+        gets a decoder into every model (fit to whatever the others show on those rows): model m carries a
+        latent when it both writes it (decoder norm) and reads it (:meth:`readers`). A latent that writes
+        at least ``conflict`` of its largest norm into a model that does not read it is ``"unresolved"``
+        (the decoder says the model carries it, the encoder says it does not); weaker writes there are leakage.
         """
-        car = self.carriers(threshold)
+        car = self.carriers(threshold).cpu()
+        reads = self.readers(threshold)
+        unresolved = torch.zeros(self.n_latents, dtype=torch.bool)
+        if reads is not None:
+            norms = self.decoder_norms.cpu()
+            strong = norms >= conflict * norms.max(0).values.clamp_min(1e-12)
+            unresolved = (strong & ~reads).any(0)
+            both = car & reads
+            car = torch.where(both.any(0, keepdim=True), both, car)
         names = self.names
         dead = self.frequency <= 0 if self.frequency is not None else torch.zeros(self.n_latents, dtype=torch.bool)
         out: list[str | tuple[str, ...]] = []
         for i in range(self.n_latents):
             if bool(dead[i]):
                 out.append(DEAD)
+            elif bool(unresolved[i]):
+                out.append(UNRESOLVED)
             elif bool(car[:, i].all()):
                 out.append(SHARED)
             else:
@@ -178,6 +254,8 @@ class JointDictionary:
         tensors = dict(self.coder.tensors())
         if self.frequency is not None:
             tensors["frequency"] = self.frequency.detach().float().cpu()
+        if self.source_frequency is not None:
+            tensors["source_frequency"] = self.source_frequency.detach().float().cpu()
         atomic_save_tensors(folder / "joint.safetensors", tensors)
         meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **self.cfg.to_dict()}
         if self.metrics is not None:
@@ -212,13 +290,14 @@ def load_joint(path: str | os.PathLike, device: str = "cpu") -> JointDictionary:
     coder = registry.coder_class(cfg.kind)(cfg)
     tensors = load_tensors(folder / "joint.safetensors")
     freq = tensors.pop("frequency", None)
+    source_freq = tensors.pop("source_frequency", None)
     missing = set(coder.state_dict()) - set(tensors)
     if missing:
         raise UniversalityError(f"'{folder / 'joint.safetensors'}' lacks tensors {sorted(missing)}; the folder is incomplete")
     coder.load_state_dict(tensors, strict=True)
-    jd = JointDictionary(coder.to(device).eval(), freq)
+    jd = JointDictionary(coder.to(device).eval(), freq, source_freq)
     jd.metrics = meta.get("metrics")
     return jd
 
 
-__all__ = ["JointDictionary", "load_joint", "SHARED", "DEAD", "FORMAT_NAME"]
+__all__ = ["JointDictionary", "load_joint", "SHARED", "DEAD", "UNRESOLVED", "UNCLASSED", "FORMAT_NAME"]

@@ -92,11 +92,11 @@ def fit_joint(
     coder = result.coders[0]
     jd = JointDictionary(coder.eval())
     if n_eval:
-        from .diagnostics import frequency_and_fvu
+        from .diagnostics import firing_stats
 
         held = torch.arange(n_train, src.n)
-        freq, fvu = frequency_and_fvu(jd, src, held)
-        jd.frequency = freq
+        freq, fvu, by_source = firing_stats(jd, src, held)
+        jd.frequency, jd.source_frequency = freq, by_source
         jd.metrics = {"fvu": fvu, "n_eval": n_eval, "n_steps": result.n_steps}
     return jd
 

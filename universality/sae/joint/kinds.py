@@ -82,11 +82,28 @@ class USAECoder(BatchTopKCoder):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        # BatchTopK's inference threshold per source model: each model's encoder has its own scale of pre-activations
+        self.register_buffer("source_threshold", torch.zeros(cfg.n_models))
+        self.register_buffer("source_threshold_steps", torch.zeros(cfg.n_models, dtype=torch.long))
 
     def select(self, pre):  # noqa: D102
         if self.cfg.sparsity == "topk":
             return topk_pairs(pre, self.cfg.k)
         return super().select(pre)
+
+    def _track_source_threshold(self, m: int, vals: torch.Tensor) -> None:
+        """The running threshold of source ``m`` (the rule of the shared ``threshold``, on the steps that encode model m)."""
+        pos = vals[vals > 0]
+        if self.training and self.cfg.sparsity == "batchtopk" and pos.numel():
+            rate = max(1.0 / (int(self.source_threshold_steps[m]) + 1), 0.01)
+            self.source_threshold[m] = self.source_threshold[m] * (1 - rate) + rate * pos.min()
+            self.source_threshold_steps[m] += 1
+
+    def activate_from(self, pre: torch.Tensor, m: int) -> torch.Tensor:
+        """Codes [b, n_latents] of pre-activations read from model ``m`` alone (BatchTopK: model m's own threshold)."""
+        if self.cfg.sparsity == "topk" or int(self.source_threshold_steps[m]) == 0:
+            return self.activate(pre)
+        return pre * (pre > self.source_threshold[m].clamp_min(0))
 
     def activate(self, pre):  # noqa: D102
         if self.cfg.sparsity == "topk":
@@ -115,6 +132,7 @@ class USAECoder(BatchTopKCoder):
         W = self.W_enc[:, sl].contiguous()
         with torch.no_grad():
             pairs, vals = self.select(torch.addmm(self.b_enc, xc, W.t()))
+            self._track_source_threshold(m, vals)
         acts = SelectedPreacts.apply(xc, W, self.b_enc, pairs, vals).relu()
         recon = sparse_decode(pairs, acts, self.W_dec) + self.b_dec
         loss, sq = _recon_loss(recon, yn)
