@@ -199,3 +199,18 @@ def test_bad_input_is_one_sentence(xs, kw, match):
     with pytest.raises(UniversalityError, match=match) as e:
         sae.fit_joint(xs(), **args)
     assert "\n" not in str(e.value)
+
+
+def test_joint_initial_decoder_is_not_the_concatenation_of_same_seed_single_model_decoders():
+    # Same seed, same widths: a joint row drawn from the single-model stream would equal the concatenation of rows
+    # M*J .. M*J+M-1 of the per-model dictionaries (cosine 1); the joint kinds draw from their own stream.
+    width, n_joint, m = 8, 16, 3
+    single = sae.coder_class("topk")(sae.config_class("topk")(d_in=width, d_out=width, n_latents=n_joint * m, k=2, seed=5))
+    for kind in sae.registered_kinds(joint=True):
+        sparsity = {"k": 2} if "k" in sae.registry.kind_settings(kind) else {}
+        cfg = sae.config_class(kind)(widths=[width] * m, n_latents=n_joint, seed=5, **sparsity)
+        joint = sae.coder_class(kind)(cfg).W_dec.detach()
+        for part in range(m):
+            block = torch.nn.functional.normalize(joint[:, part * width:(part + 1) * width], dim=1)
+            rows = torch.nn.functional.normalize(single.W_dec.detach()[part::m], dim=1)
+            assert (block * rows).sum(1).abs().max() < 0.9, kind

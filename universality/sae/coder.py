@@ -48,6 +48,21 @@ class StepOut(NamedTuple):
     """Ids of latents that fired in the batch (LongTensor; may repeat)."""
 
 
+JOINT_INIT_STREAM = 0x6A6F696E  # "join"
+"""Added to a joint dictionary's seed for its initial weights (see :func:`initial_weights_seed`)."""
+
+
+def initial_weights_seed(seed: int, joint: bool) -> int:
+    """The generator seed for a dictionary's initial weights.
+
+    A joint dictionary's concatenated decoder ``[n_latents, sum d_m]`` drawn from the same stream as per-model
+    dictionaries ``[n_latents, d_m]`` would start, row for row, as the concatenation of their rows (joint row ``J``
+    = rows ``M*J .. M*J+M-1`` of equal-width per-model dictionaries), which couples the two after training. Joint
+    kinds therefore draw from a stream of their own; every other kind keeps ``seed`` itself.
+    """
+    return (int(seed) + JOINT_INIT_STREAM) % (2**63) if joint else int(seed)
+
+
 class SparseCoder(nn.Module):
     """Base of every dictionary kind: parameters, normalisation, encode/decode.
 
@@ -67,7 +82,7 @@ class SparseCoder(nn.Module):
     def __init__(self, cfg: CoderConfig):
         super().__init__()
         self.cfg = cfg
-        gen = torch.Generator().manual_seed(int(cfg.seed))
+        gen = torch.Generator().manual_seed(initial_weights_seed(int(cfg.seed), joint=bool(getattr(self, "joint", False))))
         W_dec = torch.randn(cfg.n_latents, cfg.d_out, generator=gen)
         W_dec /= W_dec.norm(dim=1, keepdim=True)
         if cfg.d_out == cfg.d_in and not cfg.transcoder:
