@@ -1,7 +1,7 @@
 """Tuned-lens training time on a 4-layer zoo model, and the forwards steering costs.
 
 Goals (issue 18): training a tuned lens for a 4-layer zoo model (the default preset's Transformer; RWKV is also
-timed) takes ≤ 2 minutes on 2 cores, with the ``lens`` command's default settings (16,384 training tokens,
+timed) takes ≤ 2 minutes on 2 cores, with the ``lens`` command's default settings (65,536 training tokens,
 250 steps of 512 tokens). Baseline: one pass of both lenses' curves over 4,096 held-out tokens in the same
 process. Steering adds at most one forward per prompt and multiplier: forwards are counted on the host while a
 dose-response runs; the baseline is the one plain forward per prompt.
@@ -78,7 +78,7 @@ def run(quick: bool) -> list[Figure]:
 
     preset = "test" if quick else "default"
     paths = zoo.ensure_zoo(preset, only=["transformer", "rwkv"])
-    n_tokens, steps = (2048, 30) if quick else (16384, 250)
+    n_tokens, steps = (2048, 30) if quick else (65536, 250)
     figs = []
     for name in ("transformer", "rwkv"):
         figs += _lens_figures(str(paths[name]), f"{preset} zoo {name}", n_tokens, steps)
