@@ -581,5 +581,6 @@ class SteerConfig:
             raise UniversalityError("multipliers is empty; give numbers such as 0,1,2,4")
         bad = [m for m in self.methods if m not in ("residual", "state", "conv-state")]
         if not self.methods or bad:
-            raise UniversalityError(f"methods {', '.join(self.methods)!s} not valid; use some of residual, state, conv-state")
+            raise UniversalityError(f"steering methods '{','.join(self.methods)}' are not valid; give a comma-separated subset "
+                                    "of residual, state, conv-state")
         _pos_int("n_prompts", self.n_prompts, 2)
