@@ -46,6 +46,16 @@ def method_hooks(host: Any, layer: int, point: str, methods: tuple[str, ...]) ->
     return hooks
 
 
+def steered_hooks(host: Any, depth: float, point: str, methods: tuple[str, ...], state: bool = True) -> list[str]:
+    """:func:`method_hooks` at the block at relative ``depth`` (``state=False`` keeps ``residual`` only); one sentence
+    when none applies to ``host``."""
+    hooks = method_hooks(host, host.layer_at(depth), point, tuple(m for m in methods if state or m == "residual"))
+    if not hooks:
+        raise UniversalityError(f"none of the steering methods {', '.join(methods)} applies to this {host.model_type} host; "
+                                "add residual")
+    return hooks
+
+
 def read_prompts(source: str, host: Any, corpus: Any, n: int, what: str, seed: int = 0) -> Any:
     """A :class:`~universality.analysis.steer.PromptSet` from ``source``: ``stdlib:code``, ``stdlib:docstrings`` (``n``
     prompts; ``seed`` picks the documents), a text file (one prompt per line) or a JSON file
@@ -94,11 +104,7 @@ def steer_stage(run: RunDir, label: str, host: Any, host_fp: str, positive: Any,
     for s, what in ((positive, "positive"), (negative, "negative"), (prompts, "steered")):
         s.check(host, what)
         _check_tokenizer(s, host, what)
-    layer = host.layer_at(depth)
-    hooks = method_hooks(host, layer, point, tuple(m for m in methods if state or m == "residual"))
-    if not hooks:
-        raise UniversalityError(f"none of the steering methods {', '.join(methods)} applies to this {host.model_type} host; "
-                                "add residual")
+    hooks = steered_hooks(host, depth, point, methods, state)
     inputs = {"host": host_fp, "hooks": hooks, "multipliers": [float(m) for m in multipliers], "metric": metric_name,
               "prompts": fingerprint([positive.prompts, negative.prompts, prompts.prompts]), "metric_ids": fingerprint(metric_ids)}
 
@@ -139,6 +145,7 @@ def steer_job(cfg: SteerConfig, out: str | os.PathLike, device: torch.device, lo
     negative = read_prompts(cfg.negative, host, corpus, cfg.n_prompts, "negative", seed=0)
     prompts = read_prompts(cfg.prompts, host, corpus, cfg.n_prompts, "steered", seed=1) if cfg.prompts else negative
     ids, name = metric_tokens(cfg.metric_tokens, host)
+    steered_hooks(host, cfg.layer, cfg.hook, tuple(cfg.methods), cfg.state)  # a user mistake stops before the run folder
     run = start_run(out, "steer", cfg, log)
     res = RunResults(f"Steering: {label}", now(), environment(device),
                      {"name": "prompt files", "source": f"{cfg.positive} vs {cfg.negative}"},
