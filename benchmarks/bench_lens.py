@@ -1,7 +1,7 @@
 """Tuned-lens training time on a 4-layer zoo model, and the forwards steering costs.
 
 Goals (issue 18): training a tuned lens for a 4-layer zoo model (the default preset's Transformer; RWKV is also
-timed) takes ≤ 2 minutes on 2 cores, with the ``lens`` command's default settings (16,384 training tokens,
+timed) takes ≤ 2 minutes on 2 cores, with the ``lens`` command's default settings (65,536 training tokens,
 250 steps of 512 tokens). Baseline: one pass of both lenses' curves over 4,096 held-out tokens in the same
 process. Steering adds at most one forward per prompt and multiplier: forwards are counted on the host while a
 dose-response runs; the baseline is the one plain forward per prompt.
@@ -36,40 +36,46 @@ def _lens_figures(path: str, label: str, n_tokens: int, steps: int) -> list[Figu
 
 
 def _steering_figure() -> Figure:
-    """Forwards per prompt and multiplier of a dose-response on a tiny constructed RWKV (residual and state)."""
+    """Forwards per prompt and multiplier of a dose-response on tiny constructed RWKV and Mamba hosts (residual, RWKV
+    state, Mamba SSM state and conv state)."""
     import torch
     import transformers as tf
 
     from universality.analysis.steer import PromptSet, contrast_vector, dose_response, token_class_mass
+    from universality.hosts.mamba import MambaHost
     from universality.hosts.rwkv import RwkvHost
 
     torch.manual_seed(0)
-    cfg = tf.RwkvConfig(vocab_size=64, hidden_size=32, attention_hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                        rescale_every=0, context_length=64)
-    host = RwkvHost(tf.RwkvForCausalLM(cfg).eval())
-    rows = {"n": 0}
-    forward = host._forward
-
-    def counted(tokens, run):
-        rows["n"] += tokens.shape[0]
-        return forward(tokens, run)
-
-    host._forward = counted
+    rwkv = RwkvHost(tf.RwkvForCausalLM(tf.RwkvConfig(vocab_size=64, hidden_size=32, attention_hidden_size=32,
+                                                     intermediate_size=64, num_hidden_layers=2, rescale_every=0,
+                                                     context_length=64)).eval())
+    mamba = MambaHost(tf.MambaForCausalLM(tf.MambaConfig(vocab_size=64, hidden_size=32, state_size=8, num_hidden_layers=2,
+                                                         expand=2, conv_kernel=4)).eval())
     g = torch.Generator().manual_seed(1)
     make = lambda n: PromptSet([torch.randint(0, 64, (int(torch.randint(6, 20, (1,), generator=g)),), generator=g).tolist()
                                 for _ in range(n)])
     pos, neg, prompts = make(16), make(16), make(40)
     mults = [0.0, 1.0, 2.0, 4.0]
     steered = 0
-    for hook in ("blocks.1.resid_post", "blocks.1.att.state"):
-        sv = contrast_vector(host, pos, neg, hook)
-        rows["n"] = 0
-        dose_response(host, sv, prompts, mults, token_class_mass([1, 2, 3]), "m", batch=16)
-        steered = max(steered, rows["n"])
+    for host, hooks in ((rwkv, ("blocks.1.resid_post", "blocks.1.att.state")),
+                        (mamba, ("blocks.1.resid_post", "blocks.1.ssm.state", "blocks.1.ssm.conv_state"))):
+        rows = {"n": 0}
+        forward = host._forward
+
+        def counted(tokens, run, forward=forward, rows=rows):
+            rows["n"] += tokens.shape[0]
+            return forward(tokens, run)
+
+        host._forward = counted
+        for hook in hooks:
+            sv = contrast_vector(host, pos, neg, hook)
+            rows["n"] = 0
+            dose_response(host, sv, prompts, mults, token_class_mass([1, 2, 3]), "m", batch=16)
+            steered = max(steered, rows["n"])
     per = steered / (len(prompts.prompts) * len(mults))
-    return Figure(name="steering forwards per prompt and multiplier (dose-response, residual and RWKV state)", value=per,
-                  unit="forwards", baseline="a plain forward: one per prompt", baseline_value=1.0, higher_is_better=False,
-                  goal_value=1.0)
+    return Figure(name="steering forwards per prompt and multiplier (dose-response: residual, RWKV state, Mamba SSM and "
+                       "conv state)", value=per, unit="forwards", baseline="a plain forward: one per prompt",
+                  baseline_value=1.0, higher_is_better=False, goal_value=1.0)
 
 
 def run(quick: bool) -> list[Figure]:
@@ -78,7 +84,7 @@ def run(quick: bool) -> list[Figure]:
 
     preset = "test" if quick else "default"
     paths = zoo.ensure_zoo(preset, only=["transformer", "rwkv"])
-    n_tokens, steps = (2048, 30) if quick else (16384, 250)
+    n_tokens, steps = (2048, 30) if quick else (65536, 250)
     figs = []
     for name in ("transformer", "rwkv"):
         figs += _lens_figures(str(paths[name]), f"{preset} zoo {name}", n_tokens, steps)

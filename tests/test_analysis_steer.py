@@ -196,3 +196,117 @@ def test_cross_model_steering_with_a_planted_partner():
 def test_prompt_sets_are_cut_to_a_context():
     p = PromptSet([[1, 2, 3, 4], [5]], "t", "x")
     assert p.truncated(2).prompts == [[1, 2], [5]] and p.truncated(None) is p
+
+
+def _scan_reference(x, dt, B, C, A, D):
+    """float64 Mamba-1 recurrence ``h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t``, ``y_t = h_t C_t + D x_t``: [b, t, d]."""
+    h = torch.zeros(x.shape[0], x.shape[2], A.shape[1], dtype=torch.float64)
+    ys = []
+    for t in range(x.shape[1]):
+        h = torch.exp(dt[:, t, :, None] * A) * h + (dt[:, t] * x[:, t])[:, :, None] * B[:, t, None, :]
+        ys.append((h * C[:, t, None, :]).sum(-1) + D * x[:, t])
+    return torch.stack(ys, 1)
+
+
+def test_mamba_conv_state_steering_follows_the_recurrence(save_model):
+    host = _mamba_host(save_model)  # d_conv 4: the conv state after a prefix is its last 3 inputs
+    layer, P = 1, 5
+    tokens = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(5))
+    pts = [f"blocks.{layer}.ssm.{p}" for p in ("in_x", "y")]
+    _, base = host.run_with_cache(tokens, pts)
+    v = torch.randn(3, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    sv = SteeringVector(f"blocks.{layer}.ssm.conv_state", v, "state")
+    _, steered = host.run_with_cache(tokens, pts, hooks=steering_hooks(host, sv, 1.5, torch.tensor([P, P])))
+    # float64 reference: the suffix's conv reads inputs P-3 .. P-1 raised by 1.5 v; the prefix's conv reads the real ones
+    m = host.model.backbone.layers[layer].mixer
+    x_in = base[pts[0]].double()
+    w, bias = m.conv1d.weight.double()[:, 0], m.conv1d.bias.double()  # [d, 4]
+    rows = []
+    for t in range(12):
+        inputs = torch.stack([x_in[:, q] if q >= 0 else torch.zeros_like(x_in[:, 0]) for q in range(t - 3, t + 1)], -1)
+        if t >= P:
+            for j, q in enumerate(range(t - 3, t + 1)):
+                if P - 3 <= q < P:
+                    inputs[..., j] = inputs[..., j] + 1.5 * v[q - (P - 3)]
+        rows.append(F.silu((inputs * w).sum(-1) + bias))
+    x = torch.stack(rows, 1)  # [b, t, d]: conv_out as the steered host should see it
+    rank, n = m.time_step_rank, m.ssm_state_size
+    dt_low, B, C = torch.split(x @ m.x_proj.weight.double().T, [rank, n, n], dim=-1)
+    dt = F.softplus(dt_low @ m.dt_proj.weight.double().T + m.dt_proj.bias.double())
+    y_ref = _scan_reference(x, dt, B, C, -torch.exp(m.A_log.double()), m.D.double())
+    torch.testing.assert_close(steered[pts[1]][:, :P], base[pts[1]][:, :P])  # the prefix is untouched
+    torch.testing.assert_close(steered[pts[1]].double()[:, P:], y_ref[:, P:], atol=1e-4, rtol=1e-4)
+    assert (steered[pts[1]][:, P:] - base[pts[1]][:, P:]).abs().max() > 1e-2
+    # the contrast: the last 3 conv inputs of each prompt (zeros before a prompt shorter than 3)
+    pos, neg = PromptSet([[1, 2, 3, 4], [5]]), PromptSet([[6, 7]])
+    c = contrast_vector(host, pos, neg, f"blocks.{layer}.ssm.conv_state")
+    xs = [host.run_with_cache(torch.tensor([p]), [pts[0]])[1][pts[0]][0].double() for p in (pos.prompts + neg.prompts)]
+    last3 = [F.pad(a, (0, 0, 3, 0))[-3:] for a in xs]
+    torch.testing.assert_close(c.vector, (last3[0] + last3[1]) / 2 - last3[2])
+    assert c.method == "state" and c.vector.shape == (3, 32)
+
+
+def test_mamba2_state_steering_follows_the_recurrence(save_model):
+    cfg = tf.Mamba2Config(vocab_size=50, hidden_size=16, state_size=4, num_hidden_layers=2, expand=2, conv_kernel=4,
+                          num_heads=4, head_dim=8, n_groups=2, chunk_size=8, time_step_min=0.01, time_step_max=0.5)
+    torch.manual_seed(0)
+    host = uv.load_host(save_model(tf.Mamba2ForCausalLM(cfg)))
+    layer, P = 1, 5
+    tokens = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(7))
+    pts = [f"blocks.{layer}.ssm.{p}" for p in ("conv_out", "dt", "B", "C", "y")]
+    _, base = host.run_with_cache(tokens, pts)
+    v = torch.randn(4, 8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    sv = SteeringVector(f"blocks.{layer}.ssm.state", v, "state")
+    _, steered = host.run_with_cache(tokens, pts, hooks=steering_hooks(host, sv, 1.5, torch.tensor([P, P])))
+    # float64 reference per head h: S_t = exp(dt_t A_h) S_{t-1} + dt_t x_t B_t^T (B, C shared by the heads of a group)
+    m = host.model.backbone.layers[layer].mixer
+    A, D = -torch.exp(m.A_log.double()), m.D.double()
+    x, dt, B, C = (base[p].double() for p in pts[:4])
+    Bh, Ch = B.repeat_interleave(2, dim=2), C.repeat_interleave(2, dim=2)  # [b, t, h, n]: heads 0-1 group 0, 2-3 group 1
+    S = torch.zeros(2, 4, 8, 4, dtype=torch.float64)
+    ys = []
+    for t in range(12):
+        S = torch.exp(dt[:, t] * A)[..., None, None] * S + (dt[:, t, :, None] * x[:, t])[..., None] * Bh[:, t, :, None, :]
+        if t == P - 1:
+            S = S + 1.5 * v
+        ys.append((S * Ch[:, t, :, None, :]).sum(-1) + D[:, None] * x[:, t])
+    y_ref = torch.stack(ys, 1)
+    torch.testing.assert_close(steered[pts[4]][:, :P], base[pts[4]][:, :P])
+    torch.testing.assert_close(steered[pts[4]].double()[:, P:], y_ref[:, P:], atol=1e-4, rtol=1e-4)
+    assert (steered[pts[4]][:, P:] - base[pts[4]][:, P:]).abs().max() > 1e-2
+    with pytest.raises(UniversalityError, match="Mamba-1 hosts only"):
+        steering_hooks(host, SteeringVector(f"blocks.{layer}.ssm.conv_state", torch.zeros(3, 32), "state"), 1.0, torch.tensor([2]))
+    with pytest.raises(UniversalityError, match="has shape \\(32, 4\\)"):
+        steering_hooks(host, SteeringVector(f"blocks.{layer}.ssm.state", torch.zeros(32, 4), "state"), 1.0, torch.tensor([2]))
+
+
+def test_steering_adds_no_forward_and_rejects_bad_state_hooks(save_model):
+    """A dose-response runs one host forward per prompt batch and multiplier, for every method (the goal: at most one
+    extra forward per prompt and multiplier); state hooks the host lacks are one sentence."""
+    host = _mamba_host(save_model)
+    rows = {"n": 0}
+    forward = host._forward
+
+    def counted(tokens, run):
+        rows["n"] += tokens.shape[0]
+        return forward(tokens, run)
+
+    host._forward = counted
+    g = torch.Generator().manual_seed(9)
+    prompts = PromptSet([torch.randint(0, 50, (int(n),), generator=g).tolist() for n in (6, 9, 7, 12, 8)])
+    pos, neg = PromptSet([[1, 2, 3, 4]]), PromptSet([[5, 6, 7]])
+    mult = [0.0, 1.0, 3.0]
+    for hook in ("blocks.1.resid_post", "blocks.1.ssm.state", "blocks.1.ssm.conv_state"):
+        sv = contrast_vector(host, pos, neg, hook)
+        rows["n"] = 0
+        dr = dose_response(host, sv, prompts, mult, token_class_mass([1, 2]), "m", batch=2)
+        assert rows["n"] == len(prompts.prompts) * len(mult), hook  # one forward of every prompt per multiplier
+        assert dr.n_forwards == 3 * len(mult) and dr.values[1] != dr.values[0]
+    with pytest.raises(UniversalityError, match="blocks 0..1"):
+        contrast_vector(host, pos, neg, "blocks.4.ssm.conv_state")
+    with pytest.raises(UniversalityError, match="Mamba-1 hosts only"):
+        contrast_vector(AffineHost(), PromptSet([[1]]), PromptSet([[2]]), "blocks.0.ssm.conv_state")
+    with pytest.raises(UniversalityError, match="shape \\(3, 32\\)"):
+        steering_hooks(host, SteeringVector("blocks.1.ssm.conv_state", torch.zeros(4, 32), "state"), 1.0, torch.tensor([2]))
+    with pytest.raises(UniversalityError, match="needs a prefix"):
+        steering_hooks(host, SteeringVector("blocks.1.ssm.conv_state", torch.zeros(3, 32), "state"), 1.0, torch.tensor([0]))

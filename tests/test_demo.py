@@ -194,6 +194,8 @@ def test_demo_lens_and_steering(demo_run):
     methods = {(e["model"], e["method"]) for e in res["lens_steer"]["steering"]}
     assert methods == {("transformer", "residual"), ("mamba", "residual"), ("mamba", "state"), ("rwkv", "residual"),
                        ("rwkv", "state")}
+    hooks = {e["hook"].split(".", 2)[-1] for e in res["lens_steer"]["steering"] if e["model"] == "mamba"}
+    assert hooks == {"resid_post", "ssm.state", "ssm.conv_state"}
     for e in res["lens_steer"]["steering"]:
         assert e["n_forwards"] == len(e["multipliers"])  # one forward of the prompt batch per multiplier
         assert e["multipliers"][0] == 0.0
@@ -219,6 +221,13 @@ def test_lens_and_steer_commands(demo_run, tmp_path, capsys):
                  "--out", str(out), "--quiet"]) == 0
     curves = reports.load_results(out)["lens_steer"]["steering"]
     assert [c["method"] for c in curves] == ["residual", "state"] and curves[1]["hook"].endswith("att.state")
+    assert main(["steer", str(model), "--positive", str(pos), "--negative", str(neg), "--multipliers", "0,1",
+                 "--methods", "state", "--out", str(tmp_path / "steer-state"), "--quiet"]) == 0
+    assert [c["hook"] for c in reports.load_results(tmp_path / "steer-state")["lens_steer"]["steering"]] == [curves[1]["hook"]]
+    capsys.readouterr()
+    assert main(["steer", str(model), "--positive", str(pos), "--negative", str(neg), "--methods", "conv-state",
+                 "--out", str(tmp_path / "steer-conv")]) == 2  # the conv state is Mamba-1's
+    assert "none of the steering methods conv-state applies to this rwkv host" in capsys.readouterr().err
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     capsys.readouterr()

@@ -2,7 +2,7 @@
 
     python tools/lens_zoo.py [--preset default] [--members transformer,mamba,mamba2,rwkv] [--steps 250]
 
-Uses the ``lens`` command's defaults (16,384 training tokens, 4,096 held-out tokens, 250 steps of 512 tokens) and
+Uses the ``lens`` command's defaults (65,536 training tokens, 4,096 held-out tokens, 250 steps of 512 tokens) and
 says, per model, whether the tuned lens's KL is below the logit lens's at every block but the last.
 """
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="default")
     ap.add_argument("--members", default="transformer,mamba,mamba2,rwkv")
     ap.add_argument("--steps", type=int, default=250)
-    ap.add_argument("--n-tokens", type=int, default=16384)
+    ap.add_argument("--n-tokens", type=int, default=65536)
     args = ap.parse_args(argv)
     names = args.members.split(",")
     paths = zoo.ensure_zoo(args.preset, only=names)
@@ -47,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {c.lens + ' KL':<11} " + " ".join(f"{k:7.3f}" for k in c.kl))
         print(f"  {'tuned top1':<11} " + " ".join(f"{k:7.3f}" for k in tuned.top1))
         print(f"  {'logit top1':<11} " + " ".join(f"{k:7.3f}" for k in logit.top1), flush=True)
+        print(f"  markdown ({name}, held-back KL of the kept translators {[round(k, 4) for k in lens.info['heldback_kl']]}, "
+              f"kept steps {lens.info['kept_steps']}):")
+        cell = lambda m, ci: f"{m:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+        for i in range(host.n_layers):
+            mark = "" if i == host.n_layers - 1 else (" ✓" if tuned.kl[i] < logit.kl[i] else " ✗")
+            print(f"  | {name} | {i} | {cell(logit.kl[i], logit.kl_ci[i])} | {cell(tuned.kl[i], tuned.kl_ci[i])}{mark} | "
+                  f"{logit.top1[i]:.3f} / {tuned.top1[i]:.3f} |", flush=True)
     return 0 if all_below else 1
 
 

@@ -47,9 +47,11 @@ class TunedLensConfig:
     """Adam learning rate (linearly decayed to zero)."""
     seed: int = 0
     """Seed of the batch order."""
+    check_every: int = 50
+    """Steps between the held-back checks of phase 3 (each translator keeps its best checked state)."""
 
     def __post_init__(self):
-        for name in ("steps", "batch_tokens"):
+        for name in ("steps", "batch_tokens", "check_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise UniversalityError(f"tuned lens {name} {v!r} is not valid; use a positive integer")
@@ -176,8 +178,10 @@ def train_tuned_lens(host: Any, tokens: torch.Tensor, mask: torch.Tensor | None 
     stream as the target and minimise the mean over blocks ``0..n_layers-2`` of
     ``KL(final || softmax(unembed(translate(i, stream_i))))`` with Adam; the final norm and the
     unembedding are frozen (their gradients are not kept) and the last translator stays the identity;
-    (3) a translator that does not beat the identity on the last tenth of the tokens (at most 2,048; never used in
-    phase 2) is reset to it (``info["identity_layers"]``).
+    (3) held-back early stopping: the last tenth of the tokens (the last sequences, at most 8,192; never drawn in
+    phase 2) scores every translator at the start (the identity), every ``check_every`` steps and at the end, and
+    each translator keeps its state of lowest held-back KL. One that never beats the identity stays it
+    (``info["identity_layers"]``); ``info["kept_steps"]`` says which step each translator comes from.
     """
     cfg = cfg or TunedLensConfig()
     if streams is None:
@@ -196,10 +200,11 @@ def train_tuned_lens(host: Any, tokens: torch.Tensor, mask: torch.Tensor | None 
     gen = torch.Generator().manual_seed(cfg.seed)
     trained = range(n_layers - 1)
     # the last tenth of the tokens (the last sequences) only judges the translators in phase 3
-    n_fit = n_tok - min(n_tok // 10, 2048) if n_tok >= 20 else n_tok
+    n_fit = n_tok - min(n_tok // 10, 8192) if n_tok >= 20 else n_tok
+    best = _BestTranslators(host, lens, streams[:, n_fit:] if n_fit < n_tok else streams)
     losses = []
     try:
-        for _ in progress(range(cfg.steps), desc=f"tuned lens ({host.arch})", unit="step"):
+        for step in progress(range(cfg.steps), desc=f"tuned lens ({host.arch})", unit="step"):
             idx = torch.randint(0, n_fit, (min(cfg.batch_tokens, n_fit),), generator=gen)
             x = streams[:, idx].to(host.device)
             with torch.no_grad():
@@ -215,31 +220,52 @@ def train_tuned_lens(host: Any, tokens: torch.Tensor, mask: torch.Tensor | None 
                 opt.step()
             sched.step()
             losses.append(float(loss.detach()))
+            if (step + 1) % cfg.check_every == 0 or step + 1 == cfg.steps:
+                best.check(step + 1)
     finally:
         for p in params:
             p.requires_grad_(True)
-    lens.info["identity_layers"] = _keep_improvements(host, lens, streams[:, n_fit:] if n_fit < n_tok else streams)
+    best.restore()
+    lens.info["identity_layers"] = [i for i in trained if best.step[i] == 0]
+    lens.info["kept_steps"] = [best.step[i] for i in trained]
+    lens.info["heldback_kl"] = [best.kl[i] for i in trained]
     lens.info["final_loss"] = float(np.mean(losses[-10:])) if losses else 0.0
     lens.info["first_loss"] = losses[0] if losses else 0.0
     return lens.cpu()
 
 
-@torch.no_grad()
-def _keep_improvements(host: Any, lens: TunedLens, streams: torch.Tensor) -> list[int]:
-    """Phase 3 of training: reset to the identity every translator whose KL on the held-back ``streams``
-    ``[n_layers, n, d]`` is not below the logit lens's (late blocks, already close to the output, can gain less
-    than the translator overfits); returns them."""
-    x = streams.to(host.device)
-    final = F.log_softmax(host.unembed(x[-1]).float(), -1)
-    reset = []
-    for i in range(lens.n_layers - 1):
-        tuned = kl_to_final(final, F.log_softmax(host.unembed(lens.translate(i, x[i])).float(), -1)).mean()
-        logit = kl_to_final(final, F.log_softmax(host.unembed(x[i]).float(), -1)).mean()
-        if not bool(tuned < logit):
-            lens.weight[i].zero_()
-            lens.bias[i].zero_()
-            reset.append(i)
-    return reset
+class _BestTranslators:
+    """Phase 3 of training: each translator's state of lowest mean KL on held-back ``streams`` ``[n_layers, n, d]``
+    among the checked ones (the first check, at construction, is the identity: the logit lens)."""
+
+    def __init__(self, host: Any, lens: TunedLens, streams: torch.Tensor):
+        self.host, self.lens, self.x = host, lens, streams.to(host.device)
+        with torch.no_grad():
+            self.final = F.log_softmax(host.unembed(self.x[-1]).float(), -1)
+        n = lens.n_layers - 1
+        self.kl = [math.inf] * n
+        self.step = [0] * n
+        self.weight = lens.weight.detach()[:n].clone()
+        self.bias = lens.bias.detach()[:n].clone()
+        self.check(0)
+
+    @torch.no_grad()
+    def check(self, step: int) -> None:
+        """Score every translator now; keep the ones better than their best so far."""
+        for i in range(self.lens.n_layers - 1):
+            lp = F.log_softmax(self.host.unembed(self.lens.translate(i, self.x[i])).float(), -1)
+            kl = float(kl_to_final(self.final, lp).mean())
+            if kl < self.kl[i]:
+                self.kl[i], self.step[i] = kl, step
+                self.weight[i].copy_(self.lens.weight[i])
+                self.bias[i].copy_(self.lens.bias[i])
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Write the kept states into the lens."""
+        n = self.lens.n_layers - 1
+        self.lens.weight[:n].copy_(self.weight)
+        self.lens.bias[:n].copy_(self.bias)
 
 
 def kl_to_final(final_logp: torch.Tensor, lens_logp: torch.Tensor) -> torch.Tensor:

@@ -4,10 +4,12 @@
   activation over positive prompts minus the mean over negative prompts at one hook and position,
   added with a multiplier at every position from ``start`` on (:func:`steering_hooks`).
 * **State steering** on the recurrent state: the same contrast taken on Mamba's ``ssm.state``
-  ``[d_inner, d_state]`` or RWKV's ``att.state`` (in real numerator/denominator space, ``[A, 2]``)
-  after each prompt, added to the state the suffix starts from. Only positions ``>= start`` see
-  it; later states follow the recurrence (Mamba through the host's state patching, RWKV by the
-  linear decay of its numerator and denominator).
+  ``[d_inner, d_state]``, Mamba-2's ``ssm.state`` ``[heads, head_dim, d_state]``, Mamba's conv state
+  (``ssm.conv_state``: the last ``d_conv - 1`` inputs of the causal conv, ``[d_conv - 1, d_inner]``) or
+  RWKV's ``att.state`` (in real numerator/denominator space, ``[A, 2]``) after each prompt, added to
+  the state the suffix starts from. Only positions ``>= start`` see it; later states follow the
+  recurrence (Mamba through the host's state patching, the conv state through the conv's window,
+  RWKV by the linear decay of its numerator and denominator).
 * **Feature steering**: ``α ×`` a dictionary latent's decoder direction (:func:`feature_vector`),
   or the latent clamped to a value in a spliced dictionary (:func:`clamp_hooks`).
 
@@ -29,7 +31,11 @@ import torch.nn.functional as F
 
 from .._errors import UniversalityError
 
-STATE_POINTS = ("ssm.state", "att.state")
+CONV_STATE = "ssm.conv_state"
+"""Mamba-1's conv state after a prefix: the last ``d_conv - 1`` conv inputs (``ssm.in_x`` rows), ``[d_conv - 1, d_inner]``.
+A steering-only point (not in the host's hook vocabulary): it is read from and written through ``ssm.in_x`` /
+``ssm.conv_out``."""
+STATE_POINTS = ("ssm.state", "att.state", CONV_STATE)
 """Per-block points whose steering is state steering."""
 METHODS = ("residual", "state", "feature")
 """Steering methods a :class:`SteeringVector` may carry."""
@@ -92,8 +98,9 @@ class SteeringVector:
     hook: str
     """Full hook name, e.g. ``blocks.2.resid_post``, ``blocks.2.ssm.state``, ``blocks.1.att.state``."""
     vector: torch.Tensor
-    """``[d_model]`` (residual points), ``[d_inner, d_state]`` (``ssm.state``) or ``[A, 2]`` (``att.state``: real
-    numerator and denominator, float64)."""
+    """``[d_model]`` (residual points), ``[d_inner, d_state]`` (Mamba ``ssm.state``), ``[heads, head_dim, d_state]``
+    (Mamba-2 ``ssm.state``), ``[d_conv - 1, d_inner]`` (``ssm.conv_state``, oldest input first) or ``[A, 2]``
+    (``att.state``: real numerator and denominator, float64)."""
     method: str = "residual"
     """``"residual"``, ``"state"`` or ``"feature"``."""
     label: str = ""
@@ -121,20 +128,53 @@ def _real_rwkv_state(states: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def activations_at(host: Any, prompts: PromptSet, hook: str, position: int = -1, batch: int = 32) -> torch.Tensor:
     """``hook``'s value at ``position`` of every prompt: ``[n_prompts, *shape]`` (negative positions count from each
-    prompt's end; ``att.state`` comes as real numerator and denominator ``[A, 2]`` in float64)."""
-    host.validate_names([hook])
+    prompt's end; ``att.state`` comes as real numerator and denominator ``[A, 2]`` in float64; ``ssm.conv_state`` as
+    the ``d_conv - 1`` conv inputs up to and including ``position``, ``[d_conv - 1, d_inner]``, zeros before the prompt)."""
+    read = _read_hook(host, hook)
     out = []
     for s in range(0, len(prompts.prompts), batch):
         part = prompts.prompts[s:s + batch]
         tokens, lengths = pad_prompts(part)
-        _, cache = host.run_with_cache(tokens, [hook], return_logits=False)
-        x = cache[hook]
+        _, cache = host.run_with_cache(tokens, [read], return_logits=False)
+        x = cache[read]
         pos = lengths + position if position < 0 else torch.full_like(lengths, position)
         if bool((pos < 0).any()) or bool((pos >= lengths).any()):
             raise UniversalityError(f"position {position} lies outside some prompt (shortest has {int(lengths.min())} tokens)")
+        if _point(hook) == CONV_STATE:
+            out.append(_conv_windows(x.double(), pos.to(x.device), _conv_width(host, host.layer_of(read)) - 1))
+            continue
         rows = x[torch.arange(len(part)), pos.to(x.device)]
         out.append(_real_rwkv_state(rows) if _point(hook) == "att.state" else rows.double())
     return torch.cat(out).cpu()
+
+
+def _mamba1(host: Any) -> bool:
+    return host.arch == "mamba" and getattr(host, "model_type", "") == "mamba" and hasattr(host.model, "backbone")
+
+
+def _read_hook(host: Any, hook: str) -> str:
+    """The host hook that carries ``hook``'s value (``ssm.in_x`` for ``ssm.conv_state``), validated."""
+    if _point(hook) != CONV_STATE:
+        host.validate_names([hook])
+        return hook
+    if not _mamba1(host):
+        raise UniversalityError(f"hook '{hook}' (the conv state) exists on Mamba-1 hosts only; this is a "
+                                f"{getattr(host, 'model_type', host.arch)} host (steer its ssm.state instead)")
+    read = hook[: -len(CONV_STATE)] + "ssm.in_x"
+    host.validate_names([read])
+    return read
+
+
+def _conv_width(host: Any, layer: int) -> int:
+    """``d_conv``: the causal conv's kernel width in Mamba block ``layer``."""
+    return int(host.model.backbone.layers[layer].mixer.conv1d.weight.shape[-1])
+
+
+def _conv_windows(x: torch.Tensor, pos: torch.Tensor, n: int) -> torch.Tensor:
+    """Rows ``pos[b] - n + 1 .. pos[b]`` of ``x`` [b, t, d] per prompt: ``[b, n, d]``, zeros before position 0."""
+    padded = F.pad(x, (0, 0, n, 0))  # row r of x is row r + n here
+    idx = pos[:, None] + 1 + torch.arange(n, device=x.device)[None, :]  # [b, n]
+    return padded[torch.arange(x.shape[0], device=x.device)[:, None], idx]
 
 
 def contrast_vector(host: Any, positive: PromptSet, negative: PromptSet, hook: str, position: int = -1) -> SteeringVector:
@@ -145,7 +185,7 @@ def contrast_vector(host: Any, positive: PromptSet, negative: PromptSet, hook: s
     if positive.tokenizer and negative.tokenizer and positive.tokenizer != negative.tokenizer:
         raise UniversalityError(f"the positive and negative prompts come from different tokenizers ({positive.tokenizer} vs "
                                 f"{negative.tokenizer}); tokenize both with the host's tokenizer")
-    host.validate_names([hook])
+    _read_hook(host, hook)
     if not hook.startswith("blocks.") or _point(hook) in ("attn.pattern",):
         raise UniversalityError(f"hook '{hook}' cannot be steered; use a per-block point such as "
                                 f"{host.hook_name(host.layer_at(0.5), 'resid_post')}")
@@ -164,7 +204,7 @@ def feature_vector(coder: Any, latent: int, hook: str) -> SteeringVector:
 
 # ------------------------------------------------------------------------------------------ hooks
 def _mamba_decay(host: Any, layer: int) -> torch.Tensor:
-    """``A = -exp(A_log)`` ``[d_inner, d_state]`` of Mamba block ``layer``."""
+    """``A = -exp(A_log)`` of Mamba block ``layer``: ``[d_inner, d_state]`` (Mamba-1) or ``[heads]`` (Mamba-2)."""
     return -torch.exp(host.model.backbone.layers[layer].mixer.A_log.detach().double())
 
 
@@ -173,15 +213,24 @@ def _rwkv_decay(host: Any, layer: int) -> torch.Tensor:
     return torch.exp(host.model.rwkv.blocks[layer].attention.time_decay.detach().double())
 
 
+def _check_shape(sv: SteeringVector, want: tuple, what: str) -> None:
+    if tuple(sv.vector.shape) != tuple(want):
+        raise UniversalityError(f"the steering vector for '{sv.hook}' has shape {tuple(sv.vector.shape)}, but {what} has "
+                                f"shape {tuple(want)}; build it with contrast_vector on that hook")
+
+
 def steering_hooks(host: Any, sv: SteeringVector, multiplier: float, start: torch.Tensor) -> dict:
     """Hook functions adding ``multiplier × sv.vector`` for every prompt ``b`` from position ``start[b]`` on.
 
-    Residual and feature vectors are added at every position ``>= start[b]``. On ``ssm.state`` the state after
-    ``start[b] - 1`` is replaced by what the recurrence gives from that state plus the vector (so position
-    ``start[b]`` is the first to read it, and the host carries it on); on ``att.state`` the real numerator and
-    denominator get the vector decayed by ``exp(-w (t - start[b] + 1))`` at every ``t >= start[b] - 1``.
+    Residual and feature vectors are added at every position ``>= start[b]``. On ``ssm.state`` (Mamba-1 and
+    Mamba-2) the state after ``start[b] - 1`` is replaced by what the recurrence gives from that state plus the
+    vector (so position ``start[b]`` is the first to read it, and the host carries it on); on ``ssm.conv_state``
+    the conv inputs ``start[b] - d_conv + 1 .. start[b] - 1`` are raised by the vector's rows as seen from the suffix
+    only: the conv outputs at ``start[b] .. start[b] + d_conv - 2`` are recomputed with them, earlier outputs keep the
+    real inputs; on ``att.state`` the real numerator and denominator get the vector decayed by
+    ``exp(-w (t - start[b] + 1))`` at every ``t >= start[b] - 1``.
     """
-    host.validate_names([sv.hook])
+    _read_hook(host, sv.hook)
     layer, point = host.layer_of(sv.hook), sv.point
     v = sv.vector
     start = torch.as_tensor(start, dtype=torch.long).view(-1)
@@ -190,24 +239,56 @@ def steering_hooks(host: Any, sv: SteeringVector, multiplier: float, start: torc
     alpha = float(multiplier)
 
     if point == "ssm.state":
-        if host.arch != "mamba" or not hasattr(host.model, "backbone") or v.dim() != 2:
-            raise UniversalityError(f"ssm.state steering supports Mamba-1 hosts; this is a {host.model_type} host")
-        A = _mamba_decay(host, layer)
+        if host.arch != "mamba" or not hasattr(host.model, "backbone"):
+            raise UniversalityError(f"ssm.state steering supports Mamba-1 and Mamba-2 hosts; this is a {host.model_type} host")
+        A = _mamba_decay(host, layer)  # Mamba-1 [d_inner, n]; Mamba-2 [heads]
+        mixer = host.model.backbone.layers[layer].mixer
+        mamba2 = A.dim() == 1
+        _check_shape(sv, (mixer.num_heads, mixer.head_dim, mixer.ssm_state_size) if mamba2 else tuple(A.shape),
+                     f"this {host.model_type} host's ssm.state")
         seen: dict[str, torch.Tensor] = {}
 
         def read_dt(dt):
             seen["dt"] = dt
             return None
 
-        def add_state(states):  # [b, t, d, n]
+        def add_state(states):  # Mamba-1 [b, t, d, n]; Mamba-2 [b, t, h, p, n]
             out = states.clone()
             for b, s in enumerate(start.tolist()):
                 if s < states.shape[1]:
-                    step = torch.exp(seen["dt"][b, s].double()[:, None] * A)  # decay from s - 1 to s
+                    dt = seen["dt"][b, s].double()  # Mamba-1 [d]; Mamba-2 [h]
+                    step = torch.exp(dt[:, None, None] * A[:, None, None].to(dt.device)) if mamba2 \
+                        else torch.exp(dt[:, None] * A.to(dt.device))  # decay from s - 1 to s
                     out[b, s] = (states[b, s].double() + alpha * step * v.to(step.device)).to(states.dtype)
             return out
 
         return {host.hook_name(layer, "ssm.dt"): read_dt, sv.hook: add_state}
+    if point == CONV_STATE:
+        mixer = host.model.backbone.layers[layer].mixer
+        w = mixer.conv1d.weight.detach().double().reshape(mixer.conv1d.weight.shape[0], -1)  # [d, k]
+        k = w.shape[1]
+        bias = mixer.conv1d.bias.detach().double() if mixer.conv1d.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+        _check_shape(sv, (k - 1, w.shape[0]), f"the conv state of this Mamba's block {layer} ([d_conv - 1, d_inner])")
+        seen = {}
+
+        def read_x(x):
+            seen["x"] = x
+            return None
+
+        def add_conv(conv_out):  # [b, t, d]: act(conv(x)); rows start .. start + k - 2 read the steered window
+            out = conv_out.clone()
+            x = F.pad(seen["x"].double(), (0, 0, k - 1, 0))  # row q of x is row q + k - 1 here
+            dev = x.device
+            for b, s in enumerate(start.tolist()):
+                window = x[b, s:s + k - 1].clone()  # inputs s - k + 1 .. s - 1 (the conv state after the prefix)
+                window += alpha * v.to(dev)
+                for t in range(s, min(s + k - 1, conv_out.shape[1])):
+                    inputs = torch.cat([window[t - s:], x[b, s + k - 1:t + k]])  # inputs t - k + 1 .. t: [k, d]
+                    pre = bias.to(dev) + (inputs.T * w.to(dev)).sum(-1)
+                    out[b, t] = mixer.act(pre).to(conv_out.dtype)
+            return out
+
+        return {host.hook_name(layer, "ssm.in_x"): read_x, host.hook_name(layer, "ssm.conv_out"): add_conv}
     if point == "att.state":
         w = _rwkv_decay(host, layer)
 

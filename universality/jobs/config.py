@@ -519,7 +519,7 @@ class LensConfig:
 
     models: list[str] = field(default_factory=list, metadata=cli(positional=True))
     """Checkpoint folders or hub ids."""
-    n_tokens: int = 16384
+    n_tokens: int = 65536
     """Training tokens of each tuned lens (from the corpus's training split)."""
     eval_tokens: int = 4096
     """Held-out tokens the curves are measured on."""
@@ -558,6 +558,9 @@ class SteerConfig:
     """Relative depth (0..1) of the steered block."""
     state: bool = True
     """Also steer the recurrent state (Mamba ``ssm.state``, RWKV ``att.state``) of the same block, where the host has one."""
+    methods: list[str] = field(default_factory=lambda: ["residual", "state", "conv-state"])
+    """Steering methods: ``residual`` (CAA at ``hook``), ``state`` (Mamba / Mamba-2 ``ssm.state``, RWKV ``att.state``),
+    ``conv-state`` (Mamba-1's conv state: its last d_conv - 1 conv inputs); ones the host lacks are skipped."""
     multipliers: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0])
     """Multipliers of the steering vector (the dose-response curve's x axis)."""
     metric_tokens: str = "code-symbols"
@@ -576,4 +579,8 @@ class SteerConfig:
             raise UniversalityError(f"layer {self.layer} is not valid; give a relative depth between 0 and 1")
         if not self.multipliers:
             raise UniversalityError("multipliers is empty; give numbers such as 0,1,2,4")
+        bad = [m for m in self.methods if m not in ("residual", "state", "conv-state")]
+        if not self.methods or bad:
+            raise UniversalityError(f"steering methods '{','.join(self.methods)}' are not valid; give a comma-separated subset "
+                                    "of residual, state, conv-state")
         _pos_int("n_prompts", self.n_prompts, 2)

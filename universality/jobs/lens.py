@@ -15,7 +15,7 @@ from .pipeline import corpus_entry, finish, start_run
 from .rundir import RunDir
 
 
-def lens_stage(run: RunDir, label: str, host: Any, host_fp: str, corpus: Any, n_tokens: int = 16384, eval_tokens: int = 4096,
+def lens_stage(run: RunDir, label: str, host: Any, host_fp: str, corpus: Any, n_tokens: int = 65536, eval_tokens: int = 4096,
                seq_len: int = 64, steps: int = 250, batch_tokens: int = 512) -> Any:
     """The :class:`~universality.analysis.lens.LensResult` of one host: train a tuned lens on the corpus's training split
     (saved under ``stages/lens-<label>/``), measure both lenses on held-out tokens."""

@@ -22,6 +22,38 @@ STDLIB_SOURCES = ("stdlib:code", "stdlib:docstrings")
 """Prompt sources drawn from the default corpus (:func:`~universality.analysis.steer_prompts.docstring_code_prompts`)."""
 STATE_POINT = {"mamba": "ssm.state", "rwkv": "att.state"}
 """The recurrent-state point state steering uses, per architecture."""
+STEER_METHODS = ("residual", "state", "conv-state")
+"""``steer --methods``: residual CAA at ``--hook``; the recurrent state (Mamba and Mamba-2 ``ssm.state``, RWKV
+``att.state``); Mamba-1's conv state (``ssm.conv_state``). A method the host has no point for is skipped."""
+
+
+def method_hooks(host: Any, layer: int, point: str, methods: tuple[str, ...]) -> list[str]:
+    """The hooks of ``methods`` (see :data:`STEER_METHODS`) at block ``layer`` that ``host`` has, in that order."""
+    from ..analysis.steer import CONV_STATE
+
+    bad = [m for m in methods if m not in STEER_METHODS]
+    if bad:
+        raise UniversalityError(f"steering method(s) {', '.join(bad)} not valid; use some of {', '.join(STEER_METHODS)}")
+    hooks = []
+    for m in methods:
+        if m == "residual":
+            hooks.append(host.hook_name(layer, point))
+        elif m == "state" and host.arch in STATE_POINT and f"blocks.0.{STATE_POINT[host.arch]}" in host.hook_points \
+                and host.model_type in ("mamba", "mamba2", "rwkv"):
+            hooks.append(host.hook_name(layer, STATE_POINT[host.arch]))
+        elif m == "conv-state" and host.arch == "mamba" and host.model_type == "mamba":
+            hooks.append(f"blocks.{layer}.{CONV_STATE}")
+    return hooks
+
+
+def steered_hooks(host: Any, depth: float, point: str, methods: tuple[str, ...], state: bool = True) -> list[str]:
+    """:func:`method_hooks` at the block at relative ``depth`` (``state=False`` keeps ``residual`` only); one sentence
+    when none applies to ``host``."""
+    hooks = method_hooks(host, host.layer_at(depth), point, tuple(m for m in methods if state or m == "residual"))
+    if not hooks:
+        raise UniversalityError(f"none of the steering methods {', '.join(methods)} applies to this {host.model_type} host; "
+                                "add residual")
+    return hooks
 
 
 def read_prompts(source: str, host: Any, corpus: Any, n: int, what: str, seed: int = 0) -> Any:
@@ -61,20 +93,18 @@ def _check_tokenizer(prompts: Any, host: Any, what: str) -> None:
 
 def steer_stage(run: RunDir, label: str, host: Any, host_fp: str, positive: Any, negative: Any, prompts: Any,
                 metric_ids: list[int], metric_name: str, depth: float = 0.5, point: str = "resid_post",
-                multipliers: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0), state: bool = True) -> list:
-    """Dose-response curves (:class:`~universality.analysis.steer.DoseResponse`) of one host: residual CAA at ``point``
-    of the block at ``depth`` and, with ``state``, the recurrent state of that block (Mamba-1, RWKV)."""
+                multipliers: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0), state: bool = True,
+                methods: tuple[str, ...] = STEER_METHODS) -> list:
+    """Dose-response curves (:class:`~universality.analysis.steer.DoseResponse`) of one host at the block at ``depth``,
+    one per method of ``methods`` the host has (:func:`method_hooks`): residual CAA at ``point``, the recurrent state
+    (Mamba, Mamba-2, RWKV), Mamba-1's conv state; ``state=False`` drops both state methods."""
     from ..analysis.steer import DoseResponse, contrast_vector, dose_response, token_class_mass
 
     positive, negative, prompts = (s.truncated(host.max_positions) for s in (positive, negative, prompts))
     for s, what in ((positive, "positive"), (negative, "negative"), (prompts, "steered")):
         s.check(host, what)
         _check_tokenizer(s, host, what)
-    layer = host.layer_at(depth)
-    hooks = [host.hook_name(layer, point)]
-    if state and host.arch in STATE_POINT and f"blocks.0.{STATE_POINT[host.arch]}" in host.hook_points \
-            and host.model_type == host.arch:
-        hooks.append(host.hook_name(layer, STATE_POINT[host.arch]))
+    hooks = steered_hooks(host, depth, point, methods, state)
     inputs = {"host": host_fp, "hooks": hooks, "multipliers": [float(m) for m in multipliers], "metric": metric_name,
               "prompts": fingerprint([positive.prompts, negative.prompts, prompts.prompts]), "metric_ids": fingerprint(metric_ids)}
 
@@ -115,12 +145,13 @@ def steer_job(cfg: SteerConfig, out: str | os.PathLike, device: torch.device, lo
     negative = read_prompts(cfg.negative, host, corpus, cfg.n_prompts, "negative", seed=0)
     prompts = read_prompts(cfg.prompts, host, corpus, cfg.n_prompts, "steered", seed=1) if cfg.prompts else negative
     ids, name = metric_tokens(cfg.metric_tokens, host)
+    steered_hooks(host, cfg.layer, cfg.hook, tuple(cfg.methods), cfg.state)  # a user mistake stops before the run folder
     run = start_run(out, "steer", cfg, log)
     res = RunResults(f"Steering: {label}", now(), environment(device),
                      {"name": "prompt files", "source": f"{cfg.positive} vs {cfg.negative}"},
                      models=[model_entry(label, host, cfg.model, "model")])
     curves = steer_stage(run, label, host, host_fingerprint(host), positive, negative, prompts, ids, name, cfg.layer, cfg.hook,
-                         tuple(cfg.multipliers), cfg.state)
+                         tuple(cfg.multipliers), cfg.state, tuple(cfg.methods))
     res.lens_steer = {"lens": [], "steering": [c.to_dict() for c in curves]}
     return finish(run, res, log)
 
