@@ -179,11 +179,13 @@ def layer_activations(host, tokens: torch.Tensor, hook: str, batch: int = 64) ->
     return [torch.cat(p) for p in parts]
 
 
-def _codes(x_fit: torch.Tensor, x_eval: torch.Tensor, n_latents: int, k: int, epochs: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _codes(x_fit: torch.Tensor, x_eval: torch.Tensor, n_latents: int, k: int, epochs: int, batch_size: int,
+           seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train a TopK dictionary on ``x_fit`` [n, t, d]; codes [n, t, n_latents] of ``x_fit`` and ``x_eval``."""
     from .. import sae
 
     flat = x_fit.reshape(-1, x_fit.shape[-1])
-    batch = min(256, len(flat))
+    batch = min(batch_size, len(flat))
     coder = sae.fit(flat, kind="topk", n_latents=n_latents, k=k, seed=seed, batch_size=batch, n_tokens=epochs * len(flat),
                     device="cpu")
     with torch.no_grad():
@@ -275,10 +277,13 @@ def _weighted(stats: _CellStats, w: np.ndarray) -> np.ndarray:
     return _correlations(n, w @ stats.sa, w @ stats.saa, w @ stats.sb, w @ stats.sbb, sab)
 
 
-def _shuffled(ca_flat, cb: torch.Tensor, perm: np.ndarray, stats: _CellStats) -> np.ndarray:
-    """[na, nb] r when B's sequences are re-paired by ``perm`` (marginal sums unchanged)."""
-    b = cb[torch.as_tensor(perm)].reshape(-1, cb.shape[-1])
-    sab = (ca_flat.T @ _sparse(b)).toarray() if hasattr(ca_flat, "tocsr") else (ca_flat.T @ b.double()).numpy()
+def _shuffled(ca_t, cb_flat, perm: np.ndarray, stats: _CellStats) -> np.ndarray:
+    """[na, nb] r when B's sequences are re-paired by ``perm`` (marginal sums unchanged).
+
+    ``ca_t``: A's codes transposed, sparse [na, n_tokens]; ``cb_flat``: B's codes, sparse [n_tokens, nb].
+    """
+    order = (perm[:, None] * stats.t + np.arange(stats.t)[None]).ravel()
+    sab = (ca_t @ cb_flat[order]).toarray()
     n = np.asarray([float(stats.t * len(perm))])
     return _correlations(n, stats.sa.sum(0)[None], stats.saa.sum(0)[None], stats.sb.sum(0)[None], stats.sbb.sum(0)[None], sab[None])[0]
 
@@ -311,7 +316,7 @@ def _strata_perm(repeated: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def induction_match(hosts: Mapping[str, Any], layers: Mapping[str, int | None] | None = None, *, text: torch.Tensor | None = None,
                     text_eval: torch.Tensor | None = None, hook: str = "mixer_out", n_rows: int = 64, seq_len: int = 64,
-                    n_latents: int = 256, k: int = 8, epochs: int = 8, n_induction: int = 16, min_t: float = 4.0, n_boot: int = 200,
+                    n_latents: int = 256, k: int = 8, epochs: int = 8, batch_size: int = 512, n_induction: int = 16, min_t: float = 4.0, n_boot: int = 200,
                     n_permutations: int = 39, alpha: float = 0.05, reference: str | None = None,
                     seed: int = 0) -> list[InductionMatch]:
     """The induction rows of the depth map for the reference host against every other host (phases in the module docstring).
@@ -328,6 +333,7 @@ def induction_match(hosts: Mapping[str, Any], layers: Mapping[str, int | None] |
         n_latents: latents of every TopK dictionary.
         k: active latents per token.
         epochs: passes over the fit tokens when training a dictionary.
+        batch_size: tokens per training step.
         n_induction: most induction latents per dictionary (the second row).
         min_t: smallest |Welch t| of an induction latent (see :func:`induction_latents`).
         n_boot: bootstrap replicates over sequences.
@@ -349,7 +355,7 @@ def induction_match(hosts: Mapping[str, Any], layers: Mapping[str, int | None] |
         reference = next((n for n, a in archs.items() if a == "transformer"), next(iter(hosts)))
     if reference not in hosts:
         raise UniversalityError(f"reference {reference!r} is not one of the hosts ({', '.join(hosts)})")
-    for name, v in (("n_rows", n_rows), ("n_latents", n_latents), ("k", k), ("epochs", epochs), ("n_induction", n_induction),
+    for name, v in (("n_rows", n_rows), ("n_latents", n_latents), ("k", k), ("epochs", epochs), ("batch_size", batch_size), ("n_induction", n_induction),
                     ("n_boot", n_boot), ("n_permutations", n_permutations)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise UniversalityError(f"induction_match {name} must be a positive integer; got {v!r}")
@@ -365,12 +371,12 @@ def induction_match(hosts: Mapping[str, Any], layers: Mapping[str, int | None] |
     codes: dict[str, list[torch.Tensor]] = {}
     chosen: dict[str, list[np.ndarray]] = {}
     counts: dict[str, list[int]] = {}
-    for name in progress(list(hosts), desc="induction match: dictionaries", unit="host"):
+    for h_index, name in enumerate(progress(list(hosts), desc="induction match: dictionaries", unit="host")):
         host = hosts[name]
         acts_fit, acts_eval = layer_activations(host, fit_tokens, hook), layer_activations(host, eval_tokens, hook)
         codes[name], chosen[name], counts[name] = [], [], []
         for i, (xf, xe) in enumerate(zip(acts_fit, acts_eval)):
-            cf, ce = _codes(xf, xe, n_latents, k, epochs, seed + 7 * i)
+            cf, ce = _codes(xf, xe, n_latents, k, epochs, batch_size, seed + 1000 * h_index + 7 * i)  # every dictionary its own seed
             idx, _ = induction_latents(cf, fit_rep, min(n_induction, n_latents), min_t)
             codes[name].append(ce)
             chosen[name].append(idx)
@@ -396,9 +402,10 @@ def _pair(a: str, b: str, archs, codes, chosen, counts, layers, rep: np.ndarray,
     null = {r: np.full((n_perm,) + shape, np.nan) for r in ROWS}
     for i in range(la_n):
         ca = codes[a][i]
-        ca_flat = _sparse(ca.reshape(-1, ca.shape[-1]))
+        ca_t = _sparse(ca.reshape(-1, ca.shape[-1])).T.tocsr()
         for j in range(lb_n):
             cb = codes[b][j]
+            cb_flat = _sparse(cb.reshape(-1, cb.shape[-1]))
             st = _cell_stats(ca, cb)
             subsets = {"all": (None, None), "induction": (chosen[a][i], chosen[b][j])}
             r0 = _weighted(st, np.ones((1, len(rep))))[0]
@@ -407,7 +414,7 @@ def _pair(a: str, b: str, archs, codes, chosen, counts, layers, rep: np.ndarray,
                 point[name][i, j] = _score(r0, rows, cols)
                 reps[name][:, i, j] = _score(rb, rows, cols)
             for p, perm in enumerate(perms):
-                rp = _shuffled(ca_flat, cb, perm, st)
+                rp = _shuffled(ca_t, cb_flat, perm, st)
                 for name, (rows, cols) in subsets.items():
                     null[name][p, i, j] = _score(rp, rows, cols)
     la, lb = layers.get(a), layers.get(b)
@@ -468,7 +475,8 @@ def match_sentence(m: InductionMatch) -> str:
         v = r.values[m.layer_a][m.layer_b]
         p = r.p_value[m.layer_a][m.layer_b]
         if v is None:
-            parts.append(f"{r.latents} latents: no live latents at the localised pair")
+            parts.append(f"{r.latents} latents: none at the localised pair"
+                         + (" (a layer without induction latents)" if r.latents == "induction" else ""))
             continue
         where = ("best in its row and column" if r.best_in_row and r.best_in_column else
                  "best in its row only" if r.best_in_row else "best in its column only" if r.best_in_column else

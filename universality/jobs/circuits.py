@@ -73,9 +73,12 @@ def circuits_job(kind: str, cfg: CircuitsConfig, out: str | os.PathLike, device:
     return finish(run, res, log)
 
 
-INDUCTION_MATCH_SETTINGS = {"hook": "mixer_out", "n_rows": 64, "seq_len": 64, "n_latents": 256, "k": 8, "epochs": 8,
+INDUCTION_MATCH_SETTINGS = {"hook": "mixer_out", "n_rows": 64, "seq_len": 64, "n_latents": 256, "k": 8, "epochs": 8, "batch_size": 512,
                             "n_induction": 16, "min_t": 4.0, "n_boot": 200, "n_permutations": 39}
-"""What the demo's induction-match stage runs with (quick mode halves ``n_rows`` and ``n_boot``)."""
+"""What the demo's induction-match stage runs with (rows no longer than the hosts' context)."""
+
+QUICK_INDUCTION_MATCH = {"n_rows": 16, "n_latents": 64, "k": 4, "epochs": 4, "n_boot": 50, "n_permutations": 19}
+"""What ``demo --quick`` changes of :data:`INDUCTION_MATCH_SETTINGS`."""
 
 
 def induction_match_stage(run: RunDir, hosts: dict, host_fps: dict, findings: list, corpus: Any, quick: bool = False) -> list:
@@ -84,9 +87,13 @@ def induction_match_stage(run: RunDir, hosts: dict, host_fps: dict, findings: li
     from ..analysis.induction_match import InductionMatch, induction_match, localised_layers
     from ..data import StreamConfig, make_stream
 
+    from ..data import context_length
+
     settings = dict(INDUCTION_MATCH_SETTINGS)
     if quick:
-        settings.update(n_rows=32, n_boot=100)
+        settings.update(QUICK_INDUCTION_MATCH)
+    limits = [n for n in (context_length(h) for h in hosts.values()) if n is not None]
+    settings["seq_len"] = min([settings["seq_len"]] + limits) // 2 * 2
     layers = {k: v for k, v in localised_layers(findings).items() if k in hosts}
     tok = next(iter(hosts.values())).tokenizer
 
