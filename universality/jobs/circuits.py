@@ -73,8 +73,8 @@ def circuits_job(kind: str, cfg: CircuitsConfig, out: str | os.PathLike, device:
     return finish(run, res, log)
 
 
-INDUCTION_MATCH_SETTINGS = {"hook": "mixer_out", "n_rows": 64, "seq_len": 64, "n_latents": 256, "k": 8, "epochs": 8, "batch_size": 512,
-                            "n_induction": 16, "min_t": 4.0, "n_boot": 200, "n_permutations": 39}
+INDUCTION_MATCH_SETTINGS = {"hook": "mixer_out", "n_rows": 64, "seq_len": 64, "n_latents": 256, "k": 8, "epochs": 4, "batch_size": 512,
+                            "n_induction": 16, "min_t": 4.0, "n_boot": 100, "n_permutations": 39}
 """What the demo's induction-match stage runs with (rows no longer than the hosts' context)."""
 
 QUICK_INDUCTION_MATCH = {"n_rows": 16, "n_latents": 64, "k": 4, "epochs": 4, "n_boot": 50, "n_permutations": 19}
