@@ -14,9 +14,9 @@ def _cell(row: Mapping, i: int, j: int) -> str:
     v = row["values"][i][j]
     if v is None:
         return "–"
-    lo, hi, p = row["low"][i][j], row["high"][i][j], row["p_value"][i][j]
+    lo, hi, p, null = row["low"][i][j], row["high"][i][j], row["p_value"][i][j], row["null_mean"][i][j]
     iv = "" if lo is None or hi is None else f" [{lo:.2f}, {hi:.2f}]"
-    return f"{v:.2f}{iv}" + ("" if p is None else f" p={p:.2f}")
+    return f"{v:.2f}{iv}" + ("" if null is None else f", null {null:.2f}") + ("" if p is None else f" (p = {p:.3f})")
 
 
 def _grid_pair(m: Mapping, row: Mapping) -> dict:
