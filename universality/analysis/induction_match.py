@@ -316,9 +316,9 @@ def _strata_perm(repeated: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def induction_match(hosts: Mapping[str, Any], layers: Mapping[str, int | None] | None = None, *, text: torch.Tensor | None = None,
                     text_eval: torch.Tensor | None = None, hook: str = "mixer_out", n_rows: int = 64, seq_len: int = 64,
-                    n_latents: int = 256, k: int = 8, epochs: int = 8, batch_size: int = 512, n_induction: int = 16, min_t: float = 4.0, n_boot: int = 200,
-                    n_permutations: int = 39, alpha: float = 0.05, reference: str | None = None,
-                    seed: int = 0) -> list[InductionMatch]:
+                    n_latents: int = 256, k: int = 8, epochs: int = 8, batch_size: int = 512, n_induction: int = 16,
+                    min_t: float = 4.0, n_boot: int = 200, n_permutations: int = 39, alpha: float = 0.05,
+                    reference: str | None = None, seed: int = 0) -> list[InductionMatch]:
     """The induction rows of the depth map for the reference host against every other host (phases in the module docstring).
 
     Args:
@@ -355,7 +355,8 @@ def induction_match(hosts: Mapping[str, Any], layers: Mapping[str, int | None] |
         reference = next((n for n, a in archs.items() if a == "transformer"), next(iter(hosts)))
     if reference not in hosts:
         raise UniversalityError(f"reference {reference!r} is not one of the hosts ({', '.join(hosts)})")
-    for name, v in (("n_rows", n_rows), ("n_latents", n_latents), ("k", k), ("epochs", epochs), ("batch_size", batch_size), ("n_induction", n_induction),
+    for name, v in (("n_rows", n_rows), ("n_latents", n_latents), ("k", k), ("epochs", epochs), ("batch_size", batch_size),
+                    ("n_induction", n_induction),
                     ("n_boot", n_boot), ("n_permutations", n_permutations)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise UniversalityError(f"induction_match {name} must be a positive integer; got {v!r}")
