@@ -54,6 +54,13 @@ def test_demo_writes_a_complete_report(demo_run):
     assert set(lm) == set(DEMO_MODELS) and all(v["clean"] > 0 and v["joint"] > 0 and v["independent"] > 0 for v in lm.values())
     assert [e["model"] for e in res["induction"]] == list(DEMO_MODELS)
     pf = {e["model"]: e for e in res["paper_findings"]}
+    im = res["induction_match"]  # the induction rows of the depth map: the Transformer against the others
+    assert [(m["a"], m["b"]) for m in im] == [("transformer", n) for n in DEMO_MODELS[1:]]
+    for m in im:  # a localised pair only where both hosts have ≥ 1 nat of induction, and then paper_findings' layers
+        both = all(pf[x]["icl_score"] >= 1 for x in (m["a"], m["b"]))
+        assert (m["layer_a"], m["layer_b"]) == ((pf[m["a"]]["induction_layer"], pf[m["b"]]["induction_layer"]) if both else (None, None))
+        assert [r["latents"] for r in m["rows"]] == ["all", "induction"]
+        assert np.asarray(m["rows"][0]["values"], dtype=float).shape == (models[m["a"]]["n_layers"], models[m["b"]]["n_layers"])
     assert list(pf) == list(DEMO_MODELS) and {e["mixer"] for e in pf.values()} == {"attention heads", "conv", "token shift"}
     for e in res["induction"]:  # the induction layer is the one with the largest layer score
         f = pf[e["model"]]
@@ -107,7 +114,7 @@ def test_rerun_skips_every_stage_and_gives_the_same_numbers(demo_run):
     _, _, first, second = demo_run
     assert first["timings"] and all(v["status"] == "ran" for v in first["timings"].values() if v["status"] != "skipped")
     assert {v["status"] for v in second["timings"].values()} == {"skipped"}
-    for key in ("pairs", "families", "seed_overlap", "induction", "write_lag", "paper_findings", "evaluations", "explanations"):
+    for key in ("pairs", "families", "seed_overlap", "induction", "write_lag", "paper_findings", "induction_match", "evaluations", "explanations"):
         assert second[key] == first[key]
 
 

@@ -52,7 +52,7 @@ def probe_section():
 
 def test_built_in_sections_in_page_order():
     assert [type(s).__name__ for s in registered()] == ["Overview", "Pairs", "DepthGrid", "TopMatches", "Families", "SeedStability",
-                                                        "Induction", "WriteLag", "Lens", "Steering", "PaperFindings", "Circuits", "Evaluation", "Explanations", "JointDictionarySection", "Timings"]
+                                                        "Induction", "WriteLag", "Lens", "Steering", "PaperFindings", "InductionMatchSection", "Circuits", "Evaluation", "Explanations", "JointDictionarySection", "Timings"]
 
 
 def test_one_registered_section_adds_page_figure_table_and_summary(probe_section, tmp_path):

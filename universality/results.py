@@ -77,6 +77,8 @@ class RunResults:
     """Lenses and steering: ``{"lens": [LensResult dicts], "steering": [DoseResponse dicts]}`` (docs/lens-steering.md)."""
     joint: dict | None = None
     """Joint dictionary over the compared hosts (``compare --joint``; see docs/joint.md), or ``None``."""
+    induction_match: list[Any] = field(default_factory=list)
+    """:class:`~universality.analysis.InductionMatch` per host pair: the induction rows of the depth map (the demo)."""
 
     def __post_init__(self):
         check_schema(self.schema)
@@ -105,12 +107,15 @@ class RunResults:
             out["evaluations"] = [plain(e) for e in self.evaluations]
         if self.explanations is not None:
             out["explanations"] = plain(self.explanations)
+        if self.induction_match:
+            out["induction_match"] = [plain(e) for e in self.induction_match]
         return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunResults":
         """Inverse of :meth:`to_dict`: every section entry comes back as its typed record."""
         from .analysis.induction import InductionSummary
+        from .analysis.induction_match import InductionMatch
         from .analysis.paper_findings import PaperFindings
         from .analysis.write_lag import WriteLagResult
         from .interp.records import ExplanationsResult
@@ -135,7 +140,8 @@ class RunResults:
                    paper_findings=[PaperFindings.from_dict(e) for e in d.get("paper_findings") or []],
                    evaluations=[_evaluation(e) for e in d.get("evaluations") or []],
                    explanations=None if d.get("explanations") is None else ExplanationsResult.from_dict(d["explanations"]),
-                   lens_steer=d.get("lens_steer"), joint=d.get("joint"))
+                   lens_steer=d.get("lens_steer"), joint=d.get("joint"),
+                   induction_match=[InductionMatch.from_dict(e) for e in d.get("induction_match") or []])
 
 
 def _circuit_graphs(d: Any) -> Any:

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import torch
 
+from .._errors import UniversalityError
 from ..results import RunResults
 from .common import environment, load_hosts, model_entry, now
 from .config import CircuitsConfig
@@ -70,3 +71,41 @@ def circuits_job(kind: str, cfg: CircuitsConfig, out: str | os.PathLike, device:
         else:
             res.write_lag.append(write_lag_stage(run, label, host, fp, n_seqs=max(2, cfg.n_prompts // 2)))
     return finish(run, res, log)
+
+
+INDUCTION_MATCH_SETTINGS = {"hook": "mixer_out", "n_rows": 64, "seq_len": 64, "n_latents": 256, "k": 8, "epochs": 4, "batch_size": 512,
+                            "n_induction": 16, "min_t": 4.0, "n_boot": 100, "n_permutations": 39}
+"""What the demo's induction-match stage runs with (rows no longer than the hosts' context)."""
+
+QUICK_INDUCTION_MATCH = {"n_rows": 16, "n_latents": 64, "k": 4, "epochs": 4, "n_boot": 50, "n_permutations": 19}
+"""What ``demo --quick`` changes of :data:`INDUCTION_MATCH_SETTINGS`."""
+
+
+def induction_match_stage(run: RunDir, hosts: dict, host_fps: dict, findings: list, corpus: Any, quick: bool = False) -> list:
+    """The induction rows of the depth map (:func:`~universality.analysis.induction_match`) for ``hosts`` (label →
+    host, all on one vocabulary), the localised layers read off their ``findings``; cached as one stage."""
+    from ..analysis.induction_match import InductionMatch, induction_match, localised_layers
+    from ..data import StreamConfig, make_stream
+
+    from ..data import context_length
+
+    settings = dict(INDUCTION_MATCH_SETTINGS)
+    if quick:
+        settings.update(QUICK_INDUCTION_MATCH)
+    limits = [n for n in (context_length(h) for h in hosts.values()) if n is not None]
+    settings["seq_len"] = min([settings["seq_len"]] + limits) // 2 * 2
+    layers = {k: v for k, v in localised_layers(findings).items() if k in hosts}
+    tok = next(iter(hosts.values())).tokenizer
+
+    def text(split: str, seed: int) -> torch.Tensor:
+        cfg = StreamConfig(seq_len=settings["seq_len"], n_sequences=settings["n_rows"], seed=seed, split=split)
+        try:
+            return make_stream(corpus, tok, cfg).tokens
+        except UniversalityError:  # a corpus too small for its held-out split: another document order of all of it
+            return make_stream(corpus, tok, StreamConfig(seq_len=cfg.seq_len, n_sequences=cfg.n_sequences, seed=seed + 1)).tokens
+
+    def build() -> list:
+        return [m.to_dict() for m in induction_match(hosts, layers, text=text("train", 0), text_eval=text("heldout", 0), **settings)]
+
+    inputs = {"hosts": host_fps, "layers": layers, "corpus": getattr(corpus, "fingerprint", None), **settings}
+    return [InductionMatch.from_dict(e) for e in run.stage("induction-match", inputs, build)]

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from .._errors import UniversalityError
-from .circuits import induction_stage, paper_findings_stage, write_lag_stage
+from .circuits import induction_match_stage, induction_stage, paper_findings_stage, write_lag_stage
 from ..hosts.names import hook_name, layer_at
 from .common import cache_stage, load_corpus_checked, load_hosts
 from .compare import Side
@@ -36,11 +36,13 @@ CIRCUITS_KEYS = ("heldout_loss", "unigram_loss", "n_params", "induction_score", 
 
 
 def circuit_findings(run, cfg: DemoConfig, preset: str, hosts: dict, induction: list, device: torch.device,
-                     log: Callable[[str], None], missing: list[str]) -> tuple[list, list, dict]:
+                     log: Callable[[str], None], missing: list[str], corpus=None) -> tuple[list, list, dict, list]:
     """The paper's findings per architecture, on the members of the circuits preset (built if absent).
 
     Returns the :class:`~universality.analysis.PaperFindings` list, the induction summaries of the circuits
-    members (labelled ``<member>.<preset>``; empty when the preset is the demo's own) and their zoo records.
+    members (labelled ``<member>.<preset>``; empty when the preset is the demo's own), their zoo records and
+    the induction rows of the depth map between them (:class:`~universality.analysis.InductionMatch`; empty
+    without ``corpus``).
     """
     from .. import zoo
     from ..activations import host_fingerprint
@@ -48,8 +50,9 @@ def circuit_findings(run, cfg: DemoConfig, preset: str, hosts: dict, induction: 
     cpreset = cfg.circuits_preset or (preset if cfg.quick else "circuits")
     n_prompts = 8 if cfg.quick else 16
     if cpreset == preset:
-        return ([paper_findings_stage(run, n, h, host_fingerprint(h), s, n_prompts=n_prompts)
-                 for (n, h), s in zip(hosts.items(), induction)], [], {})
+        findings = [paper_findings_stage(run, n, h, host_fingerprint(h), s, n_prompts=n_prompts)
+                    for (n, h), s in zip(hosts.items(), induction)]
+        return findings, [], {}, _induction_match(run, hosts, findings, corpus, cfg.quick)
     known = {m.name for m in zoo.get_preset(cpreset).models}
     names = [n for n in DEMO_MODELS if n in known]
     missing += [f"zoo member '{n}' (not in circuits preset '{cpreset}')" for n in DEMO_MODELS if n not in known]
@@ -67,7 +70,16 @@ def circuit_findings(run, cfg: DemoConfig, preset: str, hosts: dict, induction: 
     except UniversalityError:
         pass
     c_zoo = {"preset": cpreset, "models": {k: {kk: v[kk] for kk in CIRCUITS_KEYS if kk in v} for k, v in records.items()}}
-    return findings, summaries, c_zoo
+    return findings, summaries, c_zoo, _induction_match(run, c_hosts, findings, corpus, cfg.quick)
+
+
+def _induction_match(run, hosts: dict, findings: list, corpus, quick: bool) -> list:
+    """The induction-match stage on ``hosts`` when they share one vocabulary (else nothing)."""
+    from ..activations import host_fingerprint
+
+    if corpus is None or len(hosts) < 2 or len({int(h.vocab_size) for h in hosts.values()}) != 1:
+        return []
+    return induction_match_stage(run, hosts, {n: host_fingerprint(h) for n, h in hosts.items()}, findings, corpus, quick)
 
 
 def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log: Callable[[str], None]) -> dict:
@@ -110,7 +122,7 @@ def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log:
         fp = host_fingerprint(h)
         induction.append(induction_stage(run, n, h, fp, n_prompts=8 if cfg.quick else 16))
         write_lag.append(write_lag_stage(run, n, h, fp, n_seqs=4 if cfg.quick else 8))
-    findings, c_induction, c_zoo = circuit_findings(run, cfg, preset, hosts, induction, device, log, missing)
+    findings, c_induction, c_zoo, induction_match = circuit_findings(run, cfg, preset, hosts, induction, device, log, missing, corpus)
     induction += c_induction
     from .steer import demo_lens_steer
 
@@ -125,6 +137,7 @@ def demo_job(cfg: DemoConfig, out: str | os.PathLike, device: torch.device, log:
                           "Universality demo: tiny Transformer, Mamba and RWKV" + (" (quick)" if cfg.quick else ""))
     res.seed_overlap, res.induction, res.write_lag, res.missing = seed_overlap, induction, write_lag, missing
     res.paper_findings = findings
+    res.induction_match = induction_match
     res.evaluations = [evaluation]
     res.lens_steer = lens_steer
     res.zoo = {"preset": preset, "models": {k: {kk: v[kk] for kk in ("heldout_loss", "unigram_loss", "n_params") if kk in v}
