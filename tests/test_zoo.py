@@ -237,3 +237,24 @@ def test_zoo_models_start_from_fan_in_scaled_weights(arch):
     assert abs(float(emb.std()) / want - 1) < 0.02
     proj = next(w for n, w in model.named_parameters() if n.endswith(("query_key_value.weight", "in_proj.weight")))
     assert abs(float(proj.std()) / want - 1) < 0.02
+
+
+def test_state_size_by_arch_sets_the_ssm_state_and_leaves_other_presets_alone():
+    """A preset's per-architecture state size reaches the HF model's A matrix and B/C projections; presets
+    without one keep their fingerprint input; a bad entry is one clear error."""
+    from universality.zoo.models import init_model
+
+    p = dataclasses.replace(PRESETS["test"], state_size_by_arch=(("mamba", 24), ("mamba2", 40)))
+    m1 = init_model("mamba", p, 320, 0, 1, seed=0)
+    mixer = m1.backbone.layers[0].mixer
+    assert m1.config.state_size == 24 and mixer.A_log.shape == (2 * p.d_model, 24)
+    assert mixer.x_proj.out_features == mixer.time_step_rank + 2 * 24  # dt, B and C of the larger state
+    m2 = init_model("mamba2", p, 320, 0, 1, seed=0)
+    assert m2.config.state_size == 40
+    assert init_model("mamba", PRESETS["test"], 320, 0, 1, seed=0).config.state_size == 16  # defaults unchanged
+    assert "state_size_by_arch" not in PRESETS["default"].as_dict()
+    assert dict(PRESETS["circuits"].state_size_by_arch).get("mamba2") == 64
+    with pytest.raises(UniversalityError, match="state_size_by_arch"):
+        dataclasses.replace(PRESETS["test"], state_size_by_arch=(("rwkv", 8),))
+    with pytest.raises(UniversalityError, match="state_size_by_arch"):
+        dataclasses.replace(PRESETS["test"], state_size_by_arch=(("mamba", 0),))

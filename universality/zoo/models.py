@@ -22,13 +22,13 @@ def hf_config(arch: str, p: ZooPreset, vocab_size: int, eos_id: int, pad_id: int
     if arch == "mamba":
         from transformers import MambaConfig
 
-        return MambaConfig(hidden_size=p.d_model, num_hidden_layers=p.n_ssm_layers, state_size=16, expand=2,
+        return MambaConfig(hidden_size=p.d_model, num_hidden_layers=p.n_ssm_layers, state_size=p.state_size("mamba", 16), expand=2,
                            conv_kernel=4, use_cache=False, tie_word_embeddings=True, **common)
     if arch == "mamba2":
         from transformers import Mamba2Config
 
         head_dim = 32
-        return Mamba2Config(hidden_size=p.d_model, num_hidden_layers=p.n_ssm_layers, state_size=32, expand=2,
+        return Mamba2Config(hidden_size=p.d_model, num_hidden_layers=p.n_ssm_layers, state_size=p.state_size("mamba2", 32), expand=2,
                             head_dim=head_dim, num_heads=2 * p.d_model // head_dim, n_groups=1, conv_kernel=4,
                             chunk_size=64, use_cache=False, tie_word_embeddings=True, **common)
     if arch == "rwkv":
