@@ -50,7 +50,7 @@ def _fit_and_score(spec: dict, kind: str, n_latents: int, steps: int, **options)
     return truth, jd, rec, est
 
 
-@pytest.mark.parametrize("kind,n_latents,steps", [("crosscoder", 80, 600), ("usae", 100, 1000)])
+@pytest.mark.parametrize("kind,n_latents,steps", [("crosscoder", 80, 1500), ("usae", 100, 2500)])
 def test_two_models_of_different_widths(kind, n_latents, steps):
     truth, jd, rec, est = _fit_and_score(M2, kind, n_latents, steps)
     assert rec["recovered"] >= 0.9
@@ -58,7 +58,7 @@ def test_two_models_of_different_widths(kind, n_latents, steps):
     assert abs(est - truth.shared_fraction) <= 0.05
 
 
-@pytest.mark.parametrize("kind,n_latents,steps", [("crosscoder", 84, 600), ("usae", 100, 1500)])
+@pytest.mark.parametrize("kind,n_latents,steps", [("crosscoder", 84, 1500), ("usae", 100, 3750)])
 def test_three_models_with_subset_features(kind, n_latents, steps):
     truth, jd, rec, est = _fit_and_score(M3, kind, n_latents, steps)
     assert rec["recovered"] >= 0.9
@@ -89,6 +89,6 @@ def test_l1_crosscoder_shows_the_shrinkage_artefact_and_latent_scaling_flags_it(
               f"false-exclusive latents {len(fe)}, flagged by Latent Scaling {rec['flag_false']:.3f}; "
               f"truly exclusive latents {len(te)}, flagged {rec['flag_true']:.3f}; FVU {[round(v, 4) for v in jd.metrics['fvu']]}")
     l1, btk = out["crosscoder_l1"], out["crosscoder"]
-    assert l1["decoupled"] >= 0.25 and l1["decoupled"] >= btk["decoupled"] + 0.2  # the artefact is L1's
+    assert l1["decoupled"] >= 0.25 and l1["decoupled"] >= 2 * btk["decoupled"]  # the artefact is L1's: at least twice as often
     assert l1["flag_false"] >= 0.6  # Latent Scaling flags most of the falsely exclusive latents
     assert l1["flag_true"] <= 0.2  # and few of the truly exclusive ones

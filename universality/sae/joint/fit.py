@@ -55,6 +55,7 @@ def fit_joint(
     data_seed: int | None = None,
     checkpoint_dir: str | None = None,
     checkpoint_every: int = 200,
+    dead_window_tokens: int | None = None,
     **options: Any,
 ) -> JointDictionary:
     """Train one joint dictionary over M models' aligned activations and return it.
@@ -66,7 +67,9 @@ def fit_joint(
     (``l1_coefficient``, ``exclusive``, ``aux_k``, ...) pass through ``options``.
     A tenth of the rows (at most 32768) is held out to measure the final metrics and each latent's
     firing frequency. ``n_tokens`` defaults to ``max(n, 300 * batch_size)``.
-    ``checkpoint_dir`` makes the run resumable after a kill.
+    ``checkpoint_dir`` makes the run resumable after a kill. ``dead_window_tokens``: a latent that has not fired in
+    this many training tokens counts as dead and gets the AuxK loss (kinds with ``aux_k``); ``None`` means two
+    passes over the training rows, at most the trainer's default, so AuxK also works on small in-memory sets.
     """
     if kind not in registered_kinds(joint=True):
         known = ", ".join(registered_kinds(joint=True))
@@ -85,7 +88,8 @@ def fit_joint(
     data_seed = seed if data_seed is None else data_seed
     tcfg = TrainerConfig(coders=[cfg], batch_size=min(batch_size, n_train), n_tokens=n_tokens or max(n_train, 300 * min(batch_size, n_train)),
                          lr=lr, seed=data_seed, device=device, normalize=False, b_dec_init="mean",
-                         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
+                         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                         dead_window_tokens=dead_window_tokens or min(TrainerConfig.dead_window_tokens, 2 * n_train))
     trainer = Trainer(tcfg)
     bs = tcfg.batch_size
     result = trainer.fit(lambda: src.batches(bs, scales, data_seed, n_train))
