@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,6 +104,11 @@ GLOO_ABORT = "terminate called without an active exception"
 loaded machine with other torchrun jobs running, never reproduced alone; such a launch is run once more."""
 
 
+def worker_env() -> dict:
+    """Environment of a launched worker process: this checkout importable, quiet, one OpenMP thread per process."""
+    return dict(os.environ, PYTHONPATH=str(ROOT), UNIVERSALITY_QUIET="1", OMP_NUM_THREADS="1")
+
+
 def run_retrying_gloo_abort(cmd: list[str], env: dict, outs: list[Path]) -> subprocess.CompletedProcess:
     """Run ``cmd``; after a :data:`GLOO_ABORT`, empty the folders ``outs`` and run it once more. Asserts success."""
     for attempt in range(2):
@@ -121,8 +125,7 @@ def run_retrying_gloo_abort(cmd: list[str], env: dict, outs: list[Path]) -> subp
 
 
 def _launch(script: Path, n: int, *args: str) -> str:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), UNIVERSALITY_QUIET="1", OMP_NUM_THREADS="1")
-    p = run_retrying_gloo_abort([_torchrun(), "--standalone", f"--nproc_per_node={n}", str(script), *args], env,
+    p = run_retrying_gloo_abort([_torchrun(), "--standalone", f"--nproc_per_node={n}", str(script), *args], worker_env(),
                                 [Path(a) for a in args[1:]])
     return p.stdout.decode()
 

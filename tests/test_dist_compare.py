@@ -12,7 +12,6 @@ Independent references:
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -20,9 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_dist import _torchrun, needs_torchrun, run_retrying_gloo_abort
-
-ROOT = Path(__file__).resolve().parents[1]
+from test_dist import _torchrun, needs_torchrun, run_retrying_gloo_abort, worker_env
 
 MAIN = "import sys\nfrom universality.cli import main\nsys.exit(main(sys.argv[1:]))\n"
 
@@ -59,7 +56,7 @@ def _compare(hosts: Path, out: Path, n: int) -> None:
     script.write_text(MAIN)
     argv = [str(script), "compare", str(hosts / "neox"), str(hosts / "mamba"), "--names", "neox,mamba",
             "--config", str(hosts / "settings.toml"), "--out", str(out), "--quiet"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), UNIVERSALITY_QUIET="1", OMP_NUM_THREADS="1")
+    env = worker_env()
     cmd = [_torchrun(), "--standalone", f"--nproc_per_node={n}", *argv] if n > 1 else [sys.executable, *argv]
     run_retrying_gloo_abort(cmd, env, [out])
 

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-from test_dist import _torchrun, needs_torchrun
+from test_dist import _torchrun, needs_torchrun, run_retrying_gloo_abort, worker_env
 
 from universality import UniversalityError, sae
 from universality._progress import set_quiet
@@ -169,14 +164,12 @@ dist.destroy_process_group()
 def test_two_gloo_processes_match_one_process(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), UNIVERSALITY_QUIET="1", OMP_NUM_THREADS="1")
     out = {}
     for n in (1, 2):
-        (tmp_path / f"n{n}").mkdir()
-        p = subprocess.run([_torchrun(), "--standalone", f"--nproc_per_node={n}", str(script), str(tmp_path / f"n{n}")], env=env,
-                           capture_output=True, timeout=600)
-        assert p.returncode == 0, (p.stdout + p.stderr).decode()[-3000:]
-        out[n] = sae.load_joint(tmp_path / f"n{n}" / "jd")
+        folder = tmp_path / f"n{n}"
+        folder.mkdir()
+        run_retrying_gloo_abort([_torchrun(), "--standalone", f"--nproc_per_node={n}", str(script), str(folder)], worker_env(), [folder])
+        out[n] = sae.load_joint(folder / "jd")
     for name, t in out[1].coder.state_dict().items():
         torch.testing.assert_close(out[2].coder.state_dict()[name], t, rtol=1e-4, atol=1e-5, msg=name)
     assert int(out[1].coder.steps) == 12

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
 import torch
-from test_dist import _torchrun, needs_torchrun
+from test_dist import _torchrun, needs_torchrun, run_retrying_gloo_abort, worker_env
 
 from universality import sae
 
@@ -37,14 +31,11 @@ dist.destroy_process_group()
 def test_two_gloo_processes_match_one_process(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), UNIVERSALITY_QUIET="1", OMP_NUM_THREADS="1")
     runs = {}
     for n in (1, 2):
         out = tmp_path / f"n{n}"
         out.mkdir()
-        p = subprocess.run([_torchrun(), "--standalone", f"--nproc_per_node={n}", str(script), str(out)], env=env,
-                           capture_output=True, timeout=600)
-        assert p.returncode == 0, (p.stdout + p.stderr).decode()[-3000:]
+        run_retrying_gloo_abort([_torchrun(), "--standalone", f"--nproc_per_node={n}", str(script), str(out)], worker_env(), [out])
         runs[n] = [sae.load(out / f"coder{i}") for i in range(2)]
     for one, two in zip(runs[1], runs[2]):
         for name, t in one.state_dict().items():

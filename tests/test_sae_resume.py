@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_dist import worker_env
 
 from universality import UniversalityError, sae
 
@@ -40,8 +41,7 @@ json.dump({"metrics": [m.as_dict() for m in res.metrics], "n_steps": res.n_steps
 
 
 def _run(script: Path, ckpt: str, out: Path, delay: float) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), UNIVERSALITY_QUIET="1", OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, str(script), ckpt, str(out), str(delay)], env=env,
+    return subprocess.Popen([sys.executable, str(script), ckpt, str(out), str(delay)], env=worker_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
