@@ -207,3 +207,11 @@ def test_joint_initial_decoder_is_not_the_concatenation_of_same_seed_single_mode
             block = torch.nn.functional.normalize(joint[:, part * width:(part + 1) * width], dim=1)
             rows = torch.nn.functional.normalize(single.W_dec.detach()[part::m], dim=1)
             assert (block * rows).sum(1).abs().max() < 0.9, kind
+
+
+@pytest.mark.parametrize("text,match", [("[1, 2]", r"holds a JSON list; a joint dictionary's joint.json must be a JSON object"),
+                                        ("{bad", r"is not valid JSON \(.* at line 1\)")])
+def test_a_damaged_joint_json_is_one_sentence(tmp_path, text, match):
+    (tmp_path / "joint.json").write_text(text)
+    with pytest.raises(UniversalityError, match=match):
+        sae.load_joint(tmp_path)

@@ -73,6 +73,25 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Pat
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True, allow_nan=False) + "\n")
 
 
+def read_json_object(path: str | os.PathLike, what: str, hint: str = "") -> dict[str, Any]:
+    """The JSON object stored in ``path``.
+
+    Invalid JSON, or JSON that is not an object, is one clear error naming the file; ``what`` names the file's role
+    ("a dictionary config") and ``hint`` (optional) is appended to say what to do.
+    """
+    path = Path(path)
+    tail = f"; {hint}" if hint else ""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UniversalityError(f"'{path}' is not valid JSON ({e.msg} at line {e.lineno}){tail}") from None
+    except UnicodeDecodeError:
+        raise UniversalityError(f"'{path}' is not valid JSON (not UTF-8 text){tail}") from None
+    if not isinstance(data, dict):
+        raise UniversalityError(f"'{path}' holds a JSON {type(data).__name__}; {what} must be a JSON object{tail}")
+    return data
+
+
 def atomic_save_tensors(
     path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
 ) -> Path:

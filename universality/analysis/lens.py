@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .._errors import UniversalityError
-from .._io import atomic_save_tensors, atomic_write_json, load_tensors
+from .._io import atomic_save_tensors, atomic_write_json, load_tensors, read_json_object
 from .._progress import progress
 
 LENS_FORMAT = "universality.tuned-lens/1"
@@ -101,17 +101,12 @@ class TunedLens(torch.nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TunedLens":
         """Read a folder written by :meth:`save`; anything else is one clear error."""
-        import json
-
         folder = Path(path)
         meta_path = folder / "lens.json"
         if not meta_path.is_file():
             raise UniversalityError(f"'{folder}' is not a tuned lens folder: it has no lens.json (write one with TunedLens.save)")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except ValueError:
-            raise UniversalityError(f"'{meta_path}' is not valid JSON; save the lens again") from None
-        if not isinstance(meta, dict) or meta.get("format") != LENS_FORMAT:
+        meta = read_json_object(meta_path, "a tuned lens's lens.json", hint="save the lens again")
+        if meta.get("format") != LENS_FORMAT:
             raise UniversalityError(f"'{meta_path}' is not a tuned lens of format '{LENS_FORMAT}'")
         t = load_tensors(folder / "translators.safetensors")
         lens = cls(int(meta["n_layers"]), int(meta["d_model"]), meta.get("info"))

@@ -9,7 +9,6 @@ activation ``frequency``, plus a universal SAE's ``source_frequency``), both wri
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -17,7 +16,7 @@ from typing import Sequence
 import torch
 
 from ..._errors import UniversalityError
-from ..._io import atomic_save_tensors, atomic_write_json, ensure_writable_dir, load_tensors
+from ..._io import atomic_save_tensors, atomic_write_json, ensure_writable_dir, load_tensors, read_json_object
 from .. import registry
 from ..coder import SparseCoder
 from ..config import CoderConfig
@@ -278,10 +277,7 @@ def load_joint(path: str | os.PathLike, device: str = "cpu") -> JointDictionary:
     meta_path = folder / "joint.json"
     if not meta_path.is_file():
         raise UniversalityError(f"'{folder}' is not a joint dictionary folder; expected joint.json and joint.safetensors written by JointDictionary.save")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise UniversalityError(f"'{meta_path}' is not valid JSON ({e.msg} at line {e.lineno})") from None
+    meta = read_json_object(meta_path, "a joint dictionary's joint.json")
     if meta.get("format") != FORMAT_NAME:
         raise UniversalityError(f"'{meta_path}' has format {meta.get('format')!r}, not {FORMAT_NAME!r}")
     if meta.get("version", 0) > FORMAT_VERSION:

@@ -18,7 +18,6 @@ into ours, where ``pre = (x_n - b_dec) @ W_enc.T + b_enc`` and
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 
 from ..._errors import UniversalityError
+from ..._io import read_json_object
 from .. import registry
 from ..config import CoderConfig
 
@@ -52,13 +52,7 @@ class Provenance(NamedTuple):
 
 def read_json(path: Path) -> dict[str, Any]:
     """The JSON object in ``path``; a clear error for invalid JSON or a non-object."""
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UniversalityError(f"'{path}' is not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(data, dict):
-        raise UniversalityError(f"'{path}' holds a JSON {type(data).__name__}; a dictionary config must be a JSON object")
-    return data
+    return read_json_object(path, "a dictionary config")
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
