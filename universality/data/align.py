@@ -339,6 +339,7 @@ class MultiAlignment:
 
     @property
     def n_units(self) -> int:
+        """Number of aligned rows (the same in every stream)."""
         return int(self.text_end.numel())
 
     def rows_for(self, stream: TokenStream) -> torch.Tensor:

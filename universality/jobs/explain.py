@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .._errors import UniversalityError
-from .._io import atomic_write_json, ensure_writable_dir
+from .._io import atomic_write_json, ensure_writable_dir, read_json_object, sha256_file
 from .config import ExplainConfig
 from .rundir import RunDir
 
@@ -423,7 +423,7 @@ def joint_partners_stage(run: RunDir, run_dir: Path, results: dict, dicts: list[
         return {"kind": None, "models": [], "note": "this run has no joint dictionary (train one with compare --joint crosscoder)"}
     kind, folder, rec = found
     seed = _seed(results)
-    meta = json.loads((folder / "joint.json").read_text(encoding="utf-8"))
+    meta = read_json_object(folder / "joint.json", "a joint dictionary's joint.json")
     names = [str(n) for n in meta.get("model_names") or []]
     hooks = [k.get("hook") for k in (rec.get("inputs") or {}).get("dictionaries") or []]
     hooks = hooks if len(hooks) == len(names) else [None] * len(names)
@@ -450,12 +450,8 @@ def joint_partners_stage(run: RunDir, run_dir: Path, results: dict, dicts: list[
         return {"note": None, "summary": summarise(parts),
                 "partners": {chosen[n].module: {str(i): e for i, e in enumerate(parts[n]) if e} for n in names}}
 
-    inputs = {"joint": rec.get("fingerprint") or _file_digest(folder / "joint.safetensors"),
+    weights = folder / "joint.safetensors"
+    inputs = {"joint": rec.get("fingerprint") or (sha256_file(weights) if weights.is_file() else ""),
               "dictionaries": [chosen[n].job_fp for n in names], "top": top}
     return base | run.stage(f"explain-joint-{kind}", inputs, build)
 
-
-def _file_digest(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
