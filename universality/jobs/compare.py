@@ -19,6 +19,7 @@ import torch
 
 from .. import _dist
 from .._errors import UniversalityError
+from ..data import MultiAlignment
 from ..hosts.names import hook_name, layer_at
 from ..matching.mppc import mppc_reduced
 from ..matching.stats import summarize_values
@@ -123,7 +124,7 @@ def rows_between(a: Side, b: Side, alignment: Any) -> tuple[torch.Tensor, torch.
     if alignment is None or a.stream is b.stream:
         rows = a.mask_rows
         return rows, rows
-    if hasattr(alignment, "rows_for"):  # three or more tokenizers: the token ends every one of them shares
+    if isinstance(alignment, MultiAlignment):  # three or more tokenizers: the token ends every one of them shares
         return alignment.rows_for(a.stream), alignment.rows_for(b.stream)
     return alignment.rows_a, alignment.rows_b
 

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 import torch
 
 from .._errors import UniversalityError
+from ..data import MultiAlignment
 from ..hosts.names import hook_name, layer_at
 from .common import train_stage
 from .rundir import RunDir
@@ -37,7 +38,7 @@ LM_SEQUENCES = 8
 def aligned_rows(sides: list, alignment: Any) -> list[torch.Tensor]:
     """Store rows of every side that see the same text: the shared stream's counted rows, the two-tokenizer alignment,
     or, across three or more tokenizers, the rows at the token ends every tokenizer shares."""
-    if alignment is not None and hasattr(alignment, "rows_for"):
+    if isinstance(alignment, MultiAlignment):
         rows = [alignment.rows_for(s.stream) if any(s.stream is t for t in alignment.streams) else s.mask_rows for s in sides]
     elif alignment is not None and len(sides) == 2 and sides[0].stream is not sides[1].stream:
         rows = [alignment.rows_a, alignment.rows_b]
@@ -136,7 +137,7 @@ def joint_stage(run: RunDir, cfg: Any, sides: list, alignment: Any, dicts: Any, 
     batch = min(1024, n)
     n_tokens = max(cfg.sae_epochs * n, 300 * batch)
     inputs = {"dictionaries": [dicts.key(s, la) for s, la in zip(sides, layers)], "joint": kind, "rows": [int(r.numel()) for r in rows],
-              "alignment": None if alignment is None else ("all-tokenizers" if hasattr(alignment, "rows_for") else "two-tokenizer"), "sae_seed_skyline": cfg.sae_seed_skyline,
+              "alignment": None if alignment is None else ("all-tokenizers" if isinstance(alignment, MultiAlignment) else "two-tokenizer"), "sae_seed_skyline": cfg.sae_seed_skyline,
               "batch_size": batch, "n_tokens": n_tokens, "lm_sequences": LM_SEQUENCES}
 
     def build() -> dict:
