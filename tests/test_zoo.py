@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -12,8 +13,9 @@ import torch.nn.functional as F
 import universality as uv
 from universality import UniversalityError
 from universality.data import StreamConfig, corpus_from_texts, default_corpus, make_stream
-from universality.zoo import PRESETS, ModelSpec, ensure_zoo, load_zoo_results, zoo_paths
+from universality.zoo import PRESETS, ModelSpec, ensure_zoo, load_zoo_results, recall_by_period, zoo_paths
 from universality.zoo import train as zoo_train
+from universality.zoo.build import training_data
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +67,10 @@ def test_members_are_ordinary_hf_checkpoints_with_true_metrics(built, corpus):
     assert results["tokenizer_fingerprint"] == uv.data.tokenizer_fingerprint(host.tokenizer)
     assert results["corpus"]["fingerprint"] == corpus.fingerprint
     assert json.loads((paths["transformer"] / "zoo_model.json").read_text())["heldout_loss"] == info["heldout_loss"]
+    # training_data hands out the material the build evaluated on: the same metrics come back from it
+    again = zoo_train.evaluate(host, training_data(p, host.tokenizer, corpus))
+    assert again.heldout_loss == pytest.approx(info["heldout_loss"], abs=1e-4)
+    assert again.induction_score == pytest.approx(info["induction_score"], abs=1e-3)
 
 
 def test_second_call_reuses_the_build(built, corpus):
@@ -135,6 +141,32 @@ def test_induction_probe_on_a_planted_copier():
     counts = torch.bincount(pool, minlength=V).double() + 1
     ref_uni = float(-(counts / counts.sum()).log()[held[:, 1:].reshape(-1)].mean())
     assert ev.unigram_loss == pytest.approx(ref_uni, abs=1e-9)
+
+
+def test_a_copier_recalls_its_own_period_and_its_divisors_after_one_lag():
+    V, n_special = 60, 2
+    got = recall_by_period(_CopyHost(V, 8), n_special, V - n_special, (4, 8), rows=16, seq_len=32)
+    assert [r.period for r in got] == [4, 8]
+    p4, p8 = got
+    assert p8.top1 == 1.0 and p8.loss < 1e-6
+    # period 4: targets at positions 4..31 (28); the lag-8 copier is uniform for targets 4..7 and exact afterwards
+    assert p4.top1 == pytest.approx(24 / 28, abs=1e-6)
+    assert p4.loss == pytest.approx(4 / 28 * math.log(V), abs=1e-4)
+
+
+def test_a_copier_with_the_wrong_lag_is_at_chance():
+    V, n_special = 500, 2
+    (r,) = recall_by_period(_CopyHost(V, 5), n_special, V - n_special, (8,), rows=64, seq_len=32)
+    assert r.top1 < 0.05  # only chance coincidences of random tokens five apart
+    assert r.loss > 20.0   # confidently wrong: the 30-logit lands on another token
+
+
+@pytest.mark.parametrize("kwargs, needle", [({"periods": (0,)}, "recall period 0"), ({"periods": (32,)}, "recall period 32"),
+                                            ({"periods": (True,)}, "recall period True"), ({"n_ids": 0}, "n_ids 0")])
+def test_bad_periods_and_ids_are_one_sentence(kwargs, needle):
+    args = {"periods": (4,), "n_ids": 10, **kwargs}
+    with pytest.raises(UniversalityError, match=needle.replace("(", r"\(")):
+        recall_by_period(_CopyHost(20, 4), 2, args["n_ids"], args["periods"])
 
 
 def test_repeated_rows_are_mixed_into_batches():

@@ -101,7 +101,6 @@ def ensure_zoo(preset: str | ZooPreset = "default", home: str | os.PathLike | No
     worker_cpu = 0.0
 
     def record(info: dict) -> None:
-        nonlocal worker_cpu
         results["models"][info["name"]] = info
         _write_results(root, results, p, corpus, tokenizer, build_fp, tok_seconds,
                        base_s + clock() - t_start, base_c + cpu_seconds() - c_start + worker_cpu)
@@ -257,6 +256,12 @@ def _ensure_tokenizer(root: Path, corpus: Corpus, p: ZooPreset, build_fp: str):
 
 
 _DATA_MEMO: dict[tuple, TrainData] = {}
+
+
+def training_data(preset: str | ZooPreset, tokenizer, corpus: Corpus | None = None) -> TrainData:
+    """The token material a build of ``preset`` trains and evaluates on: ``corpus`` (default: the stdlib corpus)
+    tokenized with ``tokenizer`` (the build's own, ``zoo_dir(preset) / "tokenizer"``), held-out rows and the probe."""
+    return _training_data(corpus or default_corpus(), tokenizer, get_preset(preset))
 
 
 def _training_data(corpus: Corpus, tokenizer, p: ZooPreset) -> TrainData:
