@@ -1,6 +1,6 @@
 """Train one RWKV-4 on the circuits preset's recipe with some levers changed, and say how many pairs it recalls.
 
-    python tools/rwkv_recall.py [--width 64] [--channels 64] [--embedding-std 0] [--lr 4e-3] [--batch 16]
+    python tools/rwkv_recall.py [--width 64] [--blocks 2] [--channels 64] [--embedding-std 0] [--lr 4e-3] [--batch 16]
                                 [--curriculum-steps 2250] [--hold 1000] [--double-every 250] [--language-steps 600]
 
 The experiments behind docs/zoo.md's "Third round" (RWKV-4's recall). It uses the circuits zoo's tokenizer,
@@ -18,7 +18,28 @@ import sys
 import time
 
 
+def _count(text: str) -> int:
+    """argparse type: a non-negative integer, or one sentence saying what is valid."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; use a non-negative integer")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
+    from universality import UniversalityError
+
+    try:
+        return _run(argv)
+    except UniversalityError as err:  # a bad flag value: one sentence, no traceback
+        print(f"rwkv_recall.py: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(argv: list[str] | None) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -30,17 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     from universality.zoo.models import hf_config
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--width", type=int, default=64, help="residual width (hidden_size)")
-    ap.add_argument("--channels", type=int, default=0, help="WKV channels (attention_hidden_size); 0: the width")
+    ap.add_argument("--width", type=_count, default=64, help="residual width (hidden_size)")
+    ap.add_argument("--blocks", type=_count, default=0, help="RWKV blocks; 0: the preset's (2)")
+    ap.add_argument("--channels", type=_count, default=0, help="WKV channels (attention_hidden_size); 0: the width")
     ap.add_argument("--embedding-std", type=float, default=0.0, help="normal init std of the tied embeddings; 0: transformers' RWKV-4 init")
     ap.add_argument("--lr", type=float, default=4e-3)
-    ap.add_argument("--batch", type=int, default=16, help="rows per curriculum step")
-    ap.add_argument("--curriculum-steps", type=int, default=2250)
-    ap.add_argument("--hold", type=int, default=1000)
-    ap.add_argument("--double-every", type=int, default=250)
-    ap.add_argument("--language-steps", type=int, default=600)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--every", type=int, default=250, help="steps between progress lines")
+    ap.add_argument("--batch", type=_count, default=16, help="rows per curriculum step")
+    ap.add_argument("--curriculum-steps", type=_count, default=2250)
+    ap.add_argument("--hold", type=_count, default=1000)
+    ap.add_argument("--double-every", type=_count, default=250)
+    ap.add_argument("--language-steps", type=_count, default=600)
+    ap.add_argument("--seed", type=_count, default=0)
+    ap.add_argument("--every", type=_count, default=250, help="steps between progress lines")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -52,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     tok = AutoTokenizer.from_pretrained(folder)
     data = training_data(base, tok)
     ids = special_ids(tok)
-    config = hf_config("rwkv", dataclasses.replace(base, d_model=args.width), len(tok), ids.eos, ids.pad)
+    config = hf_config("rwkv", dataclasses.replace(base, d_model=args.width, n_layers=args.blocks or base.n_layers), len(tok), ids.eos, ids.pad)
     config.attention_hidden_size = args.channels or args.width
     torch.manual_seed(args.seed)
     model = AutoModelForCausalLM.from_config(config).float()
@@ -79,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         window.append(float(loss.detach()))
-        if (step + 1) % args.every == 0 or step + 1 == n:
+        if (step + 1) % max(1, args.every) == 0 or step + 1 == n:
             phase = f"ids {cur.ids_at(step, data.vocab_size - data.n_special)}" if step < warm else "language"
             print(f"step {step + 1}/{n} ({phase}): loss {sum(window) / len(window):.3f}, "
                   f"{time.process_time() - c0:.0f} CPU s", flush=True)
