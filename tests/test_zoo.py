@@ -162,11 +162,13 @@ def test_a_copier_with_the_wrong_lag_is_at_chance():
 
 
 @pytest.mark.parametrize("kwargs, needle", [({"periods": (0,)}, "recall period 0"), ({"periods": (32,)}, "recall period 32"),
-                                            ({"periods": (True,)}, "recall period True"), ({"n_ids": 0}, "n_ids 0")])
+                                            ({"periods": (True,)}, "recall period True"), ({"n_ids": 0}, "n_ids 0"),
+                                            ({"rows": 0}, "rows 0"), ({"seq_len": 1}, "seq_len 1")])
 def test_bad_periods_and_ids_are_one_sentence(kwargs, needle):
     args = {"periods": (4,), "n_ids": 10, **kwargs}
+    n_ids, periods = args.pop("n_ids"), args.pop("periods")
     with pytest.raises(UniversalityError, match=needle.replace("(", r"\(")):
-        recall_by_period(_CopyHost(20, 4), 2, args["n_ids"], args["periods"])
+        recall_by_period(_CopyHost(20, 4), 2, n_ids, periods, **args)
 
 
 def test_repeated_rows_are_mixed_into_batches():

@@ -37,6 +37,9 @@ def recall_by_period(host: Any, n_special: int, n_ids: int, periods: tuple[int, 
     generator seeded ``seed``, periods in order), then tile their first ``period`` tokens; ``host.run_with_hooks``
     gives the logits ``[rows, seq_len, vocab]``. Only targets at positions ``>= period`` count.
     """
+    for name, value, least in (("rows", rows, 1), ("seq_len", seq_len, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise UniversalityError(f"{name} {value!r} is not valid; use an integer of at least {least}")
     for p in periods:
         if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p < seq_len:
             raise UniversalityError(f"recall period {p!r} is not valid; use an integer from 1 to seq_len - 1 ({seq_len - 1})")
