@@ -116,3 +116,15 @@ def test_families_across_three_hosts_count_planted_structure():
     assert fam.labels["A"][10] == fam.labels["B"][0] != fam.labels["A"][0]
     with pytest.raises(UniversalityError, match="threshold"):
         feature_families(codes, threshold=2.0)
+
+
+def test_permutation_p_value_counts_ties_and_works_per_cell():
+    from universality.matching.stats import permutation_p_value
+
+    null = np.array([0.1, 0.5, 0.9])
+    assert float(permutation_p_value(null, 0.5)) == (1 + 2) / (1 + 3)  # 0.5 and 0.9 reach the observed score
+    assert float(permutation_p_value(null, 0.95)) == 1 / 4               # the floor: nothing reaches it
+    grid = np.stack([np.full((2, 2), v) for v in (0.2, 0.4, 0.6, 0.8)])  # [4 shuffles, 2, 2]
+    observed = np.array([[0.1, 0.4], [0.7, 0.9]])
+    want = np.array([[(1 + 4) / 5, (1 + 3) / 5], [(1 + 1) / 5, 1 / 5]])
+    assert np.array_equal(permutation_p_value(grid, observed), want)

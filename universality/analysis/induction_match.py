@@ -21,7 +21,7 @@ answers on dictionaries trained at every layer of both hosts, in numbered phases
    apart) for every cell and for the *margin* of the localised pair over the best other cell of its row and
    column; a shuffled-rows null (B's sequences re-paired at random with A's, repeated rows among repeated
    rows, so position and copy structure stay and only the token-level alignment is broken), with the
-   permutation p-value ``(1 + #{null ≥ observed}) / (1 + n_permutations)`` used by :mod:`universality.matching.geometry`.
+   permutation p-value ``(1 + #{null ≥ observed}) / (1 + n_permutations)`` (:func:`universality.matching.stats.permutation_p_value`, as in :mod:`universality.matching.geometry`).
 6. **Verdict** — a match is claimed for a row when the localised pair's margin interval lies above 0 and its
    null p-value is below ``alpha``.
 """
@@ -437,14 +437,14 @@ def _clean(x: np.ndarray) -> list:
 
 
 def _row(name: str, point: np.ndarray, reps: np.ndarray, null: np.ndarray, pair: tuple[int, int] | None, alpha: float) -> MatchRow:
-    from ..matching.stats import bias_bounded_interval
+    from ..matching.stats import bias_bounded_interval, permutation_p_value
 
     ivs = [[bias_bounded_interval(point[i, j], reps[:, i, j]) for j in range(point.shape[1])] for i in range(point.shape[0])]
     low = np.array([[iv.low for iv in r] for r in ivs])
     high = np.array([[iv.high for iv in r] for r in ivs])
     with _quiet():
         null_mean = np.nanmean(null, axis=0)
-    pval = (1.0 + np.sum(null >= point[None] - 1e-12, axis=0)) / (1.0 + len(null))
+    pval = permutation_p_value(null, point)
     pval = np.where(np.isfinite(point), pval, np.nan)
     row = MatchRow(name, _clean(point), _clean(low), _clean(high), _clean(null_mean), _clean(pval))
     if pair is None:

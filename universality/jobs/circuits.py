@@ -85,9 +85,7 @@ def induction_match_stage(run: RunDir, hosts: dict, host_fps: dict, findings: li
     """The induction rows of the depth map (:func:`~universality.analysis.induction_match`) for ``hosts`` (label →
     host, all on one vocabulary), the localised layers read off their ``findings``; cached as one stage."""
     from ..analysis.induction_match import InductionMatch, induction_match, localised_layers
-    from ..data import StreamConfig, make_stream
-
-    from ..data import context_length
+    from ..data import StreamConfig, context_length, make_stream
 
     settings = dict(INDUCTION_MATCH_SETTINGS)
     if quick:

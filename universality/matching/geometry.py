@@ -17,6 +17,7 @@ from scipy.stats import rankdata
 
 from .._errors import UniversalityError
 from ._inputs import check_positive_int, to_numpy
+from .stats import permutation_p_value
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,7 @@ def _null(stat, n: int, n_permutations: int, seed: int) -> tuple[float, float, f
     null = np.array([stat(rng.permutation(n)) for _ in range(n_permutations)])
     if n_permutations == 0:
         return observed, float("nan"), float("nan"), float("nan")
-    p = (1.0 + np.count_nonzero(null >= observed - 1e-12)) / (1.0 + n_permutations)
-    return observed, float(p), float(null.mean()), float(null.std())
+    return observed, float(permutation_p_value(null, observed)), float(null.mean()), float(null.std())
 
 
 def svcca_components(x: Any, variance_kept: float = 0.99) -> int:

@@ -67,6 +67,13 @@ INTERVALS = ("bias-bounded", "basic", "percentile")
 _MAX_BIAS_FACTOR = 1.0 / (np.sqrt(2.0) - 1.0)  # true bias <= this x the bootstrap's own bias (see bias_bounded_interval)
 
 
+def permutation_p_value(null: np.ndarray, observed: Any) -> np.ndarray:
+    """``(1 + #{null ≥ observed}) / (1 + n_permutations)`` along the first axis of ``null`` [n_permutations, ...]
+    against ``observed`` [...] (a scalar gives a 0-d array); null scores within 1e-12 below ``observed`` count as ties."""
+    null = np.asarray(null, dtype=float)
+    return (1.0 + np.sum(null >= np.asarray(observed, dtype=float) - 1e-12, axis=0)) / (1.0 + len(null))
+
+
 @dataclass(frozen=True)
 class Interval:
     """A point estimate, its bootstrap interval and the bootstrap's estimate of the estimate's bias."""
