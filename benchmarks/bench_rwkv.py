@@ -75,6 +75,7 @@ def run(quick: bool) -> list[Figure]:
         figures.append(Figure(f"rwkv forward+backward tokens/s ({shape})", n_tokens / t_ours, "tok/s",
                               "transformers RwkvForCausalLM forward+backward", n_tokens / t_hf))
         figures.append(_kernel_figure(size))
+    figures.append(_prefix_sum_figure())
     return figures
 
 
@@ -100,3 +101,23 @@ def _kernel_figure(size: dict) -> Figure:
     t_hf = best_time(hf, repeat=1, warmup=0)
     return Figure(f"WKV kernel forward+backward tokens/s (C={c}, {b}x{t})", b * t / t_ours, "tok/s",
                   "transformers rwkv_linear_attention_cpu", b * t / t_hf)
+
+
+def _prefix_sum_figure() -> Figure:
+    """``wkv`` (prefix sums where the channels allow) against the log-scaled scan alone, at the circuits zoo's RWKV
+    shape: 16 x 64 tokens, 1,536 channels, the recall prior's decays (time_decay -7..-3), keys of std 2."""
+    from universality.hosts.wkv import cumulative_channels, scan_wkv, wkv
+    from universality.zoo.models import RECALL_DECAY_RANGE
+
+    g = torch.Generator().manual_seed(2)
+    b, t, c = 16, 64, 1536
+    k = (2 * torch.randn(b, t, c, generator=g)).requires_grad_()
+    v = torch.randn(b, t, c, generator=g).requires_grad_()
+    td = torch.linspace(*RECALL_DECAY_RANGE, c).requires_grad_()
+    tf = torch.full((c,), -2.0).requires_grad_()
+    assert bool(cumulative_channels(k, td, tf).all()), "the prefix-sum path does not apply: no timing"
+    assert torch.allclose(wkv(k, v, td, tf), scan_wkv(k, v, td, tf), atol=1e-5), "paths disagree: no timing"
+    t_fast = best_time(lambda: wkv(k, v, td, tf).sum().backward(), repeat=5)
+    t_scan = best_time(lambda: scan_wkv(k, v, td, tf).sum().backward(), repeat=5)
+    return Figure(f"WKV forward+backward tokens/s, prefix sums (C={c}, {b}x{t}, slow decays)", b * t / t_fast, "tok/s",
+                  "log-scaled scan (scan_wkv)", b * t / t_scan)

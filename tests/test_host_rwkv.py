@@ -271,7 +271,8 @@ def test_stop_after_last_needed_block(ckpt):
         logits, part = host.run_with_cache(tokens, names=["blocks.1.resid_post", "blocks.0.att.state"],
                                            return_logits=False)
     assert logits is None and set(part) == {"blocks.1.resid_post", "blocks.0.att.state"}
-    assert torch.equal(part["blocks.1.resid_post"], full["blocks.1.resid_post"])
+    # reading att.state runs that block's WKV through the stored states, not the prefix sums: equal to rounding
+    assert torch.allclose(part["blocks.1.resid_post"], full["blocks.1.resid_post"], atol=1e-5, rtol=1e-5)
 
 
 def test_weights_are_read_at_call_time(ckpt):

@@ -10,7 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from universality.hosts.wkv import initial_state, output_from_states, scan_states, shift_states, wkv
+from universality.hosts.wkv import (cumulative_channels, cumulative_wkv, initial_state, output_from_states, scan_states,
+                                   scan_wkv, shift_states, wkv)
+
+#: every kernel, on inputs it is exact for: the dispatcher and the scan on anything, the prefix sums on slow decays
+KERNELS = {"wkv": (wkv, {}), "scan": (scan_wkv, {}), "cumulative": (cumulative_wkv, {"decay_shift": -4.0})}
 
 
 def softmax_reference(k, v, time_decay, time_first):
@@ -41,25 +45,42 @@ def real_states_reference(k, v, time_decay):
     return torch.stack(nums, 1), torch.stack(dens, 1)
 
 
-def _inputs(b=3, t=11, c=5, dtype=torch.float64, key_scale=2.0, decay_scale=1.5, seed=0):
+def _inputs(b=3, t=11, c=5, dtype=torch.float64, key_scale=2.0, decay_scale=1.5, seed=0, decay_shift=0.0):
     g = torch.Generator().manual_seed(seed)
     k = torch.randn(b, t, c, generator=g, dtype=torch.float64) * key_scale
     v = torch.randn(b, t, c, generator=g, dtype=torch.float64)
-    td = torch.randn(c, generator=g, dtype=torch.float64) * decay_scale
+    td = torch.randn(c, generator=g, dtype=torch.float64) * decay_scale + decay_shift
     tf = torch.randn(c, generator=g, dtype=torch.float64)
     return [x.to(dtype) for x in (k, v, td, tf)]
 
 
-def test_forward_matches_softmax_reference_float64():
-    k, v, td, tf = _inputs()
-    assert torch.allclose(wkv(k, v, td, tf), softmax_reference(k, v, td, tf), atol=1e-12, rtol=1e-10)
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_forward_matches_softmax_reference_float64(kernel):
+    fn, kw = KERNELS[kernel]
+    k, v, td, tf = _inputs(**kw)
+    assert torch.allclose(fn(k, v, td, tf), softmax_reference(k, v, td, tf), atol=1e-12, rtol=1e-10)
 
 
-def test_forward_stable_for_extreme_keys_and_decays_float32():
+def test_dispatch_splits_channels_and_the_guard_is_needed():
+    """Default inputs mix slow and fast decays: ``wkv`` routes each channel, and the prefix sums applied to a channel
+    the guard rejects are wrong (their denominators underflow), which is why it is rejected."""
+    k, v, td, tf = _inputs(t=40, c=6, dtype=torch.float32)
+    td = td.clone()
+    td[0] = 4.0  # e^4 = 55 per step: the exponents span ~2,000 nats over 40 positions
+    mask = cumulative_channels(k, td, tf)
+    assert bool(mask.any()) and not bool(mask[0])
+    ref = softmax_reference(k, v, td, tf)
+    assert torch.allclose(wkv(k, v, td, tf).double(), ref, atol=2e-5, rtol=1e-4)
+    naive = cumulative_wkv(k, v, td, tf)[..., 0].double()
+    assert not (torch.isfinite(naive).all() and torch.allclose(naive, ref[..., 0], atol=1e-3))
+
+
+@pytest.mark.parametrize("kernel", [wkv, scan_wkv])
+def test_forward_stable_for_extreme_keys_and_decays_float32(kernel):
     k, v, td, tf = _inputs(t=40, c=6, key_scale=30.0, decay_scale=3.0, dtype=torch.float32)
     td = td.clone()
     td[0], td[1] = 5.0, -8.0  # decay exp(-148) per step, and nearly none
-    y = wkv(k, v, td, tf)
+    y = kernel(k, v, td, tf)
     assert torch.isfinite(y).all()
     ref = softmax_reference(k, v, td, tf)
     assert torch.allclose(y.double(), ref, atol=2e-5, rtol=1e-4)
@@ -92,24 +113,27 @@ def test_scan_continues_from_a_given_state():
     assert torch.equal(shift_states(full)[:, 0], initial_state(3, 5, torch.float64))
 
 
-def test_gradients_match_autograd_through_reference():
-    k, v, td, tf = _inputs(b=2, t=9, c=4)
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_gradients_match_autograd_through_reference(kernel):
+    fn, kw = KERNELS[kernel]
+    k, v, td, tf = _inputs(b=2, t=9, c=4, **kw)
     ours = [x.clone().requires_grad_() for x in (k, v, td, tf)]
     ref = [x.clone().requires_grad_() for x in (k, v, td, tf)]
     g = torch.randn(2, 9, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    (wkv(*ours) * g).sum().backward()
+    (fn(*ours) * g).sum().backward()
     (softmax_reference(*ref) * g).sum().backward()
     for name, a, b in zip(("k", "v", "time_decay", "time_first"), ours, ref):
         assert torch.allclose(a.grad, b.grad, atol=1e-10, rtol=1e-8), name
 
 
-def test_gradients_stable_for_extreme_inputs_float32():
+@pytest.mark.parametrize("kernel", [wkv, scan_wkv])
+def test_gradients_stable_for_extreme_inputs_float32(kernel):
     k, v, td, tf = _inputs(b=2, t=30, c=4, key_scale=25.0, dtype=torch.float32, seed=5)
     td = td.clone()
     td[0] = 4.5
     ours = [x.clone().requires_grad_() for x in (k, v, td, tf)]
     ref = [x.double().requires_grad_() for x in (k, v, td, tf)]
-    wkv(*ours).sum().backward()
+    kernel(*ours).sum().backward()
     softmax_reference(*ref).sum().backward()
     for name, a, b in zip(("k", "v", "time_decay", "time_first"), ours, ref):
         assert torch.isfinite(a.grad).all(), name
@@ -118,7 +142,9 @@ def test_gradients_stable_for_extreme_inputs_float32():
 
 def test_gradcheck_fused_and_state_paths():
     inputs = [x.requires_grad_() for x in _inputs(b=2, t=6, c=3)]
+    assert torch.autograd.gradcheck(scan_wkv, inputs)
     assert torch.autograd.gradcheck(wkv, inputs)
+    assert torch.autograd.gradcheck(cumulative_wkv, [x.requires_grad_() for x in _inputs(b=2, t=6, c=3, decay_shift=-4.0)])
 
     def via_states(k, v, td, tf):
         return output_from_states(shift_states(scan_states(k, v, td)), k, v, tf)
@@ -126,9 +152,10 @@ def test_gradcheck_fused_and_state_paths():
     assert torch.autograd.gradcheck(via_states, inputs)
 
 
-def test_single_position_is_the_value():
+@pytest.mark.parametrize("kernel", [wkv, scan_wkv, cumulative_wkv])
+def test_single_position_is_the_value(kernel):
     k, v, td, tf = _inputs(t=1)
-    assert torch.allclose(wkv(k, v, td, tf), v)
+    assert torch.allclose(kernel(k, v, td, tf), v)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -93,6 +93,9 @@ def test_paper_findings_section_side_by_side(tmp_path):
                       OffByOne([-0.1, -4.0, -0.2, 0.0], [-0.3, -5.0, -0.4, -0.1], [0.1, -3.0, 0.0, 0.1], -4.5, 64))
     f.verdict = verdict(f)
     assert "findings hold:" in f.verdict and "80 % of the positive layer scores" in f.verdict
+    # the same copying loss with the first half wrecked too (+2.0 nats >= half of 2.4): the mixer test is confounded
+    broken = PaperFindings("rwkv", "rwkv", 3.0, 0, 0.8, "token shift", 2.4, 2.0, f.off_by_one)
+    assert "hold in part" in verdict(broken) and "cannot tell the mixer from general damage" in verdict(broken)
     res = reports.example_results(n_features=32)
     res["paper_findings"] = [f.to_dict()]
     files = reports.write_report(tmp_path, res)

@@ -289,6 +289,56 @@ def test_state_size_by_arch_sets_the_ssm_state_and_leaves_other_presets_alone():
     assert "state_size_by_arch" not in PRESETS["default"].as_dict()
     assert dict(PRESETS["circuits"].state_size_by_arch).get("mamba2") == 64
     with pytest.raises(UniversalityError, match="state_size_by_arch"):
-        dataclasses.replace(PRESETS["test"], state_size_by_arch=(("rwkv", 8),))
+        dataclasses.replace(PRESETS["test"], state_size_by_arch=(("gpt_neox", 8),))
     with pytest.raises(UniversalityError, match="state_size_by_arch"):
         dataclasses.replace(PRESETS["test"], state_size_by_arch=(("mamba", 0),))
+
+
+def test_rwkv_channels_and_recall_prior_reach_the_model():
+    """``state_size_by_arch`` sets RWKV-4's WKV channels; ``rwkv_recall_init`` gives every block's time mix the recall
+    prior, checked on the host's own hooks: a key never sees its own token, block 0's value and receptance never see
+    the previous one; decays keep a token 32 steps back; receptance starts as the key over the gain."""
+    from universality.hosts.registry import host_class
+    from universality.zoo.models import RECALL_KEY_GAIN, init_model
+
+    p = dataclasses.replace(PRESETS["test"], state_size_by_arch=(("rwkv", 48),), rwkv_recall_init=True)
+    model = init_model("rwkv", p, 320, 0, 1, seed=0)
+    assert model.config.attention_hidden_size == 48 and model.rwkv.blocks[1].attention.key.weight.shape == (48, p.d_model)
+    plain = init_model("rwkv", PRESETS["test"], 320, 0, 1, seed=0)
+    assert plain.config.attention_hidden_size == p.d_model  # defaults unchanged
+    assert float(plain.get_input_embeddings().weight.detach().std()) < 1e-3  # transformers' own RWKV-4 start
+    assert abs(float(model.get_input_embeddings().weight.detach().std()) * p.d_model ** 0.5 - 1) < 0.05
+    for block in model.rwkv.blocks:
+        att = block.attention
+        per_step = torch.exp(-torch.exp(att.time_decay.detach()))
+        assert float(per_step.min()) > 0.94 and float(per_step.max()) < 1.0 and float(per_step.min() ** 32) > 0.1
+        torch.testing.assert_close(att.key.weight, RECALL_KEY_GAIN * att.receptance.weight)
+
+    host = host_class("rwkv")(model.eval(), None, name_or_path="prior")
+    names = ["blocks.0.att.k", "blocks.0.att.v", "blocks.0.att.r", "blocks.1.att.k"]
+    tokens = torch.randint(2, 320, (1, 8), generator=torch.Generator().manual_seed(0))
+    last_changed, prev_changed = tokens.clone(), tokens.clone()
+    last_changed[0, -1] = (tokens[0, -1] + 1 - 2) % 318 + 2
+    prev_changed[0, -2] = (tokens[0, -2] + 1 - 2) % 318 + 2
+    base, new_last, new_prev = (host.run_with_cache(t, names)[1] for t in (tokens, last_changed, prev_changed))
+    for name in ("blocks.0.att.k", "blocks.1.att.k"):  # the key at the last position reads only earlier tokens
+        torch.testing.assert_close(new_last[name][0, -1], base[name][0, -1])
+        assert not torch.allclose(new_prev[name][0, -1], base[name][0, -1])
+    for name in ("blocks.0.att.v", "blocks.0.att.r"):  # value and receptance read only the current token
+        torch.testing.assert_close(new_prev[name][0, -1], base[name][0, -1])
+        assert not torch.allclose(new_last[name][0, -1], base[name][0, -1])
+    assert "rwkv_recall_init" not in PRESETS["default"].as_dict() and PRESETS["circuits"].rwkv_recall_init
+
+
+def test_the_parallel_build_starts_the_costliest_member_first():
+    """Member cost is training tokens times the step cost, and RWKV-4's grows with its WKV channels: the circuits
+    preset's wide RWKV goes first; with as many channels as its width it would go last."""
+    from universality.zoo.build import member_cost
+
+    circuits = PRESETS["circuits"]
+    order = sorted(("gpt_neox", "mamba", "mamba2", "rwkv"), key=lambda a: -member_cost(circuits, a))
+    assert order[0] == "rwkv"
+    narrow = dataclasses.replace(circuits, state_size_by_arch=(), rwkv_recall_init=False)
+    assert member_cost(narrow, "rwkv") < min(member_cost(narrow, a) for a in ("gpt_neox", "mamba", "mamba2"))
+    tokens = zoo_train.tokens_per_member(circuits, "rwkv")
+    assert member_cost(circuits, "rwkv") == pytest.approx(tokens * (1 + (circuits.state_size("rwkv", 64) / 64 - 1) / 6))

@@ -35,6 +35,9 @@ from .write_lag import write_lag
 
 MIN_ICL = 1.0
 """In-context gain (nats) below which a model is said to have no induction to analyse."""
+MAX_DAMAGE_SHARE = 0.5
+"""The mixer test is confounded when removing the shift raises the first-half loss by at least this share of the
+in-context gain it removes: the edit then breaks the model, not only its copying."""
 
 
 @dataclass
@@ -205,10 +208,15 @@ def verdict(f: PaperFindings) -> str:
     held.append(local)
     if f.mixer_gain_lost is not None:
         frac = f.mixer_gain_lost / f.icl_score
-        mix = frac >= 0.5
-        held.append(mix)
-        parts.append(f"removing its {f.mixer} removes {100 * frac:.0f} % of the in-context gain "
-                     f"(first-half loss {f.mixer_first_half_change:+.2f} nats)")
+        damage = f.mixer_first_half_change or 0.0
+        confounded = frac >= 0.5 and damage >= MAX_DAMAGE_SHARE * f.mixer_gain_lost
+        held.append(frac >= 0.5 and not confounded)
+        if confounded:
+            parts.append(f"removing its {f.mixer} removes {100 * frac:.0f} % of the in-context gain but also raises "
+                         f"the first-half loss by {damage:.2f} nats, so that test cannot tell the mixer from general damage")
+        else:
+            parts.append(f"removing its {f.mixer} removes {100 * frac:.0f} % of the in-context gain "
+                         f"(first-half loss {damage:+.2f} nats)")
     o = f.off_by_one
     if o is not None and len(o.change) > 1:
         obo = o.peak == 1 and o.excludes_zero(1) and abs(o.change[1]) > 2 * abs(o.change[0])

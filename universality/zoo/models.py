@@ -34,7 +34,7 @@ def hf_config(arch: str, p: ZooPreset, vocab_size: int, eos_id: int, pad_id: int
     if arch == "rwkv":
         from transformers import RwkvConfig
 
-        return RwkvConfig(hidden_size=p.d_model, num_hidden_layers=p.n_layers, attention_hidden_size=p.d_model,
+        return RwkvConfig(hidden_size=p.d_model, num_hidden_layers=p.n_layers, attention_hidden_size=p.state_size("rwkv", p.d_model),
                           intermediate_size=4 * p.d_model, context_length=p.seq_len, rescale_every=0,
                           tie_word_embeddings=True, use_cache=False, **common)
     raise ValueError(arch)
@@ -54,5 +54,49 @@ def init_model(arch: str, p: ZooPreset, vocab_size: int, eos_id: int, pad_id: in
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(hf_config(arch, p, vocab_size, eos_id, pad_id))
-    return model.float()
+    model = AutoModelForCausalLM.from_config(hf_config(arch, p, vocab_size, eos_id, pad_id)).float()
+    if arch == "rwkv" and p.rwkv_recall_init:
+        init_rwkv_for_recall(model, fan_in_std(p.d_model))
+    return model
+
+
+RECALL_DECAY_RANGE = (-7.0, -3.0)
+"""``time_decay`` range of :func:`init_rwkv_for_recall`: per-step decay factors from exp(-e^-7) ≈ 0.999 to
+exp(-e^-3) ≈ 0.95, so every channel still holds a token 32 positions back."""
+RECALL_BONUS = -2.0
+"""``time_first`` of :func:`init_rwkv_for_recall`: the current position's own key counts e^-2 as much as a stored one."""
+RECALL_KEY_GAIN = 2.0
+"""Scale of the key weights under :func:`init_rwkv_for_recall`: sharper ``exp(k)`` selects fewer stored positions."""
+
+
+@torch.no_grad()
+def init_rwkv_for_recall(model: torch.nn.Module, embedding_std: float | None, *, last_blocks: int | None = None,
+                         tie_receptance: bool = True, key_gain: float = RECALL_KEY_GAIN,
+                         decay_range: tuple[float, float] = RECALL_DECAY_RANGE, bonus: float = RECALL_BONUS) -> None:
+    """Re-initialise an ``RwkvForCausalLM`` in place with a prior for in-context recall.
+
+    - tied embeddings normal with std ``embedding_std`` (``None`` leaves them; transformers' 1e-4 start stalls
+      learning to copy, :func:`fan_in_std` does not);
+    - in every block's time mix (the last ``last_blocks`` only, if given), token shift makes the key read only the
+      previous position (``time_mix_key = 0``) and value and receptance only the current one (``time_mix_value =
+      time_mix_receptance = 1``), so each WKV channel stores "what followed which";
+    - decays spread evenly over ``decay_range`` (``time_decay``), bonus ``time_first = bonus``;
+    - key weights scaled by ``key_gain``; with ``tie_receptance`` the receptance weights start as the unscaled key
+      weights, so the channel a stored key fills is the channel the same token, seen again, opens.
+
+    Everything stays trainable: a starting point, in the spirit of Mamba's Δ initialisation (docs/zoo.md).
+    """
+    if embedding_std is not None:
+        model.get_input_embeddings().weight.normal_(0.0, embedding_std)
+    blocks = list(model.rwkv.blocks)
+    lo, hi = decay_range
+    for block in blocks if last_blocks is None else blocks[len(blocks) - last_blocks:]:
+        att = block.attention
+        att.time_mix_key.fill_(0.0)
+        att.time_mix_value.fill_(1.0)
+        att.time_mix_receptance.fill_(1.0)
+        att.time_decay.copy_(torch.linspace(lo, hi, att.time_decay.numel()))
+        att.time_first.fill_(bonus)
+        if tie_receptance:
+            att.receptance.weight.copy_(att.key.weight)
+        att.key.weight.mul_(key_gain)

@@ -124,8 +124,13 @@ class ZooPreset:
     """``(architecture, CopyCurriculum)`` pairs: those architectures get their own copy warm-up instead of the
     ``copy_warmup_*`` fields above (whether or not they are in ``copy_warmup_archs``)."""
     state_size_by_arch: tuple[tuple[str, int], ...] = ()
-    """``(architecture, SSM state size)`` pairs for ``"mamba"`` / ``"mamba2"``, replacing their defaults (16 and 32).
-    The state's key dimension bounds how many key-value pairs one layer can recall from context (docs/zoo.md)."""
+    """``(architecture, state size)`` pairs replacing the defaults: the SSM state size of ``"mamba"`` / ``"mamba2"``
+    (16 and 32), the WKV channels (``attention_hidden_size``) of ``"rwkv"`` (``d_model``). The state bounds how many
+    key-value pairs one layer can recall from context (docs/zoo.md)."""
+    rwkv_recall_init: bool = False
+    """Start RWKV-4 members from the recall prior of :func:`universality.zoo.models.init_rwkv_for_recall` instead of
+    transformers' init (whose 1e-4 embeddings stall learning to copy). With it and 1,024-2,048 WKV channels a
+    two-block RWKV-4 learns the induction probe (docs/zoo.md, "Fourth round")."""
     eval_sequences: int = 48
     """Held-out sequences for the loss, and repeated random sequences for the induction score."""
     bf16: bool = False
@@ -176,16 +181,16 @@ class ZooPreset:
         sizes = []
         for entry in self.state_size_by_arch:
             arch, n = entry
-            if arch not in ("mamba", "mamba2") or isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            if arch not in ("mamba", "mamba2", "rwkv") or isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise UniversalityError(f"state_size_by_arch entry {entry!r} is not valid; use (architecture, size) with "
-                                        "architecture mamba or mamba2 and a positive integer size")
+                                        "architecture mamba, mamba2 or rwkv and a positive integer size")
             sizes.append((arch, n))
         object.__setattr__(self, "state_size_by_arch", tuple(sizes))
 
     def as_dict(self) -> dict:
         """JSON-able form (the fingerprint input)."""
         d = asdict(self)
-        for key in ("copy_warmup_by_arch", "state_size_by_arch"):  # fingerprints of presets without them stay as they were
+        for key in ("copy_warmup_by_arch", "state_size_by_arch", "rwkv_recall_init"):  # fingerprints of presets without them stay as they were
             if not getattr(self, key):
                 del d[key]
         return d
@@ -215,14 +220,17 @@ PRESETS: dict[str, ZooPreset] = {
                          models=_members(ARCHS, ("gpt_neox", "mamba"))),
     # small two-block models, context 64, each architecture with a copy curriculum that starts from 64 token ids:
     # induction in every architecture, for the circuit analyses (docs/zoo.md "The circuits preset"). Mamba-1 grows
-    # its id range twice as slowly, and both Mambas get a 64-dim state (room to recall the probe's 32 pairs).
+    # its id range twice as slowly, and both Mambas get a 64-dim state (room to recall the probe's 32 pairs); RWKV-4
+    # gets 2,048 WKV channels (its state is one scalar average per channel), starts from the recall prior and
+    # grows its id range faster.
     "circuits": ZooPreset("circuits", vocab_size=2048, tokenizer_chars=3_000_000, d_model=64, n_layers=2, n_ssm_layers=2,
                           n_heads=2, seq_len=64, batch_size=16, steps=600, lr=4e-3, repeat_fraction=0.5,
                           repeat_random_share=0.75, checkpoint_every=250,
                           copy_warmup_by_arch=tuple((a, CopyCurriculum(steps=2250, seq_len=32, batch=16, start_ids=64,
-                                                                       hold=1000, double_every=250)) for a in ARCHS if a != "mamba")
-                          + (("mamba", CopyCurriculum(steps=3500, seq_len=32, batch=16, start_ids=64, hold=500, double_every=500)),),
-                          state_size_by_arch=(("mamba", 64), ("mamba2", 64)),
+                                                                       hold=1000, double_every=250)) for a in ("gpt_neox", "mamba2"))
+                          + (("mamba", CopyCurriculum(steps=3500, seq_len=32, batch=16, start_ids=64, hold=500, double_every=500)),
+                             ("rwkv", CopyCurriculum(steps=1500, seq_len=32, batch=16, start_ids=64, hold=500, double_every=200))),
+                          state_size_by_arch=(("mamba", 64), ("mamba2", 64), ("rwkv", 2048)), rwkv_recall_init=True,
                           models=_members(ARCHS, ())),
     "large": ZooPreset("large", vocab_size=8192, tokenizer_chars=20_000_000, d_model=256, n_layers=6, n_ssm_layers=12,
                        n_heads=8, seq_len=256, batch_size=32, steps=4000, lr=2e-3, eval_sequences=128, bf16=True, copy_warmup_steps=600,

@@ -10,10 +10,12 @@ The real ``a`` and ``b`` over- and underflow, so states are stored as a triple
 ``(num, den, log_scale)`` with ``a = num * exp(log_scale)`` and
 ``b = den * exp(log_scale)`` (the layout Hugging Face uses for its cache):
 see :mod:`.scan` for the state layout and :mod:`.function` for the fused
-autograd function with a hand-written backward.
+autograd function with a hand-written backward. Channels with slow decays or short
+rows take :mod:`.cumulative` instead: the same values as two prefix sums, no loop.
 """
 
-from .function import wkv
+from .cumulative import cumulative_channels, cumulative_wkv
+from .function import scan_wkv, wkv
 from .scan import STATE_FIELDS, initial_state, output_from_states, scan_states, shift_states
 
-__all__ = ["wkv", "scan_states", "output_from_states", "shift_states", "initial_state", "STATE_FIELDS"]
+__all__ = ["wkv", "scan_wkv", "cumulative_wkv", "cumulative_channels", "scan_states", "output_from_states", "shift_states", "initial_state", "STATE_FIELDS"]
