@@ -61,18 +61,22 @@ def test_forward_matches_softmax_reference_float64(kernel):
     assert torch.allclose(fn(k, v, td, tf), softmax_reference(k, v, td, tf), atol=1e-12, rtol=1e-10)
 
 
-def test_dispatch_splits_channels_and_the_guard_is_needed():
-    """Default inputs mix slow and fast decays: ``wkv`` routes each channel, and the prefix sums applied to a channel
-    the guard rejects are wrong (their denominators underflow), which is why it is rejected."""
+def test_dispatch_and_the_guard_is_needed():
+    """``wkv`` takes the prefix sums when the guard passes every channel and the scan otherwise; the prefix sums
+    applied to a channel the guard rejects are wrong (their denominators underflow), which is why it is rejected."""
     k, v, td, tf = _inputs(t=40, c=6, dtype=torch.float32)
     td = td.clone()
     td[0] = 4.0  # e^4 = 55 per step: the exponents span ~2,000 nats over 40 positions
     mask = cumulative_channels(k, td, tf)
     assert bool(mask.any()) and not bool(mask[0])
     ref = softmax_reference(k, v, td, tf)
+    assert torch.equal(wkv(k, v, td, tf), scan_wkv(k, v, td, tf))
     assert torch.allclose(wkv(k, v, td, tf).double(), ref, atol=2e-5, rtol=1e-4)
     naive = cumulative_wkv(k, v, td, tf)[..., 0].double()
     assert not (torch.isfinite(naive).all() and torch.allclose(naive, ref[..., 0], atol=1e-3))
+    slow = torch.full_like(td, -4.0)
+    assert bool(cumulative_channels(k, slow, tf).all())
+    assert torch.equal(wkv(k, v, slow, tf), cumulative_wkv(k, v, slow, tf))
 
 
 @pytest.mark.parametrize("kernel", [wkv, scan_wkv])

@@ -115,8 +115,8 @@ def _adjoint_scan(into_a, into_b, top, w):
 
 
 def scan_wkv(k: torch.Tensor, v: torch.Tensor, time_decay: torch.Tensor, time_first: torch.Tensor) -> torch.Tensor:
-    """:func:`wkv` [b, t, C] by the log-scaled scan over time for every channel (hand-written backward): stable for
-    any decay and key, the path :func:`wkv` takes for channels the prefix sums cannot hold."""
+    """:func:`wkv` [b, t, C] by the log-scaled scan over time (hand-written backward): stable for any decay and key,
+    the path :func:`wkv` takes unless the prefix sums can hold every channel."""
     return _WKV.apply(k, v, time_decay, time_first)
 
 
@@ -126,18 +126,12 @@ def wkv(k: torch.Tensor, v: torch.Tensor, time_decay: torch.Tensor, time_first: 
     ``time_decay`` and ``time_first`` are the raw Hugging Face parameters ``[C]``
     (decay per step ``exp(-exp(time_decay))``, bonus ``time_first``). Runs in
     float64 for float64 inputs and float32 otherwise; returns ``k``'s dtype.
-    Channels whose exponents span a bounded range (:func:`.cumulative.cumulative_channels`: slow decays, or short
-    rows) take the vectorised prefix-sum path (:mod:`.cumulative`, autograd); the rest take the log-scaled scan
-    with its hand-written backward. Both are exact; gradients flow to all four inputs.
+    When every channel's exponents span a bounded range (:func:`.cumulative.cumulative_channels`: slow decays, or
+    short rows) it takes the vectorised prefix-sum path (:mod:`.cumulative`, autograd), otherwise the log-scaled
+    scan with its hand-written backward (:func:`scan_wkv`; splitting the channels between both measured slower
+    than either). Both are exact; gradients flow to all four inputs.
     """
-    fast = cumulative_channels(k, time_decay, time_first)
-    if not bool(fast.any()):
-        return scan_wkv(k, v, time_decay, time_first)
-    dt = compute_dtype(k.dtype)
-    if bool(fast.all()):
+    if bool(cumulative_channels(k, time_decay, time_first).all()):
+        dt = compute_dtype(k.dtype)
         return cumulative_wkv(k.to(dt), v.to(dt), time_decay.to(dt), time_first.to(dt)).to(k.dtype)
-    quick, slow = fast.nonzero().squeeze(1), (~fast).nonzero().squeeze(1)
-    y_quick = cumulative_wkv(k[..., quick].to(dt), v[..., quick].to(dt), time_decay[quick].to(dt),
-                             time_first[quick].to(dt)).to(k.dtype)
-    y_slow = scan_wkv(k[..., slow], v[..., slow], time_decay[slow], time_first[slow])
-    return torch.cat([y_quick, y_slow], -1)[..., torch.argsort(torch.cat([quick, slow]))]
+    return scan_wkv(k, v, time_decay, time_first)
