@@ -124,7 +124,8 @@ _STEP_COST = {"mamba2": 3.0, "mamba": 2.0, "gpt_neox": 1.4, "rwkv": 1.0}
 def member_cost(p: ZooPreset, arch: str) -> float:
     """Relative CPU cost of training one ``arch`` member under ``p``: its training tokens times the step cost, and for
     RWKV-4 ``1 + (channels / d_model - 1) / 6`` more per token for WKV channels beyond the width (measured at width
-    64: 1,024 channels cost 3.0x, 2,048 5.7x). The parallel build starts the costliest member first."""
+    64 with the scan kernel: 1,024 channels cost 3.0x, 2,048 5.7x). The parallel build starts the costliest member
+    first."""
     per_token = _STEP_COST[arch]
     if arch == "rwkv":
         per_token *= 1 + (p.state_size("rwkv", p.d_model) / p.d_model - 1) / 6

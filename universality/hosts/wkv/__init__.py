@@ -10,8 +10,8 @@ The real ``a`` and ``b`` over- and underflow, so states are stored as a triple
 ``(num, den, log_scale)`` with ``a = num * exp(log_scale)`` and
 ``b = den * exp(log_scale)`` (the layout Hugging Face uses for its cache):
 see :mod:`.scan` for the state layout and :mod:`.function` for the fused
-autograd function with a hand-written backward. Channels with slow decays or short
-rows take :mod:`.cumulative` instead: the same values as two prefix sums, no loop.
+autograd function with a hand-written backward. A call whose every channel has a slow
+decay (or a short row) takes :mod:`.cumulative` instead: the same values as two prefix sums, no loop.
 """
 
 from .cumulative import cumulative_channels, cumulative_wkv

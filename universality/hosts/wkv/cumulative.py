@@ -9,8 +9,8 @@ factor ``e^{-(t-1) w}`` cancels in ``wkv_t = (a_{t-1} + e^{u+k_t} v_t) / (b_{t-1
 with ``zb_t = u + z_t - w`` and ``M`` the row's largest exponent: a handful of whole-tensor operations and two
 cumulative sums instead of a loop over time, differentiated by autograd. Every exponent is at most 0; the
 denominator is at least ``e^{zb_t - M}``, so where ``M - min_t zb_t <= SPREAD_LIMIT`` nothing underflows
-(:func:`cumulative_channels`). Fast decays over long rows exceed it (``(t - 1) w`` grows with the row); those
-channels stay on the log-scaled scan of :mod:`.function`.
+(:func:`cumulative_channels`). Fast decays over long rows exceed it (``(t - 1) w`` grows with the row); a call
+with any such channel takes the log-scaled scan of :mod:`.function` instead.
 """
 
 from __future__ import annotations
@@ -24,17 +24,17 @@ smallest normal number (``e^-87``), so every denominator stays a normal float.""
 
 
 def _exponents(k: torch.Tensor, time_decay: torch.Tensor, time_first: torch.Tensor):
-    """``z`` and ``zb`` [b, t, C] and the decay ``w`` [C], in ``k``'s dtype."""
+    """``z`` and ``zb`` [b, t, C] in ``k``'s dtype (module docstring)."""
     w = torch.exp(time_decay)
     pos = torch.arange(k.shape[1], dtype=k.dtype, device=k.device)
     z = k + pos[:, None] * w
-    return z, time_first + z - w, w
+    return z, time_first + z - w
 
 
 @torch.no_grad()
 def cumulative_channels(k: torch.Tensor, time_decay: torch.Tensor, time_first: torch.Tensor) -> torch.Tensor:
     """Boolean mask [C]: channels whose exponents span at most :data:`SPREAD_LIMIT` in every row of ``k`` [b, t, C]."""
-    z, zb, _ = _exponents(k.float(), time_decay.float(), time_first.float())
+    z, zb = _exponents(k.float(), time_decay.float(), time_first.float())
     top = torch.maximum(z.amax(1), zb.amax(1))
     return (top - zb.amin(1) <= SPREAD_LIMIT).all(0) & torch.isfinite(top).all(0)
 
@@ -42,7 +42,7 @@ def cumulative_channels(k: torch.Tensor, time_decay: torch.Tensor, time_first: t
 def cumulative_wkv(k: torch.Tensor, v: torch.Tensor, time_decay: torch.Tensor, time_first: torch.Tensor) -> torch.Tensor:
     """RWKV-4 ``wkv`` [b, t, C] from keys and values [b, t, C] by prefix sums (module docstring), differentiable
     in all four inputs. Exact where :func:`cumulative_channels` holds for every channel; callers check that."""
-    z, zb, _ = _exponents(k, time_decay, time_first)
+    z, zb = _exponents(k, time_decay, time_first)
     top = torch.maximum(z.amax(1, keepdim=True), zb.amax(1, keepdim=True)).detach()
     stored = torch.exp(z - top)
     bonus = torch.exp(zb - top)
