@@ -24,28 +24,45 @@ smallest normal number (``e^-87``), so every denominator stays a normal float.""
 
 
 def _exponents(k: torch.Tensor, time_decay: torch.Tensor, time_first: torch.Tensor):
-    """``z`` and ``zb`` [b, t, C] in ``k``'s dtype (module docstring)."""
+    """``z``, ``zb`` [b, t, C] in ``k``'s dtype and each row's largest exponent ``M`` [b, 1, C] (detached)."""
     w = torch.exp(time_decay)
     pos = torch.arange(k.shape[1], dtype=k.dtype, device=k.device)
     z = k + pos[:, None] * w
-    return z, time_first + z - w
+    zb = time_first + z - w
+    return z, zb, torch.maximum(z.amax(1, keepdim=True), zb.amax(1, keepdim=True)).detach()
 
 
 @torch.no_grad()
-def cumulative_channels(k: torch.Tensor, time_decay: torch.Tensor, time_first: torch.Tensor) -> torch.Tensor:
-    """Boolean mask [C]: channels whose exponents span at most :data:`SPREAD_LIMIT` in every row of ``k`` [b, t, C]."""
-    z, zb = _exponents(k.float(), time_decay.float(), time_first.float())
-    top = torch.maximum(z.amax(1), zb.amax(1))
+def _fits(zb: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """Boolean mask [C]: channels whose exponents span at most :data:`SPREAD_LIMIT` in every row."""
+    top = top.squeeze(1)
     return (top - zb.amin(1) <= SPREAD_LIMIT).all(0) & torch.isfinite(top).all(0)
 
 
-def cumulative_wkv(k: torch.Tensor, v: torch.Tensor, time_decay: torch.Tensor, time_first: torch.Tensor) -> torch.Tensor:
-    """RWKV-4 ``wkv`` [b, t, C] from keys and values [b, t, C] by prefix sums (module docstring), differentiable
-    in all four inputs. Exact where :func:`cumulative_channels` holds for every channel; callers check that."""
-    z, zb = _exponents(k, time_decay, time_first)
-    top = torch.maximum(z.amax(1, keepdim=True), zb.amax(1, keepdim=True)).detach()
+def _prefix_sums(v: torch.Tensor, z: torch.Tensor, zb: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
     stored = torch.exp(z - top)
     bonus = torch.exp(zb - top)
     num = F.pad(torch.cumsum(stored * v, 1), (0, 0, 1, -1))  # sums over i < t
     den = F.pad(torch.cumsum(stored, 1), (0, 0, 1, -1))
     return (num + bonus * v) / (den + bonus)
+
+
+@torch.no_grad()
+def cumulative_channels(k: torch.Tensor, time_decay: torch.Tensor, time_first: torch.Tensor) -> torch.Tensor:
+    """Boolean mask [C]: channels whose exponents span at most :data:`SPREAD_LIMIT` in every row of ``k`` [b, t, C]."""
+    _, zb, top = _exponents(k.float(), time_decay.float(), time_first.float())
+    return _fits(zb, top)
+
+
+def cumulative_wkv(k: torch.Tensor, v: torch.Tensor, time_decay: torch.Tensor, time_first: torch.Tensor) -> torch.Tensor:
+    """RWKV-4 ``wkv`` [b, t, C] from keys and values [b, t, C] by prefix sums (module docstring), differentiable
+    in all four inputs. Exact where :func:`cumulative_channels` holds for every channel; callers check that."""
+    return _prefix_sums(v, *_exponents(k, time_decay, time_first))
+
+
+def cumulative_wkv_if_exact(k: torch.Tensor, v: torch.Tensor, time_decay: torch.Tensor,
+                            time_first: torch.Tensor) -> torch.Tensor | None:
+    """:func:`cumulative_wkv` [b, t, C] when every channel passes the guard, else ``None``: the exponents the guard
+    reads are the ones the prefix sums use, computed once (in ``k``'s dtype)."""
+    z, zb, top = _exponents(k, time_decay, time_first)
+    return _prefix_sums(v, z, zb, top) if bool(_fits(zb, top).all()) else None

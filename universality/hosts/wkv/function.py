@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from .cumulative import cumulative_channels, cumulative_wkv
+from .cumulative import cumulative_wkv_if_exact
 from .scan import EXP_FLOOR, _scan_into_buffers, compute_dtype, floored_exp, initial_state, one_thread
 
 #: stand-in for +infinity as the adjoints' log scale before the last position
@@ -126,12 +126,12 @@ def wkv(k: torch.Tensor, v: torch.Tensor, time_decay: torch.Tensor, time_first: 
     ``time_decay`` and ``time_first`` are the raw Hugging Face parameters ``[C]``
     (decay per step ``exp(-exp(time_decay))``, bonus ``time_first``). Runs in
     float64 for float64 inputs and float32 otherwise; returns ``k``'s dtype.
-    When every channel's exponents span a bounded range (:func:`.cumulative.cumulative_channels`: slow decays, or
-    short rows) it takes the vectorised prefix-sum path (:mod:`.cumulative`, autograd), otherwise the log-scaled
-    scan with its hand-written backward (:func:`scan_wkv`; splitting the channels between both measured slower
-    than either). Both are exact; gradients flow to all four inputs.
+    When every channel's exponents span a bounded range (slow decays, or short rows; the guard of
+    :func:`.cumulative.cumulative_channels`, checked in the compute dtype on the exponents the sums then use) it
+    takes the vectorised prefix-sum path (:mod:`.cumulative`, autograd), otherwise the log-scaled scan with its
+    hand-written backward (:func:`scan_wkv`; splitting the channels between both measured slower than either).
+    Both are exact; gradients flow to all four inputs.
     """
-    if bool(cumulative_channels(k, time_decay, time_first).all()):
-        dt = compute_dtype(k.dtype)
-        return cumulative_wkv(k.to(dt), v.to(dt), time_decay.to(dt), time_first.to(dt)).to(k.dtype)
-    return scan_wkv(k, v, time_decay, time_first)
+    dt = compute_dtype(k.dtype)
+    y = cumulative_wkv_if_exact(k.to(dt), v.to(dt), time_decay.to(dt), time_first.to(dt))
+    return scan_wkv(k, v, time_decay, time_first) if y is None else y.to(k.dtype)
