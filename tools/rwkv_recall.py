@@ -7,10 +7,11 @@
 
 The experiments behind docs/zoo.md's "Third round" and "Fourth round" (RWKV-4's recall). ``--prior all --tie-rk
 --key-gain 2 --embedding-std 0.125`` is :func:`universality.zoo.models.init_rwkv_for_recall` as the circuits preset
-uses it. It uses the circuits zoo's tokenizer,
-training data, batch makers and learning-rate schedule (builds the untrained RWKV member if needed), one thread,
-and prints the copy loss every ``--every`` steps, then the zoo's probe (:func:`universality.zoo.train.evaluate`)
-and recall of 64-id rows by period (:func:`universality.zoo.recall_by_period`) as one JSON line.
+uses it. It uses the circuits zoo's tokenizer and training data (building the untrained RWKV member if needed),
+one thread, and the zoo's own training loop (:func:`universality.zoo.train.train_model`: batch makers, schedule,
+optimizer), so with the preset's flags it reproduces the build's member. It prints the mean training loss of every
+``--every`` steps, then the zoo's probe (:func:`universality.zoo.train.evaluate`) and recall of 64-id rows by
+period (:func:`universality.zoo.recall_by_period`) as one JSON line.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import argparse
 import dataclasses
 import json
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 
 def _count(text: str) -> int:
@@ -99,30 +102,14 @@ def _run(argv: list[str] | None) -> int:
             model.get_input_embeddings().weight.normal_(0.0, args.embedding_std)
     host = host_class("rwkv")(model, tok, name_or_path="rwkv-recall")
 
-    decay = [q for q in model.parameters() if q.dim() >= 2]
-    other = [q for q in model.parameters() if q.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": other, "weight_decay": 0.0}],
-                            lr=p.lr, betas=(0.9, 0.95))
-    gen = torch.Generator().manual_seed(10_000 + args.seed)
-    warm, n = cur.steps, cur.steps + p.steps
-    t0, c0, window = time.perf_counter(), time.process_time(), []
-    model.train()
-    for step in range(n):
-        for group in opt.param_groups:
-            group["lr"] = zt._lr(step, p, warm)
-        tokens = zt.make_copy_batch(data, p, gen, "rwkv", step) if step < warm else zt.make_batch(data, p, gen)
-        loss = zt.lm_loss(host.run_with_hooks(tokens, {}), tokens)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        window.append(float(loss.detach()))
-        if (step + 1) % max(1, args.every) == 0 or step + 1 == n:
-            phase = f"ids {cur.ids_at(step, data.vocab_size - data.n_special)}" if step < warm else "language"
-            print(f"step {step + 1}/{n} ({phase}): loss {sum(window) / len(window):.3f}, "
-                  f"{time.process_time() - c0:.0f} CPU s", flush=True)
-            window = []
-    model.eval()
+    t0, c0 = time.perf_counter(), time.process_time()
+    with tempfile.TemporaryDirectory() as work:  # the zoo's own training loop; its checkpoints are thrown away
+        losses = zt.train_model(host, data, p, args.seed, Path(work), tag="rwkv-recall", desc="rwkv recall")
+    warm, every = cur.steps, max(1, args.every)
+    for end in [*range(every, len(losses), every), len(losses)]:
+        window = losses[max(0, (end - 1) // every * every):end]
+        phase = f"ids {cur.ids_at(end - 1, data.vocab_size - data.n_special)}" if end <= warm else "language"
+        print(f"step {end}/{len(losses)} ({phase}): loss {sum(window) / len(window):.3f}")
     recall = zoo.recall_by_period(host, data.n_special, 64)
     ev = zt.evaluate(host, data)
     print(json.dumps({**vars(args), **ev.as_dict(), "recall_64_ids": {r.period: [round(r.loss, 3), round(r.top1, 3)] for r in recall},
